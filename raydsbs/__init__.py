@@ -1,0 +1,1 @@
+"""raydsbs: Distilling Step-by-Step on Ray."""

@@ -1,0 +1,226 @@
+"""The typed configuration of a raydsbs run.
+
+Every default lives here, once. A YAML file (see ``jobs/``) overrides these
+defaults and ``a.b=c`` arguments override the YAML. The resolved config is
+saved in the run directory; :func:`config_hash` names that directory.
+
+A bad config reports every problem at once::
+
+    ConfigError: 2 problems in jobs/quickstart.yaml:
+      train.rationale_weight = -1: Input should be greater than or equal to 0
+      train.method = 'cot': Input should be 'step_by_step', 'standard_finetune' or 'standard_distill'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Method = Literal["step_by_step", "standard_finetune", "standard_distill"]
+METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(Section):
+    name: str = Field("arith", description="Task from the registry: arith (embedded), svamp, cqa.")
+    num_train: int = Field(320, ge=1, description="Rows in the train split (arith: generated; others: at most).")
+    num_val: int = Field(64, ge=1, description="Rows in the validation split, used for model selection.")
+    num_test: int = Field(128, ge=1, description="Rows in the held-out test split, used only for the final score.")
+    data_dir: str | None = Field(
+        None, description="Folder of the paper's released files for svamp/cqa (e.g. ../shared/data/dss/svamp)."
+    )
+    seed: int = Field(0, description="Seed of the generator and of the train/validation split.")
+
+
+class TeacherConfig(Section):
+    backend: Literal["vllm", "replay"] = Field(
+        "vllm", description="vllm: generate with vLLM through ray.data.llm; replay: read the paper's released completions."
+    )
+    model: str = Field(
+        "bundled:smollm2-135m-instruct",
+        description="Hugging Face name or local folder of the teacher; 'bundled:smollm2-135m-instruct' is the offline default.",
+    )
+    num_shots: int = Field(4, ge=0, description="Few-shot chain-of-thought exemplars in each prompt.")
+    max_new_tokens: int = Field(64, ge=1, description="Generation limit per completion.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    max_model_len: int = Field(2048, ge=64, description="Context length given to vLLM.")
+    batch_size: int = Field(64, ge=1, description="Rows per batch sent to the engine.")
+    replicas: int = Field(1, ge=1, description="vLLM engine replicas (one per GPU or CPU bundle).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica.")
+    cpus_per_replica: float = Field(1.0, gt=0, description="CPUs each replica reserves when no GPU is used.")
+    use_gpu: bool = Field(False, description="Give each replica a GPU (clusters) instead of CPUs.")
+    kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the CPU engine (VLLM_CPU_KVCACHE_SPACE).")
+
+
+class StudentConfig(Section):
+    preset: str = Field("t5-tiny", description="Architecture preset built from config (see raydsbs.student.model.PRESETS).")
+    pretrained: str | None = Field(
+        None, description="Hugging Face name or local folder of a pretrained seq2seq student; replaces preset and tokenizer."
+    )
+    vocab_size: int = Field(1000, ge=64, description="Size of the tokenizer trained on the run's own texts (no pretrained).")
+    max_input_tokens: int = Field(160, ge=8, description="Inputs are cut to this many tokens.")
+    max_label_tokens: int = Field(16, ge=2, description="Label targets are cut to this many tokens.")
+    max_rationale_tokens: int = Field(96, ge=2, description="Rationale targets are cut to this many tokens.")
+
+
+class TrainConfig(Section):
+    method: Method = Field(
+        "step_by_step",
+        description="step_by_step: labels + rationales; standard_finetune: gold labels only; standard_distill: teacher labels only.",
+    )
+    label_source: Literal["gold", "teacher"] = Field(
+        "gold", description="Labels of the label task for step_by_step (the paper reports both)."
+    )
+    rationale_weight: float = Field(
+        1.0, ge=0, description="λ in loss = label_loss + λ · rationale_loss (paper's code: α=0.5 ↔ λ=1)."
+    )
+    train_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the train split used (the paper's data-size axis).")
+    epochs: int = Field(20, ge=1, description="Passes over the training set.")
+    batch_size: int = Field(32, ge=1, description="Examples per worker per step (each example gives 1 or 2 task rows).")
+    learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers.")
+    cpus_per_worker: float = Field(0.9, gt=0, description="CPUs each worker reserves (fractions keep 2-core machines from hanging).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage; 0 trains with plain DDP.")
+    seed: int = Field(0, description="Seed of initialisation, subsampling and batch order.")
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(64, ge=1, description="Rows per generate() call.")
+    max_new_tokens: int = Field(16, ge=1, description="Tokens generated for a label.")
+
+
+class SweepConfig(Section):
+    grid: dict[str, list[Any]] = Field(
+        default_factory=lambda: {
+            "train.method": ["step_by_step", "standard_finetune"],
+            "train.train_fraction": [0.5, 1.0],
+            "train.rationale_weight": [1.0],
+        },
+        description="Dotted config key -> values; the sweep trains every combination.",
+    )
+    cpus_per_trial: float = Field(0.1, ge=0, description="CPUs the trial's driver reserves (its workers reserve their own).")
+    max_concurrent_trials: int = Field(1, ge=1, description="Trials run at once.")
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="Ray cluster address; None starts or joins a local one.")
+    num_cpus: int | None = Field(
+        None, ge=1, description="Logical CPUs of a local cluster; None declares at least 4 so 2-core machines don't hang."
+    )
+
+
+class Config(Section):
+    tag: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Readable part of the run directory name.")
+    output_dir: str = Field("runs", description="Where run directories are created.")
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+class ConfigError(ValueError):
+    """Every problem of a config, each naming the key, the value and what is allowed."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in {source}:\n{lines}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.rationale_weight=0.5"`` -> (["train", "rationale_weight"], 0.5); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError("overrides", [f"{text!r}: expected key=value, e.g. train.epochs=5"])
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _set_dotted(tree: dict, keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError("overrides", [f"{'.'.join(keys)}: {key} is not a section"])
+        tree = node
+    tree[keys[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """A copy of ``tree`` with each ``a.b=c`` override set."""
+    tree = json.loads(json.dumps(tree))
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_dotted(tree, keys, value)
+    return tree
+
+
+def _problems(error: ValidationError, tree: dict) -> list[str]:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        value = item.get("input")
+        shown = "(missing)" if item["type"] == "missing" else repr(value)
+        if item["type"] == "extra_forbidden":
+            problems.append(f"{key} = {shown}: unknown key")
+        else:
+            problems.append(f"{key} = {shown}: {item['msg']}")
+    return problems
+
+
+def build_config(tree: dict, source: str = "config") -> Config:
+    """Validate a nested dict into a :class:`Config`, raising one error that lists every problem."""
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as error:
+        raise ConfigError(source, _problems(error, tree)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Defaults <- YAML file at ``path`` (optional) <- ``a.b=c`` overrides."""
+    tree: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(source, [f"no such config file: {path}"]) from None
+        except yaml.YAMLError as error:
+            raise ConfigError(source, [f"not valid YAML: {error}"]) from None
+        if not isinstance(tree, dict):
+            raise ConfigError(source, [f"expected a mapping of sections at the top, got {type(tree).__name__}"])
+    if overrides:
+        source += " + overrides"
+    return build_config(apply_overrides(tree, list(overrides)), source)
+
+
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of ``config`` with dotted keys set, validated (used by sweeps)."""
+    tree = config.model_dump()
+    for key, value in overrides.items():
+        _set_dotted(tree, key.split("."), value)
+    return build_config(tree, "sweep overrides")
+
+
+def config_hash(config: BaseModel, length: int = 8) -> str:
+    """A short, stable hash of a resolved config (or section)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def to_yaml(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Readers of corpora and of teacher outputs released by others."""

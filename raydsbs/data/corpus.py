@@ -1,0 +1,65 @@
+"""The corpus stage: a task's examples, validated, as ``corpus/<split>.parquet``.
+
+Row schema (written down once, here): ``id`` (str, unique), ``question``
+(str, the text the teacher and the student read), ``gold`` (str, the task's
+ground-truth label). Rows that break it go to ``corpus/rejects.parquet`` with
+a reason, and the rest of the corpus is still written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raydsbs.config import TaskConfig
+from raydsbs.rundir import RunDir
+from raydsbs.tasks import SPLITS, Example, get_task
+
+logger = logging.getLogger(__name__)
+
+CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("question", pa.string()), ("gold", pa.string())])
+REJECT_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string()), ("reason", pa.string())])
+
+
+def row_problem(example: Example, seen: set[str]) -> str | None:
+    """Why a corpus row can't be used, or None when it can."""
+    for field in ("id", "question", "gold"):
+        value = getattr(example, field)
+        if not isinstance(value, str):
+            return f"{field}_not_text"
+        if not value.strip():
+            return f"empty_{field}"
+    if example.id in seen:
+        return "duplicate_id"
+    return None
+
+
+def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
+    """Write the three splits (skipped when they exist); returns rows per split and rejects by reason."""
+    if all(run.corpus_file(split).is_file() for split in SPLITS):
+        return {split: pq.read_metadata(run.corpus_file(split)).num_rows for split in SPLITS}
+    run.corpus.mkdir(parents=True, exist_ok=True)
+    splits = get_task(config.name).load_splits(config)
+    seen: set[str] = set()
+    rejects, counts = [], {}
+    for split in SPLITS:
+        kept = []
+        for example in splits[split]:
+            problem = row_problem(example, seen)
+            if problem:
+                rejects.append({"id": str(example.id), "split": split, "reason": problem})
+                continue
+            seen.add(example.id)
+            kept.append(asdict(example))
+        pq.write_table(pa.Table.from_pylist(kept, CORPUS_SCHEMA), run.corpus_file(split))
+        counts[split] = len(kept)
+    pq.write_table(pa.Table.from_pylist(rejects, REJECT_SCHEMA), run.corpus / "rejects.parquet")
+    reasons = Counter(reject["reason"] for reject in rejects)
+    summary = {**counts, "rejected": dict(reasons)}
+    logger.info("corpus | train %d | val %d | test %d | rejected %d", *counts.values(), len(rejects))
+    run.update_summary("corpus", summary)
+    return counts

@@ -1,0 +1,80 @@
+"""The run directory: one folder that every stage reads and writes.
+
+    runs/<tag>-<hash>/
+      config.yaml                 the resolved config
+      corpus/{train,val,test}.parquet
+      teacher/generations/        every completion, parsed (Ray Data's Parquet files)
+      teacher/distill.parquet     kept rows: id, question, gold, rationale, teacher_label
+      teacher/rejects.parquet     dropped rows: id, reason, completion
+      student/tokenizer/          trained on the run's own texts (no pretrained student)
+      student/<training>/         Ray Train checkpoints, model/ (selected on val), metrics.json
+      sweep/                      Ray Tune trials and results.json
+      report.md, plots/
+      summary.json                counts and figures from every stage
+
+Nothing here is deleted by a rerun: a stage whose output exists is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from raydsbs.config import Config, build_config, config_hash, to_yaml
+
+import yaml
+
+
+class RunDir:
+    """Paths of one run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    config_file = property(lambda self: self.root / "config.yaml")
+    corpus = property(lambda self: self.root / "corpus")
+    teacher = property(lambda self: self.root / "teacher")
+    generations = property(lambda self: self.teacher / "generations")
+    distill_file = property(lambda self: self.teacher / "distill.parquet")
+    rejects_file = property(lambda self: self.teacher / "rejects.parquet")
+    student = property(lambda self: self.root / "student")
+    tokenizer = property(lambda self: self.student / "tokenizer")
+    sweep = property(lambda self: self.root / "sweep")
+    report_file = property(lambda self: self.root / "report.md")
+    plots = property(lambda self: self.root / "plots")
+    summary_file = property(lambda self: self.root / "summary.json")
+
+    def corpus_file(self, split: str) -> Path:
+        return self.corpus / f"{split}.parquet"
+
+    def training(self, name: str) -> Path:
+        return self.student / name
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self.summary_file.read_text()) if self.summary_file.is_file() else {}
+
+    def update_summary(self, section: str, values: dict[str, Any]) -> None:
+        """Merge one stage's figures into summary.json (written whole, then renamed)."""
+        summary = self.read_summary()
+        summary[section] = values
+        staging = self.summary_file.with_suffix(".tmp")
+        staging.write_text(json.dumps(summary, indent=2, sort_keys=True))
+        staging.replace(self.summary_file)
+
+    def load_config(self) -> Config:
+        return build_config(yaml.safe_load(self.config_file.read_text()), str(self.config_file))
+
+
+def run_dir_for(config: Config) -> RunDir:
+    """``<output_dir>/<tag>-<hash of the resolved config>``."""
+    return RunDir(Path(config.output_dir) / f"{config.tag}-{config_hash(config)}")
+
+
+def open_run(config: Config) -> RunDir:
+    """Create (or reuse) the run directory of ``config`` and save the resolved config in it."""
+    run = run_dir_for(config)
+    run.root.mkdir(parents=True, exist_ok=True)
+    if not run.config_file.is_file():
+        run.config_file.write_text(to_yaml(config))
+    return run

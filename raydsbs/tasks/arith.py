@@ -1,0 +1,102 @@
+"""The embedded default task: seeded multi-step arithmetic word problems.
+
+Written by the project itself, offline, in any size. A row looks like::
+
+    question: "Mia has 7 marbles. She buys 5 more. Then she gives 3 to Leo.
+               How many marbles does Mia have now?"
+    gold:     "9"
+
+and the teacher is asked to answer in the same style as its exemplars::
+
+    "Mia starts with 7 marbles. After buying 5 more she has 7 + 5 = 12.
+     After giving 3 away she has 12 - 3 = 9. So the answer is 9."
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from raydsbs.config import TaskConfig
+from raydsbs.tasks.base import SPLITS, Example, Task
+from raydsbs.tasks.safe_eval import try_evaluate
+
+NAMES = [("Mia", "She"), ("Leo", "He"), ("Ava", "She"), ("Sam", "He"), ("Zoe", "She"), ("Max", "He"),
+         ("Ivy", "She"), ("Ben", "He"), ("Emma", "She"), ("Noah", "He"), ("Lily", "She"), ("Omar", "He")]
+ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "cards", "shells", "coins", "balloons"]
+
+
+def _add_then_give(rng: random.Random) -> tuple[str, int]:
+    (name, she), (friend, _) = rng.sample(NAMES, 2)
+    item, a, b = rng.choice(ITEMS), rng.randint(2, 12), rng.randint(2, 12)
+    c = rng.randint(1, a + b - 1)
+    return (f"{name} has {a} {item}. {she} buys {b} more. Then {she.lower()} gives {c} to {friend}. "
+            f"How many {item} does {name} have now?", a + b - c)
+
+
+def _boxes_minus(rng: random.Random) -> tuple[str, int]:
+    (name, she), = rng.sample(NAMES, 1)
+    item, a, b = rng.choice(ITEMS), rng.randint(2, 6), rng.randint(2, 6)
+    c = rng.randint(1, a * b - 1)
+    return (f"There are {a} boxes with {b} {item} in each box. {name} takes out {c} {item}. "
+            f"How many {item} are left in the boxes?", a * b - c)
+
+
+def _three_gifts(rng: random.Random) -> tuple[str, int]:
+    (name, she), = rng.sample(NAMES, 1)
+    item, a, b, c = rng.choice(ITEMS), rng.randint(1, 12), rng.randint(1, 12), rng.randint(1, 12)
+    return (f"{name} had {a} {item}. {she} got {b} more on Monday and {c} more on Tuesday. "
+            f"How many {item} does {name} have now?", a + b + c)
+
+
+def _bags_plus(rng: random.Random) -> tuple[str, int]:
+    (name, _), (friend, _) = rng.sample(NAMES, 2)
+    item, a, b, c = rng.choice(ITEMS), rng.randint(2, 6), rng.randint(2, 6), rng.randint(1, 12)
+    return (f"{name} has {a} bags with {b} {item} in each bag. {friend} has {c} {item}. "
+            f"How many {item} do they have together?", a * b + c)
+
+
+def _share(rng: random.Random) -> tuple[str, int]:
+    (name, she), = rng.sample(NAMES, 1)
+    item, c, each = rng.choice(ITEMS), rng.randint(2, 5), rng.randint(2, 6)
+    a = rng.randint(1, c * each - 1)
+    return (f"{name} has {a} {item} and buys {c * each - a} more. {she} shares them equally among {c} friends. "
+            f"How many {item} does each friend get?", each)
+
+
+TEMPLATES = [_add_then_give, _boxes_minus, _three_gifts, _bags_plus, _share]
+
+
+def generate_problems(count: int, seed: int) -> list[tuple[str, int]]:
+    """``count`` distinct (question, answer) pairs, the same for the same seed."""
+    rng = random.Random(seed)
+    seen: dict[str, int] = {}
+    while len(seen) < count:
+        question, answer = rng.choice(TEMPLATES)(rng)
+        seen.setdefault(question, answer)
+    return list(seen.items())
+
+
+class ArithTask(Task):
+    name = "arith"
+    answer_marker = "the answer is"  # "So the answer is 9." and "The answer is 9." both state it
+    exemplar_file = "arith_exemplars.jsonl"
+
+    def load_splits(self, config: TaskConfig) -> dict[str, list[Example]]:
+        sizes = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
+        problems = generate_problems(sum(sizes.values()), config.seed)
+        splits, start = {}, 0
+        for split in SPLITS:
+            chunk = problems[start : start + sizes[split]]
+            splits[split] = [Example(f"arith-{split}-{i:06d}", q, str(a)) for i, (q, a) in enumerate(chunk)]
+            start += sizes[split]
+        return splits
+
+    def parse_answer(self, answer_text: str) -> str | None:
+        """``"9."``, ``"9 marbles."`` or ``"4 + 5 = 9."`` -> "9": the last number of the answer's sentence."""
+        sentence = re.split(r"\.(?!\d)|\n", answer_text.replace(",", ""), maxsplit=1)[0]
+        numbers = re.findall(r"-?\d+(?:\.\d+)?", sentence)
+        return numbers[-1] if numbers else None
+
+    def normalize(self, label: str) -> object:
+        return try_evaluate(label)

@@ -1,0 +1,124 @@
+"""What every task provides, and the parsing steps all tasks share.
+
+A task turns its raw rows into :class:`Example` rows (id, question, gold
+label), holds its few-shot chain-of-thought exemplars as a data file of the
+package, parses a teacher completion into (rationale, label) or a rejection
+with a reason, and says when a predicted label counts as correct.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from raydsbs.config import TaskConfig
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One row of a task's corpus: the schema written to ``corpus/<split>.parquet``."""
+
+    id: str
+    question: str
+    gold: str
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    """One few-shot chain-of-thought demonstration."""
+
+    question: str
+    rationale: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class ParsedCompletion:
+    """A teacher completion split into rationale and label.
+
+    ``reason`` is None when the row is kept; otherwise it names why the row
+    is rejected. ``label`` may be set on a rejected row (an empty rationale
+    with a stated answer still counts towards the teacher's accuracy).
+    """
+
+    rationale: str
+    label: str | None
+    reason: str | None = None
+
+
+# The next few-shot example the model starts to write after its answer.
+_NEXT_EXAMPLE = re.compile(r"\n\s*Q:")
+
+
+def cut_at_next_example(completion: str) -> str:
+    """Drop everything from the model's next ``Q:`` on: it is not part of this answer."""
+    return _NEXT_EXAMPLE.split(completion, maxsplit=1)[0].strip()
+
+
+def split_at_answer(text: str, marker: str) -> tuple[str, str] | None:
+    """``"r ... So the answer is 42."`` -> ("r ...", "42."), or None when no answer is stated."""
+    at = text.lower().find(marker.lower())
+    if at < 0:
+        return None
+    return text[:at].strip(), text[at + len(marker) :].strip()
+
+
+class Task:
+    """Base class of the task registry; subclasses set ``name`` and ``answer_marker``."""
+
+    name: str = ""
+    answer_marker: str = "So the answer is"
+    exemplar_file: str = ""
+
+    def load_splits(self, config: TaskConfig) -> dict[str, list[Example]]:
+        """The train, val and test examples of this task."""
+        raise NotImplementedError
+
+    def parse_answer(self, answer_text: str) -> str | None:
+        """The label in the text after the answer marker, or None when there is none."""
+        raise NotImplementedError
+
+    def normalize(self, label: str) -> object:
+        """The comparable form of a label (a number, a lower-cased choice, ...)."""
+        return label.strip().lower()
+
+    def answers_match(self, predicted: str | None, gold: str) -> bool:
+        """Whether a predicted label is correct, by the task's own comparison."""
+        if predicted is None:
+            return False
+        left, right = self.normalize(predicted), self.normalize(gold)
+        return left is not None and left == right
+
+    def exemplars(self) -> list[Exemplar]:
+        """The few-shot demonstrations, read from ``raydsbs/tasks/data/<exemplar_file>``."""
+        text = resources.files("raydsbs.tasks").joinpath("data", self.exemplar_file).read_text()
+        return [Exemplar(**json.loads(line)) for line in text.splitlines() if line.strip()]
+
+    def format_answer(self, exemplar: Exemplar) -> str:
+        """How a demonstration states its rationale and answer."""
+        return f"{exemplar.rationale} {self.answer_marker} {exemplar.answer}."
+
+    def parse_completion(self, completion: str) -> ParsedCompletion:
+        """Split a raw teacher completion into rationale and label, or reject it with a reason."""
+        text = cut_at_next_example(completion)
+        if not text:
+            return ParsedCompletion("", None, "empty_completion")
+        parts = split_at_answer(text, self.answer_marker)
+        if parts is None:
+            return ParsedCompletion(text, None, "no_answer_stated")
+        rationale, answer_text = parts
+        label = self.parse_answer(answer_text)
+        if label is None:
+            return ParsedCompletion(rationale, None, "unparsable_answer")
+        if not rationale:
+            return ParsedCompletion("", label, "empty_rationale")
+        return ParsedCompletion(rationale, label)
+
+    def parse_prediction(self, text: str) -> str | None:
+        """The label in a student's label-task output (the bare answer, maybe with the marker)."""
+        parts = split_at_answer(text, self.answer_marker)
+        return self.parse_answer(parts[1] if parts else text)
