@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Method = Literal["step_by_step", "standard_finetune", "standard_distill"]
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
@@ -40,6 +40,15 @@ class TaskConfig(Section):
         None, description="Folder of the paper's released files for svamp/cqa (e.g. ../shared/data/dss/svamp)."
     )
     seed: int = Field(0, description="Seed of the generator and of the train/validation split.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, name: str) -> str:
+        from raydsbs.tasks import TASKS  # the registry imports this module
+
+        if name not in TASKS:
+            raise ValueError(f"unknown task; known tasks: {', '.join(sorted(TASKS))}")
+        return name
 
 
 class TeacherConfig(Section):
@@ -71,6 +80,15 @@ class StudentConfig(Section):
     max_input_tokens: int = Field(160, ge=8, description="Inputs are cut to this many tokens.")
     max_label_tokens: int = Field(16, ge=2, description="Label targets are cut to this many tokens.")
     max_rationale_tokens: int = Field(96, ge=2, description="Rationale targets are cut to this many tokens.")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        from raydsbs.student.model import PRESETS
+
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset; presets: {', '.join(PRESETS)}")
+        return preset
 
 
 class TrainConfig(Section):

@@ -25,5 +25,5 @@ def start_ray(config: RayConfig) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         num_cpus = config.num_cpus or max(MIN_LOCAL_CPUS, os.cpu_count() or 1)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(num_cpus=num_cpus, log_to_driver=True)
     logger.info("ray cluster resources: %s", ray.cluster_resources())

@@ -79,7 +79,6 @@ def generate_problems(count: int, seed: int) -> list[tuple[str, int]]:
 
 class ArithTask(Task):
     name = "arith"
-    answer_marker = "the answer is"  # "So the answer is 9." and "The answer is 9." both state it
     exemplar_file = "arith_exemplars.jsonl"
 
     def load_splits(self, config: TaskConfig) -> dict[str, list[Example]]:

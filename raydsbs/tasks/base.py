@@ -59,19 +59,23 @@ def cut_at_next_example(completion: str) -> str:
     return _NEXT_EXAMPLE.split(completion, maxsplit=1)[0].strip()
 
 
-def split_at_answer(text: str, marker: str) -> tuple[str, str] | None:
+# "So the answer is 42." and "The answer is 42." both state an answer.
+_ANSWER_STATED = re.compile(r"\b(?:so,?\s+)?the answer is\b", re.IGNORECASE)
+
+
+def split_at_answer(text: str) -> tuple[str, str] | None:
     """``"r ... So the answer is 42."`` -> ("r ...", "42."), or None when no answer is stated."""
-    at = text.lower().find(marker.lower())
-    if at < 0:
+    match = _ANSWER_STATED.search(text)
+    if match is None:
         return None
-    return text[:at].strip(), text[at + len(marker) :].strip()
+    return text[: match.start()].strip(), text[match.end() :].strip()
 
 
 class Task:
-    """Base class of the task registry; subclasses set ``name`` and ``answer_marker``."""
+    """Base class of the task registry; subclasses set ``name`` and ``exemplar_file``."""
 
     name: str = ""
-    answer_marker: str = "So the answer is"
+    answer_marker: str = "So the answer is"  # how exemplars state the answer
     exemplar_file: str = ""
 
     def load_splits(self, config: TaskConfig) -> dict[str, list[Example]]:
@@ -107,7 +111,7 @@ class Task:
         text = cut_at_next_example(completion)
         if not text:
             return ParsedCompletion("", None, "empty_completion")
-        parts = split_at_answer(text, self.answer_marker)
+        parts = split_at_answer(text)
         if parts is None:
             return ParsedCompletion(text, None, "no_answer_stated")
         rationale, answer_text = parts
@@ -120,5 +124,5 @@ class Task:
 
     def parse_prediction(self, text: str) -> str | None:
         """The label in a student's label-task output (the bare answer, maybe with the marker)."""
-        parts = split_at_answer(text, self.answer_marker)
+        parts = split_at_answer(text)
         return self.parse_answer(parts[1] if parts else text)

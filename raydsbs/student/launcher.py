@@ -1,0 +1,89 @@
+"""Launching one student training on Ray Train (``TorchTrainer``, DDP or DeepSpeed ZeRO)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from raydsbs.config import Config, config_hash
+from raydsbs.ray_session import start_ray
+from raydsbs.rundir import RunDir
+from raydsbs.student.tokenizer import train_tokenizer
+from raydsbs.student.train_loop import MODEL_SUBDIR, train_loop_per_worker
+
+logger = logging.getLogger(__name__)
+
+SELECTION_METRIC = "val_label_loss"  # model selection looks at validation only, never test
+
+
+def training_name(config: Config) -> str:
+    """A readable, unique folder name for one training: method, fraction, λ, seed and a hash."""
+    train = config.train
+    digest = config_hash(type(config)(student=config.student, train=train, eval=config.eval), length=6)
+    return f"{train.method}-f{train.train_fraction:g}-l{train.rationale_weight:g}-s{train.seed}-{digest}"
+
+
+def prepare_tokenizer(config: Config, run: RunDir) -> None:
+    """Train the run's tokenizer once (a pretrained student brings its own)."""
+    if config.student.pretrained or (run.tokenizer / "tokenizer.json").is_file():
+        return
+    texts = []
+    for row in pq.read_table(run.corpus_file("train")).to_pylist():
+        texts += [row["question"], row["gold"]]
+    if run.distill_file.is_file():
+        for row in pq.read_table(run.distill_file).to_pylist():
+            texts += [row["rationale"], row["teacher_label"]]
+    train_tokenizer(texts, config.student.vocab_size, run.tokenizer)
+
+
+def require_teacher_outputs(config: Config, run: RunDir) -> None:
+    if config.train.method != "standard_finetune" and not run.distill_file.is_file():
+        raise FileNotFoundError(
+            f"{config.train.method} needs the teacher's outputs ({run.distill_file}); run `raydsbs generate` first"
+        )
+
+
+def train_student(config: Config, run: RunDir) -> Path:
+    """Train (or find already trained) the student of ``config``; returns its folder with ``model/``."""
+    folder = run.training(training_name(config))
+    if (folder / MODEL_SUBDIR / "config.json").is_file():
+        logger.info("student %s exists; skipping training", folder.name)
+        return folder
+    require_teacher_outputs(config, run)
+    start_ray(config.ray)
+    prepare_tokenizer(config, run)
+
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": config.model_dump(mode="json"), "run_dir": str(run.root)},
+        scaling_config=ScalingConfig(num_workers=config.train.num_workers, use_gpu=config.train.use_gpu,
+                                     resources_per_worker={"CPU": config.train.cpus_per_worker}),
+        run_config=RunConfig(
+            name=folder.name,
+            storage_path=str(run.student / "ray"),
+            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC,
+                                               checkpoint_score_order="min"),
+            failure_config=FailureConfig(max_failures=2),
+        ),
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(metric=SELECTION_METRIC, mode="min")
+    history = [metrics for _, metrics in result.best_checkpoints or []]
+    folder.mkdir(parents=True, exist_ok=True)
+    with best.as_directory() as checkpoint:
+        staging = folder / (MODEL_SUBDIR + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(Path(checkpoint) / MODEL_SUBDIR, staging)
+        staging.rename(folder / MODEL_SUBDIR)
+        selected_epoch = int((Path(checkpoint) / "epoch.txt").read_text())
+    (folder / "config.yaml").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    (folder / "training.json").write_text(json.dumps({"selected_epoch": selected_epoch, "kept_checkpoints": history}, indent=2))
+    logger.info("student %s trained; epoch %d selected on %s", folder.name, selected_epoch, SELECTION_METRIC)
+    return folder

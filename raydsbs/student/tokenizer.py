@@ -1,0 +1,53 @@
+"""The student's tokenizer.
+
+A student built from config (no pretrained weights) gets a byte-level BPE
+tokenizer trained on the run's own texts, so nothing is downloaded. Digits
+are split one by one, which makes numbers easier to learn for a small model.
+A pretrained student uses its own tokenizer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from raydsbs.config import StudentConfig
+
+PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, target: Path):
+    """Train a byte-level BPE tokenizer on ``texts`` and save it (atomically) to ``target``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    core.train_from_iterator(texts, trainer)
+    eos_id = core.token_to_id(EOS)
+    # T5 convention: every sequence ends with </s>.
+    core.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, eos_id)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging)  # another trial saved the same tokenizer first
+    return tokenizer
+
+
+def load_tokenizer(config: StudentConfig, trained_dir: Path):
+    """The pretrained student's tokenizer, or the one trained for this run."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(config.pretrained or str(trained_dir))

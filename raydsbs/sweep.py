@@ -1,0 +1,84 @@
+"""Ray Tune sweeps over dotted config keys: every trial is a Ray Train run plus its evaluation.
+
+    sweep:
+      grid:
+        train.method: [step_by_step, standard_finetune]
+        train.train_fraction: [0.5, 1.0]
+
+Trials skip trainings whose model already exists in the run directory, so a
+rerun of an interrupted sweep only trains what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from raydsbs.config import Config, ConfigError, with_overrides
+from raydsbs.ray_session import start_ray
+from raydsbs.rundir import RunDir
+
+logger = logging.getLogger(__name__)
+
+# What a trial reports that the report reads; Tune adds its own bookkeeping keys.
+_RESULT_KEYS = {"training", "method", "train_fraction", "rationale_weight", "seed", "val_accuracy", "test_accuracy"}
+
+
+def check_grid(config: Config) -> None:
+    """Every combination of the grid must be a valid config; all problems are reported at once."""
+    problems = []
+    for key, values in config.sweep.grid.items():
+        if not isinstance(values, list) or not values:
+            problems.append(f"sweep.grid.{key} = {values!r}: expected a non-empty list of values")
+            continue
+        for value in values:
+            try:
+                with_overrides(config, {key: value})
+            except ConfigError as error:
+                problems += [f"sweep.grid.{key}: {problem}" for problem in error.problems]
+    if problems:
+        raise ConfigError("sweep.grid", problems)
+
+
+def run_trial(params: dict, base: dict, run_dir: str) -> None:
+    """One Tune trial: train the student of ``base`` + ``params`` and report its metrics."""
+    from ray import tune
+
+    from raydsbs.evaluate import evaluate_student
+    from raydsbs.student.launcher import train_student
+
+    config = with_overrides(Config.model_validate(base), params)
+    run = RunDir(run_dir)
+    metrics = evaluate_student(config, run, train_student(config, run))
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "metrics.json").write_text(json.dumps(metrics))
+        # A checkpoint with the report keeps Result.metrics filled in under Train V2.
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def sweep(config: Config, run: RunDir) -> list[dict]:
+    """Run every grid combination; returns the metrics of each trial (also in sweep/results.json)."""
+    check_grid(config)
+    start_ray(config.ray)
+    from ray import tune
+
+    trainable = tune.with_parameters(run_trial, base=config.model_dump(mode="json"), run_dir=str(run.root))
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": config.sweep.cpus_per_trial}),
+        param_space={key: tune.grid_search(values) for key, values in config.sweep.grid.items()},
+        tune_config=tune.TuneConfig(max_concurrent_trials=config.sweep.max_concurrent_trials),
+        run_config=tune.RunConfig(name="trials", storage_path=str(run.sweep)),
+    )
+    grid = tuner.fit()
+    failed = [result.error for result in grid if result.error]
+    results = [result.metrics for result in grid if not result.error and result.metrics]
+    results = [{key: value for key, value in metrics.items() if key in _RESULT_KEYS} for metrics in results]
+    run.sweep.mkdir(parents=True, exist_ok=True)
+    (run.sweep / "results.json").write_text(json.dumps(results, indent=2))
+    run.update_summary("sweep", {"trials": len(grid), "failed": len(failed)})
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(grid)} sweep trials failed; first error: {failed[0]}")
+    return results
+

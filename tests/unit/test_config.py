@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from raydsbs.config import Config, ConfigError, config_hash, load_config, with_overrides
+from raydsbs.rundir import open_run, run_dir_for
+
+from tests.conftest import REPO
+
+
+def test_defaults_then_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 7\n  rationale_weight: 0.5\n")
+    config = load_config(path, ["train.rationale_weight=2", "task.name=svamp"])
+    assert config.train.epochs == 7
+    assert config.train.rationale_weight == 2.0
+    assert config.task.name == "svamp"
+    assert config.train.batch_size == Config().train.batch_size
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  method: cot\n  rationale_weight: -1\nbogus: 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ["task.name=nope", "student.preset=huge"])
+    problems = "\n".join(caught.value.problems)
+    assert len(caught.value.problems) == 5
+    assert "train.method = 'cot'" in problems and "'step_by_step'" in problems
+    assert "train.rationale_weight = -1" in problems
+    assert "bogus = 1: unknown key" in problems
+    assert "task.name = 'nope'" in problems and "arith" in problems
+    assert "student.preset = 'huge'" in problems and "t5-tiny" in problems
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_run_directory_is_tag_plus_hash_and_keeps_config(tmp_path):
+    config = load_config(None, [f"output_dir={tmp_path}", "tag=demo"])
+    run = open_run(config)
+    assert run.root.name == f"demo-{config_hash(config)}"
+    assert run.load_config() == config
+    other = with_overrides(config, {"train.rationale_weight": 0.25})
+    assert run_dir_for(other).root != run.root
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "jobs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path):
+    load_config(path)

@@ -1,0 +1,100 @@
+from collections import Counter
+
+import pytest
+
+from raydsbs.config import TaskConfig
+from raydsbs.data.released import ReleasedDataError, completions_by_id, read_completions, read_ground_truth
+from raydsbs.tasks import get_task
+from raydsbs.tasks.arith import generate_problems
+from raydsbs.teacher.prompts import build_prompt
+
+
+def test_unknown_task_lists_known_ones():
+    with pytest.raises(KeyError, match="known tasks: arith, cqa, svamp"):
+        get_task("gsm8k")
+
+
+def test_arith_generator_is_seeded_and_answers_are_right():
+    first, again = generate_problems(200, seed=3), generate_problems(200, seed=3)
+    assert first == again and len({q for q, _ in first}) == 200
+    assert generate_problems(200, seed=4) != first
+    question, answer = next((q, a) for q, a in first if "buys" in q and "gives" in q)
+    numbers = [int(n) for n in __import__("re").findall(r"\d+", question)]
+    assert answer == numbers[0] + numbers[1] - numbers[2]
+
+
+def test_arith_splits_do_not_overlap():
+    splits = get_task("arith").load_splits(TaskConfig(num_train=50, num_val=10, num_test=20))
+    questions = [{e.question for e in splits[s]} for s in ("train", "val", "test")]
+    assert [len(q) for q in questions] == [50, 10, 20]
+    assert not (questions[0] & questions[1]) and not (questions[0] & questions[2]) and not (questions[1] & questions[2])
+
+
+@pytest.mark.parametrize("completion, rationale, label, reason", [
+    (" Ann has 3 + 4 = 7. So the answer is 7.\n\nQ: Next question", "Ann has 3 + 4 = 7.", "7", None),
+    (" 2 * 6 = 12, 12 - 5 = 7. The answer is 7 apples.", "2 * 6 = 12, 12 - 5 = 7.", "7", None),
+    (" The answer is 10 + 10 + 1 = 21.", "", "21", "empty_rationale"),
+    (" She has 3 + 1 = 4 apples. She has", "She has 3 + 1 = 4 apples. She has", None, "no_answer_stated"),
+    (" It is hard. So the answer is unknown.", "It is hard.", None, "unparsable_answer"),
+    ("", "", None, "empty_completion"),
+])
+def test_arith_completion_parsing(completion, rationale, label, reason):
+    parsed = get_task("arith").parse_completion(completion)
+    assert (parsed.rationale, parsed.label, parsed.reason) == (rationale, label, reason)
+
+
+def test_prompt_holds_exemplars_then_the_question():
+    task = get_task("arith")
+    prompt = build_prompt(task, "Zoe has 2 apples. How many?", num_shots=2)
+    assert prompt.count("Q: ") == 3 and prompt.endswith("Q: Zoe has 2 apples. How many?\nA:")
+    assert "So the answer is 7." in prompt
+
+
+def _teacher_accuracy(task_name: str, data_dir, split: str) -> tuple[float, Counter]:
+    task = get_task(task_name)
+    truth = read_ground_truth(data_dir, task_name, split)
+    completions = read_completions(data_dir, task_name, split)
+    examples = [task.to_example(row, str(i)) for i, row in enumerate(truth)]
+    parsed = [task.parse_completion(text) for text in completions]
+    correct = sum(task.answers_match(p.label, e.gold) for p, e in zip(parsed, examples))
+    return correct / len(examples), Counter(p.reason for p in parsed)
+
+
+def test_svamp_palm_completions(dss_data):
+    """The paper's PaLM outputs: 11 train completions never state an answer (the authors' loader
+    turns them into empty rationales); some state an unknown instead of numbers ("(some - 8)")."""
+    accuracy, reasons = _teacher_accuracy("svamp", dss_data / "svamp", "test")
+    assert accuracy == pytest.approx(0.775, abs=0.001)  # the authors' first-parenthesis parser: 0.740
+    _, train_reasons = _teacher_accuracy("svamp", dss_data / "svamp", "train")
+    assert train_reasons["no_answer_stated"] == 11
+    assert train_reasons["unparsable_answer"] == 23
+    assert train_reasons[None] == 766
+
+
+def test_cqa_palm_completions(dss_data):
+    accuracy, reasons = _teacher_accuracy("cqa", dss_data / "cqa", "test")
+    assert accuracy == pytest.approx(0.782, abs=0.001)  # the authors' parser: 0.772
+    assert reasons == Counter({None: 1221})
+    parsed = get_task("cqa").parse_completion(read_completions(dss_data / "cqa", "cqa", "test")[0])
+    assert parsed.label == "wooded area" and "\nQ:" not in parsed.rationale
+
+
+def test_svamp_labels_compare_by_value():
+    task = get_task("svamp")
+    assert task.answers_match("(84 / 2)", "( 84.0 / 2.0 )")
+    assert task.answers_match("(16 * 17) * 4", "( 16.0 * ( 17.0 * 4.0 ) )")
+    assert not task.answers_match("(84 - 2)", "( 84.0 / 2.0 )")
+    assert not task.answers_match("__import__('os')", "( 1.0 )")
+
+
+def test_released_completions_line_up_with_ground_truth(dss_data):
+    by_id = completions_by_id(dss_data / "svamp", "svamp")
+    assert len(by_id) == 1000 and by_id["svamp-test-000000"].startswith("They put 10 seeds")
+
+
+def test_released_reader_names_the_bad_line(tmp_path):
+    (tmp_path / "svamp_train.json").write_text('{"input": "a", "label": "1"}\nnot json\n')
+    with pytest.raises(ReleasedDataError, match=r"svamp_train.json:2: not JSON"):
+        read_ground_truth(tmp_path, "svamp", "train")
+    with pytest.raises(ReleasedDataError, match="needs task.data_dir"):
+        read_ground_truth(None, "svamp", "train")
