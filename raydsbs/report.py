@@ -73,6 +73,7 @@ def plot_accuracy_vs_fraction(rows: list[dict], teacher_accuracy: float | None, 
         axes.plot(xs, ys, marker="o", label=name)
     if teacher_accuracy is not None:
         axes.axhline(100 * teacher_accuracy, color="gray", linestyle="--", label="teacher, few-shot (train split)")
+    axes.set_ylim(bottom=0)
     axes.set_xlabel("training-set size (% of the train split)")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title("Student accuracy vs training-set size")

@@ -13,11 +13,9 @@ from raydsbs.config import Config, config_hash
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.student.tokenizer import train_tokenizer
-from raydsbs.student.train_loop import MODEL_SUBDIR, train_loop_per_worker
+from raydsbs.student.train_loop import EPOCH_FILE, MODEL_SUBDIR, SELECTION_METRIC, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
-
-SELECTION_METRIC = "val_label_loss"  # model selection looks at validation only, never test
 
 
 def training_name(config: Config) -> str:
@@ -82,7 +80,7 @@ def train_student(config: Config, run: RunDir) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(Path(checkpoint) / MODEL_SUBDIR, staging)
         staging.rename(folder / MODEL_SUBDIR)
-        selected_epoch = int((Path(checkpoint) / "epoch.txt").read_text())
+        selected_epoch = int((Path(checkpoint) / EPOCH_FILE).read_text())
     (folder / "config.yaml").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
     (folder / "training.json").write_text(json.dumps({"selected_epoch": selected_epoch, "kept_checkpoints": history}, indent=2))
     logger.info("student %s trained; epoch %d selected on %s", folder.name, selected_epoch, SELECTION_METRIC)

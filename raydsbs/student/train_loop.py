@@ -7,17 +7,19 @@ each epoch the validation label loss, reported to Ray Train with a checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import pyarrow.parquet as pq
 import torch
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import collate, encode, epoch_batches, subsample, training_examples, TrainingExample
+from raydsbs.student.batching import TrainingExample, collate, encode, epoch_batches, subsample, training_examples
 from raydsbs.student.loss import multitask_loss, task_mean_losses
 from raydsbs.student.model import build_student
 from raydsbs.student.tokenizer import load_tokenizer
@@ -25,6 +27,8 @@ from raydsbs.student.tokenizer import load_tokenizer
 logger = logging.getLogger(__name__)
 
 MODEL_SUBDIR = "model"  # inside each checkpoint: a from_pretrained-loadable folder
+EPOCH_FILE = "epoch.txt"
+SELECTION_METRIC = "val_label_loss"  # model selection looks at validation only, never test
 
 
 def deepspeed_config(config: Config) -> dict:
@@ -56,9 +60,9 @@ def load_training_data(config: Config, run: RunDir, tokenizer):
 
 
 class Learner:
-    """The model with its optimizer: plain DDP, or a DeepSpeed ZeRO engine."""
+    """The model with its optimizer: plain torch (one process), DDP, or a DeepSpeed ZeRO engine."""
 
-    def __init__(self, model, config: Config):
+    def __init__(self, model, config: Config, distributed: bool):
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
                                       weight_decay=config.train.weight_decay)
         self.zero_stage = config.train.zero_stage
@@ -69,10 +73,12 @@ class Learner:
             self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(config))
             self.module = self.engine.module
         else:
-            import ray.train.torch
+            if distributed:
+                import ray.train.torch
 
-            self.engine = ray.train.torch.prepare_model(model)
-            self.module = getattr(self.engine, "module", self.engine)
+                model = ray.train.torch.prepare_model(model)  # DDP across the Ray Train workers
+            self.engine = model
+            self.module = getattr(model, "module", model)
             self.optimizer = optimizer
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,6 +113,20 @@ class Learner:
         elif is_writer:
             self.module.save_pretrained(folder)
 
+    def restore(self, checkpoint: Path) -> int:
+        """Load the weights of a checkpoint folder; returns the epoch to continue from."""
+        from transformers import AutoModelForSeq2SeqLM
+
+        saved = AutoModelForSeq2SeqLM.from_pretrained(checkpoint / MODEL_SUBDIR).state_dict()
+        if self.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=0):
+                self.module.load_state_dict(saved)
+        else:
+            self.module.load_state_dict(saved)
+        return int((checkpoint / EPOCH_FILE).read_text()) + 1
+
 
 def _mean_over_workers(total: float, count: int) -> float:
     import torch.distributed as dist
@@ -128,21 +148,19 @@ def validation_label_loss(learner: Learner, val, batch_size: int, pad_id: int, r
     return _mean_over_workers(total, count)
 
 
-def train_loop_per_worker(loop_config: dict) -> None:
-    """Entry point of each Ray Train worker; ``loop_config`` holds the resolved config and the run dir."""
-    import ray.train
+def fit(config: Config, run: RunDir, report: Callable[[dict, Path], None], rank: int = 0, world: int = 1,
+        resume_from: Path | None = None, distributed: bool = False) -> None:
+    """Train the student of ``config``; after each epoch ``report(metrics, checkpoint_folder)``.
 
-    config = Config.model_validate(loop_config["config"])
-    run = RunDir(loop_config["run_dir"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    Runs as a plain function (one process, no Ray) or inside a Ray Train worker
+    (``distributed=True``: DDP or DeepSpeed across the workers).
+    """
     torch.manual_seed(config.train.seed)
     torch.set_num_threads(max(1, math.floor(config.train.cpus_per_worker)))
-
     tokenizer = load_tokenizer(config.student, run.tokenizer)
     train, val = load_training_data(config, run, tokenizer)
-    learner = Learner(build_student(config.student, tokenizer), config)
-    first_epoch = _restore(learner)
+    learner = Learner(build_student(config.student, tokenizer), config, distributed)
+    first_epoch = learner.restore(resume_from) if resume_from else 0
     train_cfg = config.train
     for epoch in range(first_epoch, train_cfg.epochs):
         for step, indices in enumerate(epoch_batches(len(train), train_cfg.batch_size, rank, world,
@@ -150,29 +168,31 @@ def train_loop_per_worker(loop_config: dict) -> None:
             label_loss, rationale_loss = learner.forward(collate([train[i] for i in indices], tokenizer.pad_token_id))
             loss = multitask_loss(label_loss, rationale_loss, train_cfg.rationale_weight)
             learner.step(loss)
-            if rank == 0 and step == 0:
-                logger.info("epoch %03d | loss %.4f | label %.4f | rationale %.4f",
-                            epoch, loss.item(), label_loss.item(), rationale_loss.item())
         val_loss = validation_label_loss(learner, val, train_cfg.batch_size, tokenizer.pad_token_id, rank, world)
         metrics = {"epoch": epoch, "train_loss": loss.item(), "train_label_loss": label_loss.item(),
-                   "train_rationale_loss": rationale_loss.item(), "val_label_loss": val_loss}
+                   "train_rationale_loss": rationale_loss.item(), SELECTION_METRIC: val_loss}
+        if rank == 0:
+            logger.info("epoch %03d | loss %.4f | label %.4f | rationale %.4f | val label %.4f",
+                        epoch, loss.item(), label_loss.item(), rationale_loss.item(), val_loss)
         with tempfile.TemporaryDirectory() as folder:
             learner.save(Path(folder) / MODEL_SUBDIR, is_writer=rank == 0)
-            (Path(folder) / "epoch.txt").write_text(str(epoch))
-            checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
-            ray.train.report(metrics, checkpoint=checkpoint)
+            (Path(folder) / EPOCH_FILE).write_text(str(epoch))
+            report(metrics, Path(folder))
 
 
-def _restore(learner: Learner) -> int:
-    """The epoch to start from: after the latest checkpoint when Ray Train restarts a run, else 0."""
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Entry point of each Ray Train worker; ``loop_config`` holds the resolved config and the run dir."""
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as folder:
-        from transformers import AutoModelForSeq2SeqLM
+    context = ray.train.get_context()
+    rank = context.get_world_rank()
 
-        saved = AutoModelForSeq2SeqLM.from_pretrained(Path(folder) / MODEL_SUBDIR)
-        learner.module.load_state_dict(saved.state_dict())
-        return int((Path(folder) / "epoch.txt").read_text()) + 1
+    def report(metrics: dict, folder: Path) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    checkpoint = ray.train.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
+        fit(Config.model_validate(loop_config["config"]), RunDir(loop_config["run_dir"]), report,
+            rank=rank, world=context.get_world_size(), distributed=True,
+            resume_from=Path(resume_from) if resume_from else None)

@@ -1,0 +1,5 @@
+import sys
+
+from raydsbs.cli import main
+
+sys.exit(main())
