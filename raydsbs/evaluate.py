@@ -17,6 +17,7 @@ import torch
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
 from raydsbs.student.batching import LABEL_PREFIX
+from raydsbs.student.launcher import canonical
 from raydsbs.student.tokenizer import load_tokenizer
 from raydsbs.student.train_loop import MODEL_SUBDIR
 from raydsbs.tasks import get_task
@@ -47,6 +48,7 @@ def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
         return json.loads(metrics_file.read_text())
     from transformers import AutoModelForSeq2SeqLM
 
+    config = canonical(config)
     task = get_task(config.task.name)
     tokenizer = load_tokenizer(config.student, run.tokenizer)
     model = AutoModelForSeq2SeqLM.from_pretrained(folder / MODEL_SUBDIR)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from raydsbs.config import Config, config_hash
+from raydsbs.config import Config, TrainConfig, config_hash, with_overrides
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.student.tokenizer import train_tokenizer
@@ -18,11 +18,25 @@ from raydsbs.student.train_loop import EPOCH_FILE, MODEL_SUBDIR, SELECTION_METRI
 logger = logging.getLogger(__name__)
 
 
+def canonical(config: Config) -> Config:
+    """The config with the keys a method ignores set to their defaults.
+
+    λ and the label source only matter for step_by_step, so a sweep over λ
+    trains each standard method once, not once per λ.
+    """
+    if config.train.method == "step_by_step":
+        return config
+    defaults = TrainConfig()
+    return with_overrides(config, {"train.rationale_weight": defaults.rationale_weight,
+                                   "train.label_source": defaults.label_source})
+
+
 def training_name(config: Config) -> str:
-    """A readable, unique folder name for one training: method, fraction, λ, seed and a hash."""
-    train = config.train
-    digest = config_hash(type(config)(student=config.student, train=train, eval=config.eval), length=6)
-    return f"{train.method}-f{train.train_fraction:g}-l{train.rationale_weight:g}-s{train.seed}-{digest}"
+    """A readable, unique folder name for one training: method, fraction, λ (step_by_step), seed, a hash."""
+    train = canonical(config).train
+    digest = config_hash(Config(student=config.student, train=train, eval=config.eval), length=6)
+    weight = f"-l{train.rationale_weight:g}" if train.method == "step_by_step" else ""
+    return f"{train.method}-f{train.train_fraction:g}{weight}-s{train.seed}-{digest}"
 
 
 def prepare_tokenizer(config: Config, run: RunDir) -> None:
@@ -47,6 +61,7 @@ def require_teacher_outputs(config: Config, run: RunDir) -> None:
 
 def train_student(config: Config, run: RunDir) -> Path:
     """Train (or find already trained) the student of ``config``; returns its folder with ``model/``."""
+    config = canonical(config)
     folder = run.training(training_name(config))
     if (folder / MODEL_SUBDIR / "config.json").is_file():
         logger.info("student %s exists; skipping training", folder.name)

@@ -41,8 +41,10 @@ def test_run_writes_every_output(tiny_run):
                  "teacher/distill.parquet", "teacher/rejects.parquet", "report.md",
                  "plots/accuracy_vs_fraction.png", "sweep/results.json", "summary.json"]:
         assert (run_dir / path).is_file(), path
-    trained = sorted(p.parent.name for p in run_dir.glob("student/*/model/config.json"))
-    assert len(trained) == 3  # the main training (fraction 1) and two sweep trials
+    trained = sorted(p.parent.parent.name for p in run_dir.glob("student/*/model/config.json"))
+    assert len(trained) == 3, trained  # the main training (fraction 1) and two sweep trials
+    assert [name.split("-")[:2] for name in trained] == [
+        ["standard_finetune", "f0.5"], ["step_by_step", "f0.5"], ["step_by_step", "f1"]]
     assert all((run_dir / "student" / name / "metrics.json").is_file() for name in trained)
 
 

@@ -51,3 +51,15 @@ def test_run_directory_is_tag_plus_hash_and_keeps_config(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "jobs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path):
     load_config(path)
+
+
+def test_standard_methods_ignore_lambda_in_their_training_name():
+    from raydsbs.student.launcher import training_name
+
+    base = Config()
+    finetune = [with_overrides(base, {"train.method": "standard_finetune", "train.rationale_weight": w}) for w in (0.5, 2)]
+    assert training_name(finetune[0]) == training_name(finetune[1])
+    assert training_name(finetune[0]).startswith("standard_finetune-f1-s0-")
+    steps = [with_overrides(base, {"train.rationale_weight": w}) for w in (0.5, 2)]
+    assert training_name(steps[0]) != training_name(steps[1])
+    assert training_name(steps[0]).startswith("step_by_step-f1-l0.5-s0-")
