@@ -1,0 +1,27 @@
+import pyarrow.parquet as pq
+
+from raydsbs.config import load_config
+from raydsbs.data.corpus import write_corpus
+from raydsbs.rundir import open_run
+from raydsbs.tasks import Example
+from raydsbs.tasks.arith import ArithTask
+
+
+def test_bad_rows_are_rejected_with_a_reason_and_the_rest_is_written(tmp_path, monkeypatch):
+    good = ArithTask().load_splits(load_config(None).task)
+
+    def with_bad_rows(self, config):
+        splits = {split: list(rows[:5]) for split, rows in good.items()}
+        splits["train"] += [Example("bad-1", "  ", "3"), Example("bad-2", "q?", ""), Example(good["train"][0].id, "q", "1")]
+        return splits
+
+    monkeypatch.setattr(ArithTask, "load_splits", with_bad_rows)
+    config = load_config(None, [f"output_dir={tmp_path}"])
+    run = open_run(config)
+    counts = write_corpus(config.task, run)
+    assert counts == {"train": 5, "val": 5, "test": 5}
+    rejects = pq.read_table(run.corpus / "rejects.parquet").to_pylist()
+    assert [(r["id"], r["reason"]) for r in rejects] == [
+        ("bad-1", "empty_question"), ("bad-2", "empty_gold"), (good["train"][0].id, "duplicate_id")]
+    assert run.read_summary()["corpus"]["rejected"] == {"empty_question": 1, "empty_gold": 1, "duplicate_id": 1}
+    assert write_corpus(config.task, run) == counts  # a rerun keeps what was written
