@@ -92,8 +92,8 @@ def _teacher_lines(teacher: dict) -> list[str]:
     return [
         f"- rows sent to the teacher: {teacher['rows']}; kept {teacher['kept']}; rejected: {rejected or 'none'}",
         f"- teacher accuracy against gold on the train split: {100 * teacher['teacher_accuracy_train']:.1f} %",
-        f"- generated tokens: {teacher['generated_tokens']} in {teacher['seconds']} s "
-        f"({teacher['generated_tokens_per_s']} tokens/s)",
+        f"- generated tokens: {teacher['generated_tokens']} in {teacher.get('seconds', '?')} s "
+        f"({teacher.get('generated_tokens_per_s', '?')} tokens/s)",
     ]
 
 

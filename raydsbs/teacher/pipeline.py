@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 import numpy as np
 import pyarrow.compute as pc
@@ -73,11 +74,12 @@ def _split_generations(run: RunDir) -> dict:
     }
 
 
-def generate(config: Config, run: RunDir) -> dict:
-    """Run the teacher over the train split (skipped when its outputs exist); returns the summary."""
-    if run.distill_file.is_file() and run.rejects_file.is_file():
-        logger.info("teacher outputs exist in %s; skipping generation", run.teacher)
-        return run.read_summary().get("teacher", {})
+def _run_teacher(config: Config, run: RunDir) -> float:
+    """Stream the train split through prompts, the backend and the parser into teacher/generations/.
+
+    Written aside and renamed when complete, so a run killed mid-write leaves no
+    half set that a rerun would append to. Returns the wall time in seconds.
+    """
     import ray
 
     start_ray(config.ray)
@@ -88,14 +90,23 @@ def generate(config: Config, run: RunDir) -> dict:
     ds = BACKENDS[config.teacher.backend](ds, config.teacher, config.task)
     ds = ds.map_batches(parse_completions, fn_kwargs={"task_name": config.task.name},
                         batch_format="numpy", num_cpus=0.25)
-    ds.write_parquet(str(run.generations))
+    staging = run.teacher / f"generations.partial-{uuid.uuid4().hex[:8]}"
+    ds.write_parquet(str(staging))
+    staging.rename(run.generations)
+    return time.perf_counter() - started
+
+
+def generate(config: Config, run: RunDir) -> dict:
+    """Run the teacher over the train split (skipped when its outputs exist); returns the summary."""
+    if run.distill_file.is_file() and run.rejects_file.is_file():
+        logger.info("teacher outputs exist in %s; skipping generation", run.teacher)
+        return run.read_summary().get("teacher", {})
+    seconds = _run_teacher(config, run) if not run.generations.is_dir() else None
     summary = _split_generations(run)
-    seconds = time.perf_counter() - started
-    summary.update(seconds=round(seconds, 1), generated_tokens_per_s=round(summary["generated_tokens"] / seconds, 1))
-    logger.info(
-        "teacher | rows %d | kept %d | rejected %s | teacher acc %.3f | %.0f tok/s",
-        summary["rows"], summary["kept"], summary["rejected"], summary["teacher_accuracy_train"],
-        summary["generated_tokens_per_s"],
-    )
+    if seconds is not None:
+        summary.update(seconds=round(seconds, 1), generated_tokens_per_s=round(summary["generated_tokens"] / seconds, 1))
+    logger.info("teacher | rows %d | kept %d | rejected %s | teacher acc %.3f | %s tok/s", summary["rows"],
+                summary["kept"], summary["rejected"], summary["teacher_accuracy_train"],
+                summary.get("generated_tokens_per_s", "?"))
     run.update_summary("teacher", summary)
     return summary

@@ -12,11 +12,15 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_svamp_replay_generates_a_distillation_set(tmp_path, dss_data):
-    args = ["generate", "jobs/quickstart.yaml", f"output_dir={tmp_path}", "task.name=svamp",
-            f"task.data_dir={dss_data / 'svamp'}", "task.num_train=1000", "task.num_val=100", "teacher.backend=replay"]
-    result = subprocess.run([sys.executable, "-m", "raydsbs", *args], capture_output=True, text=True, timeout=300)
+def generate(*args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "raydsbs", "generate", *args],
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_svamp_replay_generates_a_distillation_set(tmp_path, dss_data):
+    generate("jobs/quickstart.yaml", f"output_dir={tmp_path}", "task.name=svamp", f"task.data_dir={dss_data / 'svamp'}",
+             "task.num_train=1000", "task.num_val=100", "teacher.backend=replay")
     (run_dir,) = tmp_path.iterdir()
     kept = pq.read_table(run_dir / "teacher/distill.parquet").to_pylist()
     rejected = pq.read_table(run_dir / "teacher/rejects.parquet").to_pylist()
@@ -25,3 +29,12 @@ def test_svamp_replay_generates_a_distillation_set(tmp_path, dss_data):
     assert all("\nQ:" not in r["rationale"] for r in kept)
     summary = json.loads((run_dir / "summary.json").read_text())["teacher"]
     assert 0.7 < summary["teacher_accuracy_train"] < 0.85
+
+    # A run stopped after the generations were written but before the split, with
+    # a half-written set of an even earlier kill beside them, reruns to the same rows.
+    (run_dir / "teacher/distill.parquet").unlink()
+    (run_dir / "teacher/rejects.parquet").unlink()
+    (run_dir / "teacher/generations.partial-deadbeef").mkdir()
+    generate(str(run_dir))
+    again = pq.read_table(run_dir / "teacher/distill.parquet").to_pylist()
+    assert again == kept
