@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from raydsbs.config import Config, ConfigError, apply_overrides, build_config, load_config, to_yaml
+from raydsbs.config import Config, ConfigError, load_config, to_yaml
 from raydsbs.rundir import RunDir, open_run
 
 logger = logging.getLogger("raydsbs")
@@ -66,10 +66,7 @@ def resolve(config_arg: str, overrides: list[str]) -> tuple[Config, RunDir]:
         run = RunDir(path)
         if not run.config_file.is_file():
             raise ConfigError(config_arg, [f"{path} is a folder without config.yaml; give a YAML file or a run directory"])
-        import yaml
-
-        tree = apply_overrides(yaml.safe_load(run.config_file.read_text()), overrides)
-        return build_config(tree, f"{run.config_file} + overrides"), run
+        return run.load_config(overrides), run
     config = load_config(path, overrides)
     return config, open_run(config)
 

@@ -21,9 +21,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raydsbs.config import Config, build_config, config_hash, to_yaml
-
 import yaml
+
+from raydsbs.config import Config, apply_overrides, build_config, config_hash, to_yaml
 
 
 class RunDir:
@@ -62,8 +62,10 @@ class RunDir:
         staging.write_text(json.dumps(summary, indent=2, sort_keys=True))
         staging.replace(self.summary_file)
 
-    def load_config(self) -> Config:
-        return build_config(yaml.safe_load(self.config_file.read_text()), str(self.config_file))
+    def load_config(self, overrides: list[str] = ()) -> Config:
+        """The saved config, with ``a.b=c`` overrides applied."""
+        tree = apply_overrides(yaml.safe_load(self.config_file.read_text()), list(overrides))
+        return build_config(tree, f"{self.config_file}{' + overrides' if overrides else ''}")
 
 
 def run_dir_for(config: Config) -> RunDir:
