@@ -25,6 +25,13 @@ Method = Literal["step_by_step", "standard_finetune", "standard_distill"]
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 
 
+def _registered(name: str, registry: dict, kind: str) -> str:
+    """``name`` if the registry has it; otherwise an error listing what it has."""
+    if name not in registry:
+        raise ValueError(f"unknown {kind}; known {kind}s: {', '.join(sorted(registry))}")
+    return name
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, not ignored."""
 
@@ -46,9 +53,7 @@ class TaskConfig(Section):
     def _known_task(cls, name: str) -> str:
         from raydsbs.tasks import TASKS  # the registry imports this module
 
-        if name not in TASKS:
-            raise ValueError(f"unknown task; known tasks: {', '.join(sorted(TASKS))}")
-        return name
+        return _registered(name, TASKS, "task")
 
 
 class TeacherConfig(Section):
@@ -86,9 +91,7 @@ class StudentConfig(Section):
     def _known_preset(cls, preset: str) -> str:
         from raydsbs.student.model import PRESETS
 
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset; presets: {', '.join(PRESETS)}")
-        return preset
+        return _registered(preset, PRESETS, "preset")
 
 
 class TrainConfig(Section):
