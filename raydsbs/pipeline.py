@@ -47,10 +47,10 @@ def stage_report(config: Config, run: RunDir) -> tuple[Path, str]:
 
 def run_all(config: Config, run: RunDir) -> tuple[Path, str]:
     """generate -> train -> evaluate -> sweep -> report."""
-    needs_teacher = config.train.method != "standard_finetune" or any(
-        method != "standard_finetune" for method in config.sweep.grid.get("train.method", [])
-    )
-    if needs_teacher:
+    from raydsbs.student.batching import needs_teacher
+
+    methods = [config.train.method, *config.sweep.grid.get("train.method", [])]
+    if any(needs_teacher(method) for method in methods):
         stage_generate(config, run)
     stage_evaluate(config, run)
     if config.sweep.grid:

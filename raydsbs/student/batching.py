@@ -30,6 +30,11 @@ class TrainingExample:
     rationale: str | None = None  # None: the label task only
 
 
+def needs_teacher(method: str) -> bool:
+    """Whether a method learns from the teacher's outputs (all but standard_finetune do)."""
+    return method != "standard_finetune"
+
+
 def training_examples(method: str, label_source: str, corpus: list[dict], distill: list[dict]) -> list[TrainingExample]:
     """The examples of one method.
 
@@ -39,7 +44,7 @@ def training_examples(method: str, label_source: str, corpus: list[dict], distil
     teacher); standard_distill learns the teacher's labels; step_by_step learns
     labels (gold or teacher) and the teacher's rationales.
     """
-    if method == "standard_finetune":
+    if not needs_teacher(method):
         return [TrainingExample(row["question"], row["gold"]) for row in corpus]
     if method == "standard_distill":
         return [TrainingExample(row["question"], row["teacher_label"]) for row in distill]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from raydsbs.config import Config, TrainConfig, config_hash, with_overrides
+from raydsbs.config import Config, TrainConfig, config_hash, to_yaml, with_overrides
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
+from raydsbs.student.batching import needs_teacher
 from raydsbs.student.tokenizer import train_tokenizer
 from raydsbs.student.train_loop import EPOCH_FILE, MODEL_SUBDIR, SELECTION_METRIC, train_loop_per_worker
 
@@ -53,7 +54,7 @@ def prepare_tokenizer(config: Config, run: RunDir) -> None:
 
 
 def require_teacher_outputs(config: Config, run: RunDir) -> None:
-    if config.train.method != "standard_finetune" and not run.distill_file.is_file():
+    if needs_teacher(config.train.method) and not run.distill_file.is_file():
         raise FileNotFoundError(
             f"{config.train.method} needs the teacher's outputs ({run.distill_file}); run `raydsbs generate` first"
         )
@@ -96,7 +97,7 @@ def train_student(config: Config, run: RunDir) -> Path:
         shutil.copytree(Path(checkpoint) / MODEL_SUBDIR, staging)
         staging.rename(folder / MODEL_SUBDIR)
         selected_epoch = int((Path(checkpoint) / EPOCH_FILE).read_text())
-    (folder / "config.yaml").write_text(json.dumps(config.model_dump(mode="json"), indent=2))
+    (folder / "config.yaml").write_text(to_yaml(config))
     (folder / "training.json").write_text(json.dumps({"selected_epoch": selected_epoch, "kept_checkpoints": history}, indent=2))
     logger.info("student %s trained; epoch %d selected on %s", folder.name, selected_epoch, SELECTION_METRIC)
     return folder

@@ -19,7 +19,8 @@ import torch
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import TrainingExample, collate, encode, epoch_batches, subsample, training_examples
+from raydsbs.student.batching import (TrainingExample, collate, encode, epoch_batches, needs_teacher, subsample,
+                                      training_examples)
 from raydsbs.student.loss import multitask_loss, task_mean_losses
 from raydsbs.student.model import build_student
 from raydsbs.student.tokenizer import load_tokenizer
@@ -50,7 +51,7 @@ def _read(path: Path) -> list[dict]:
 
 def load_training_data(config: Config, run: RunDir, tokenizer):
     """(train examples encoded, val examples encoded): the method's rows, subsampled, and gold-labelled val."""
-    distill = _read(run.distill_file) if config.train.method != "standard_finetune" else []
+    distill = _read(run.distill_file) if needs_teacher(config.train.method) else []
     examples = training_examples(config.train.method, config.train.label_source, _read(run.corpus_file("train")), distill)
     if not examples:
         raise ValueError(f"no training rows for method {config.train.method}: the teacher kept no rows in {run.distill_file}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +89,7 @@ def test_deepspeed_zero_stages_train_a_loadable_student(tiny_run, zero_stage):
     run_dir, _ = tiny_run
     raydsbs("train", str(run_dir), f"train.zero_stage={zero_stage}", "train.epochs=1")
     (folder,) = [p for p in (run_dir / "student").glob("step_by_step-f1-l1-s0-*") if
-                 json.loads((p / "config.yaml").read_text())["train"]["zero_stage"] == zero_stage]
+                 yaml.safe_load((p / "config.yaml").read_text())["train"]["zero_stage"] == zero_stage]
     model = AutoModelForSeq2SeqLM.from_pretrained(folder / "model")
     assert sum(p.numel() for p in model.parameters()) > 0
     assert all(p.abs().sum() > 0 for p in model.parameters())  # gathered, not empty ZeRO-3 shards
