@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Method = Literal["step_by_step", "standard_finetune", "standard_distill"]
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
@@ -39,26 +39,44 @@ class Section(BaseModel):
 
 
 class TaskConfig(Section):
-    name: str = Field("arith", description="Task from the registry: arith (embedded), svamp, cqa.")
+    name: str = Field(
+        "arith",
+        description="A registered task (arith: embedded; svamp, cqa, esnli, anli: the paper's) or a path to a task .yaml.",
+    )
     num_train: int = Field(320, ge=1, description="Rows in the train split (arith: generated; others: at most).")
     num_val: int = Field(64, ge=1, description="Rows in the validation split, used for model selection.")
     num_test: int = Field(128, ge=1, description="Rows in the held-out test split, used only for the final score.")
     data_dir: str | None = Field(
-        None, description="Folder of the paper's released files for svamp/cqa (e.g. ../shared/data/dss/svamp)."
+        None, description="Folder of the paper's released files (<task>_train.json, ...), e.g. ../shared/data/dss/svamp."
+    )
+    train_file: str | None = Field(None, description="Local train rows (JSONL, JSON, Parquet or CSV); needs test_file.")
+    val_file: str | None = Field(None, description="Local validation rows; without it, validation is carved from train.")
+    test_file: str | None = Field(None, description="Local held-out rows.")
+    max_input_chars: int = Field(20000, ge=1, description="Longer inputs are rejected (input_too_long), not truncated.")
+    parser: Literal["raydsbs", "paper"] = Field(
+        "raydsbs", description="How teacher completions are read: raydsbs's parsers, or the paper authors' own rules."
     )
     seed: int = Field(0, description="Seed of the generator and of the train/validation split.")
 
     @field_validator("name")
     @classmethod
     def _known_task(cls, name: str) -> str:
-        from raydsbs.tasks import TASKS  # the registry imports this module
+        from raydsbs.tasks import TASKS, TaskSpecError, get_task, is_task_file  # the registry imports this module
 
+        if is_task_file(name):
+            try:
+                get_task(name)
+            except TaskSpecError as error:
+                raise ValueError(str(error)) from None
+            return name
         return _registered(name, TASKS, "task")
 
 
 class TeacherConfig(Section):
-    backend: Literal["vllm", "replay"] = Field(
-        "vllm", description="vllm: generate with vLLM through ray.data.llm; replay: read the paper's released completions."
+    backend: Literal["vllm", "openai", "replay"] = Field(
+        "vllm",
+        description="vllm: vLLM through ray.data.llm; openai: any OpenAI-compatible HTTP endpoint; "
+        "replay: completions generated before (the paper's files, or teacher.replay_file).",
     )
     model: str = Field(
         "bundled:smollm2-135m-instruct",
@@ -67,13 +85,38 @@ class TeacherConfig(Section):
     num_shots: int = Field(4, ge=0, description="Few-shot chain-of-thought exemplars in each prompt.")
     max_new_tokens: int = Field(64, ge=1, description="Generation limit per completion.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy.")
-    max_model_len: int = Field(2048, ge=64, description="Context length given to vLLM.")
+    samples: int = Field(1, ge=1, description="Completions per row; with more than 1 the label is a majority vote (needs temperature > 0).")
+    seed: int = Field(0, description="Base seed of sampling; each (row, sample) gets its own seed, so reruns repeat.")
+    require_gold_agreement: bool = Field(False, description="Keep only rows whose teacher label matches the gold label.")
+    deduplicate: bool = Field(True, description="Drop rows whose input repeats an earlier row's (duplicate_input).")
+    min_rationale_words: int = Field(1, ge=0, description="Shorter rationales are dropped (rationale_too_short).")
+    max_rationale_words: int = Field(400, ge=1, description="Longer rationales are dropped (rationale_too_long).")
+    rows_per_checkpoint: int = Field(64, ge=1, description="Rows written together; a killed run redoes at most the unwritten ones.")
+    max_model_len: int = Field(2048, ge=64, description="Context length; longer prompts are rejected (prompt_too_long).")
     batch_size: int = Field(64, ge=1, description="Rows per batch sent to the engine.")
     replicas: int = Field(1, ge=1, description="vLLM engine replicas (one per GPU or CPU bundle).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica.")
     cpus_per_replica: float = Field(1.0, gt=0, description="CPUs each replica reserves when no GPU is used.")
     use_gpu: bool = Field(False, description="Give each replica a GPU (clusters) instead of CPUs.")
     kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the CPU engine (VLLM_CPU_KVCACHE_SPACE).")
+    endpoint: str | None = Field(None, description="openai backend: base URL, e.g. http://host:8000/v1.")
+    api: Literal["completions", "chat"] = Field("completions", description="openai backend: /completions or /chat/completions.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: the environment variable holding the key (never the key).")
+    max_concurrent_requests: int = Field(8, ge=1, description="openai backend: requests in flight per worker.")
+    max_retries: int = Field(4, ge=0, description="openai backend: retries of a failed request (429, 5xx, timeouts).")
+    request_timeout_s: float = Field(120.0, gt=0, description="openai backend: seconds before a request counts as failed.")
+    replay_file: str | None = Field(
+        None, description="replay backend: JSONL/Parquet with id and completion, or id, rationale and label; "
+        "without it, the paper's files in task.data_dir."
+    )
+
+    @model_validator(mode="after")
+    def _sampling_needs_temperature(self):
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("teacher.samples > 1 needs teacher.temperature > 0: greedy samples are all the same")
+        if self.min_rationale_words > self.max_rationale_words:
+            raise ValueError("teacher.min_rationale_words is above teacher.max_rationale_words")
+        return self
 
 
 class StudentConfig(Section):

@@ -3,7 +3,8 @@
 Row schema (written down once, here): ``id`` (str, unique), ``question``
 (str, the text the teacher and the student read), ``gold`` (str, the task's
 ground-truth label). Rows that break it go to ``corpus/rejects.parquet`` with
-a reason, and the rest of the corpus is still written.
+a reason and a detail naming the row (file and line for unreadable rows), and the
+rest of the corpus is still written.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import pyarrow.parquet as pq
 
 from raydsbs.config import TaskConfig
 from raydsbs.rundir import RunDir
-from raydsbs.tasks import SPLITS, Example, get_task
+from raydsbs.tasks import SPLITS, Example, RejectedRow, get_task
 
 logger = logging.getLogger(__name__)
 
 CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("question", pa.string()), ("gold", pa.string())])
-REJECT_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string()), ("reason", pa.string())])
+REJECT_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
 def row_problem(example: Example, seen: set[str]) -> str | None:
@@ -49,9 +50,12 @@ def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
     for split in SPLITS:
         kept = []
         for example in splits[split]:
+            if isinstance(example, RejectedRow):
+                rejects.append({"id": example.id, "split": split, "reason": example.reason, "detail": example.detail})
+                continue
             problem = row_problem(example, seen)
             if problem:
-                rejects.append({"id": str(example.id), "split": split, "reason": problem})
+                rejects.append({"id": str(example.id), "split": split, "reason": problem, "detail": f"row {example.id}"})
                 continue
             seen.add(example.id)
             kept.append(asdict(example))
@@ -61,5 +65,7 @@ def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
     reasons = Counter(reject["reason"] for reject in rejects)
     summary = {**counts, "rejected": dict(reasons)}
     logger.info("corpus | train %d | val %d | test %d | rejected %d", *counts.values(), len(rejects))
+    for reject in rejects[:5]:
+        logger.warning("corpus | rejected %s: %s", reject["reason"], reject["detail"])
     run.update_summary("corpus", summary)
     return counts

@@ -15,11 +15,10 @@ and the teacher is asked to answer in the same style as its exemplars::
 from __future__ import annotations
 
 import random
-import re
 
 from raydsbs.config import TaskConfig
 from raydsbs.tasks.base import SPLITS, Example, Task
-from raydsbs.tasks.safe_eval import try_evaluate
+from raydsbs.tasks.answers import NumberAnswer
 
 NAMES = [("Mia", "She"), ("Leo", "He"), ("Ava", "She"), ("Sam", "He"), ("Zoe", "She"), ("Max", "He"),
          ("Ivy", "She"), ("Ben", "He"), ("Emma", "She"), ("Noah", "He"), ("Lily", "She"), ("Omar", "He")]
@@ -91,11 +90,10 @@ class ArithTask(Task):
             start += sizes[split]
         return splits
 
+    answer_format = NumberAnswer()
+
     def parse_answer(self, answer_text: str) -> str | None:
-        """``"9."``, ``"9 marbles."`` or ``"4 + 5 = 9."`` -> "9": the last number of the answer's sentence."""
-        sentence = re.split(r"\.(?!\d)|\n", answer_text.replace(",", ""), maxsplit=1)[0]
-        numbers = re.findall(r"-?\d+(?:\.\d+)?", sentence)
-        return numbers[-1] if numbers else None
+        return self.answer_format.parse(answer_text)
 
     def normalize(self, label: str) -> object:
-        return try_evaluate(label)
+        return self.answer_format.normalize(label)

@@ -28,6 +28,15 @@ class Example:
 
 
 @dataclass(frozen=True)
+class RejectedRow:
+    """A source row that can't become an :class:`Example`; ``detail`` names the row and the problem."""
+
+    id: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Exemplar:
     """One few-shot chain-of-thought demonstration."""
 
@@ -72,14 +81,15 @@ def split_at_answer(text: str) -> tuple[str, str] | None:
 
 
 class Task:
-    """Base class of the task registry; subclasses set ``name`` and ``exemplar_file``."""
+    """Base class of the task registry: ``arith`` in Python, the rest from YAML (:mod:`raydsbs.tasks.spec`)."""
 
     name: str = ""
     answer_marker: str = "So the answer is"  # how exemplars state the answer
     exemplar_file: str = ""
+    paper_parser: str | None = None  # the authors' rules for this task, if any (raydsbs.tasks.paper_parsers)
 
-    def load_splits(self, config: TaskConfig) -> dict[str, list[Example]]:
-        """The train, val and test examples of this task."""
+    def load_splits(self, config: TaskConfig) -> dict[str, list[Example | RejectedRow]]:
+        """The train, val and test rows of this task; rows that can't be used come back as RejectedRow."""
         raise NotImplementedError
 
     def parse_answer(self, answer_text: str) -> str | None:
@@ -121,6 +131,16 @@ class Task:
         if not rationale:
             return ParsedCompletion("", label, "empty_rationale")
         return ParsedCompletion(rationale, label)
+
+    def completion_rules(self, parser: str):
+        """What reads and scores teacher completions: this task (``raydsbs``) or the authors' rules (``paper``)."""
+        if parser == "raydsbs":
+            return self
+        from raydsbs.tasks.paper_parsers import PAPER_RULES
+
+        if self.paper_parser not in PAPER_RULES:
+            raise ValueError(f"task {self.name!r} has no paper parser; use task.parser=raydsbs")
+        return PAPER_RULES[self.paper_parser]
 
     def parse_prediction(self, text: str) -> str | None:
         """The label in a student's label-task output (the bare answer, maybe with the marker)."""

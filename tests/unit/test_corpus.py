@@ -23,5 +23,6 @@ def test_bad_rows_are_rejected_with_a_reason_and_the_rest_is_written(tmp_path, m
     rejects = pq.read_table(run.corpus / "rejects.parquet").to_pylist()
     assert [(r["id"], r["reason"]) for r in rejects] == [
         ("bad-1", "empty_question"), ("bad-2", "empty_gold"), (good["train"][0].id, "duplicate_id")]
+    assert rejects[0]["detail"] == "row bad-1"
     assert run.read_summary()["corpus"]["rejected"] == {"empty_question": 1, "empty_gold": 1, "duplicate_id": 1}
     assert write_corpus(config.task, run) == counts  # a rerun keeps what was written

@@ -1,0 +1,245 @@
+"""Tasks defined in YAML: the paper's benchmarks and a user's own task, without Python.
+
+A task file (see ``raydsbs/tasks/specs/*.yaml`` and the README) says how a
+row becomes the text the teacher and student read, where its label is, how
+the answer is stated and compared, and where its data come from::
+
+    name: sentiment
+    input_template: "Review: {text}\\nIs the review positive or negative?"
+    label_column: label
+    label_names: [negative, positive]      # integer labels -> names (optional)
+    answer: {kind: choice, choices: [negative, positive]}
+    exemplars:
+      - {row: {text: "Great phone."}, rationale: "The reviewer praises it.", answer: positive}
+
+Use it with ``task.name=path/to/sentiment.yaml`` and ``task.train_file=...``.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from raydsbs.config import TaskConfig
+from raydsbs.data.released import released_id
+from raydsbs.tasks.answers import ANSWER_KINDS, answer_format
+from raydsbs.tasks.base import SPLITS, Example, Exemplar, RejectedRow, Task
+from raydsbs.tasks.sources import RawRow, RowProblem, SourceError, read_hub_split, read_rows
+
+LETTERS = "abcdefghij"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AnswerSpec(_Strict):
+    kind: Literal[ANSWER_KINDS] = Field(description="choice | lettered_choice | number | expression | free")  # type: ignore[valid-type]
+    choices: list[str] | None = Field(None, description="The label set of a 'choice' answer.")
+
+
+class ExemplarSpec(_Strict):
+    question: str | None = Field(None, description="The input text as the model sees it ...")
+    row: dict[str, Any] | None = Field(None, description="... or a row of the task's columns, formatted by the template.")
+    rationale: str
+    answer: str
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.question is None) == (self.row is None):
+            raise ValueError("an exemplar needs exactly one of question or row")
+        return self
+
+
+class HubSpec(_Strict):
+    dataset: str = Field(description="Hugging Face dataset name, e.g. facebook/anli.")
+    config: str | None = None
+    splits: dict[str, str] = Field(description="Our split (train, val, test) -> the hub's split name.")
+    input_template: str | None = Field(None, description="Template over the hub's columns, when they differ.")
+    label_column: str | None = None
+
+
+class TaskSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    input_template: str = Field(description="Python format string over the row's columns.")
+    label_column: str = "label"
+    label_names: list[str] | None = Field(None, description="Integer labels index into this list.")
+    choices_column: str | None = Field(None, description="A list column shown as lettered answer choices.")
+    id_column: str | None = Field(None, description="Column with a unique row id; else the row's position.")
+    answer: AnswerSpec
+    answer_marker: str = "So the answer is"
+    exemplars: str | list[ExemplarSpec] = Field(description="A JSONL file beside this one, or the list itself.")
+    released_files: bool = Field(False, description="Reads the paper's released files (<name>_<split>.json) in task.data_dir.")
+    hub: HubSpec | None = None
+    paper_parser: str | None = Field(None, description="The authors' own parsing rules (task.parser=paper).")
+
+
+class TaskSpecError(ValueError):
+    pass
+
+
+def load_spec(path: str | Path) -> TaskSpec:
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return TaskSpec.model_validate(tree)
+    except FileNotFoundError:
+        raise TaskSpecError(f"no such task file: {path}") from None
+    except yaml.YAMLError as error:
+        raise TaskSpecError(f"{path}: not valid YAML: {error}") from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise TaskSpecError(f"{path}: {problems}") from None
+
+
+def template_columns(template: str) -> list[str]:
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+
+
+class SpecTask(Task):
+    """A task read from a :class:`TaskSpec`; ``base_dir`` resolves its exemplar file."""
+
+    def __init__(self, spec: TaskSpec, base_dir: Path):
+        self.spec = spec
+        self.base_dir = base_dir
+        self.name = spec.name
+        self.answer_marker = spec.answer_marker
+        self.paper_parser = spec.paper_parser
+        self.answer_format = answer_format(spec.answer.kind, spec.answer.choices)
+
+    # --- rows -> examples --------------------------------------------------------------------
+
+    def format_input(self, row: dict, template: str | None = None) -> str:
+        """The text for one row; raises :class:`RowError` naming the column that is missing or mistyped."""
+        template = template or self.spec.input_template
+        values = {}
+        for column in template_columns(template):
+            if column not in row:
+                raise RowError("missing_column", f"no column {column!r} (has {', '.join(sorted(row)) or 'none'})")
+            value = row[column]
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise RowError("mistyped_field", f"column {column!r} is {type(value).__name__}, expected text")
+            values[column] = value
+        text = template.format(**values)
+        if self.spec.choices_column:
+            choices = row.get(self.spec.choices_column)
+            if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
+                raise RowError("mistyped_field", f"column {self.spec.choices_column!r} must be a list of texts")
+            lines = [f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices)]
+            text = "\n".join([text, "Answer Choices:", *lines])
+        return text
+
+    def gold_label(self, row: dict, label_column: str | None = None) -> str:
+        column = label_column or self.spec.label_column
+        if column not in row or row[column] is None:
+            raise RowError("missing_label", f"no value in label column {column!r}")
+        value = row[column]
+        if self.spec.label_names is not None and isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value < len(self.spec.label_names):
+                raise RowError("unknown_label", f"label {value} is not an index of {self.spec.label_names}")
+            return self.spec.label_names[value]
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise RowError("mistyped_field", f"label column {column!r} is {type(value).__name__}")
+        return str(value)
+
+    def to_example(self, row: RawRow, row_id: str, *, max_chars: int | None = None, hub: bool = False) -> Example | RejectedRow:
+        if isinstance(row, RowProblem):
+            return RejectedRow(row_id, row.reason, row.detail)
+        template = self.spec.hub.input_template if hub and self.spec.hub else None
+        label_column = self.spec.hub.label_column if hub and self.spec.hub else None
+        if self.spec.id_column and isinstance(row.get(self.spec.id_column), (str, int)):
+            row_id = str(row[self.spec.id_column])
+        try:
+            question, gold = self.format_input(row, template), self.gold_label(row, label_column)
+        except RowError as error:
+            return RejectedRow(row_id, error.reason, f"row {row_id}: {error.detail}")
+        if max_chars is not None and len(question) > max_chars:
+            return RejectedRow(row_id, "input_too_long", f"row {row_id}: {len(question)} characters > task.max_input_chars={max_chars}")
+        return Example(row_id, question, gold)
+
+    # --- splits ----------------------------------------------------------------------------
+
+    def _raw_splits(self, config: TaskConfig) -> tuple[dict[str, list[RawRow]], bool]:
+        """Rows per split (val may be missing) from the first source the config names; and whether it is the hub."""
+        if config.train_file:
+            if not config.test_file:
+                raise SourceError("task.train_file needs task.test_file too (the held-out split)")
+            files = {"train": config.train_file, "val": config.val_file, "test": config.test_file}
+            return {split: read_rows(path) for split, path in files.items() if path}, False
+        if config.data_dir:
+            if not self.spec.released_files:
+                raise SourceError(f"task {self.name!r} has no released files; use task.train_file / task.test_file")
+            from raydsbs.data.released import read_ground_truth
+
+            return {split: read_ground_truth(config.data_dir, self.name, split) for split in ("train", "test")}, False
+        if self.spec.hub:
+            hub = self.spec.hub
+            return {split: read_hub_split(hub.dataset, hub.config, name) for split, name in hub.splits.items()}, True
+        raise SourceError(f"task {self.name!r} needs data: set task.train_file and task.test_file (JSONL, Parquet, CSV)"
+                          + (" or task.data_dir (the paper's released files)" if self.spec.released_files else ""))
+
+    def load_splits(self, config: TaskConfig) -> dict[str, list[Example | RejectedRow]]:
+        raw, hub = self._raw_splits(config)
+        converted = {
+            split: [self.to_example(row, released_id(self.name, split, i), max_chars=config.max_input_chars, hub=hub)
+                    for i, row in enumerate(rows)]
+            for split, rows in raw.items()
+        }
+        limits = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
+        if "val" not in converted:  # a seeded validation split carved from train
+            train = converted.pop("train")
+            random.Random(config.seed).shuffle(train)
+            good = [i for i, row in enumerate(train) if isinstance(row, Example)]
+            val_positions = set(good[: min(config.num_val, len(good) // 2)])
+            converted["val"] = [train[i] for i in sorted(val_positions)]
+            converted["train"] = _first_examples([row for i, row in enumerate(train) if i not in val_positions],
+                                                 config.num_train)
+        return {split: sorted(_first_examples(converted[split], limits[split]), key=lambda row: row.id) for split in SPLITS}
+
+    # --- answers ---------------------------------------------------------------------------
+
+    def parse_answer(self, answer_text: str) -> str | None:
+        return self.answer_format.parse(answer_text)
+
+    def normalize(self, label: str) -> object:
+        return self.answer_format.normalize(label)
+
+    @cached_property
+    def _exemplars(self) -> list[Exemplar]:
+        items = self.spec.exemplars
+        if isinstance(items, str):
+            import json
+
+            path = self.base_dir / items
+            items = [ExemplarSpec.model_validate(json.loads(line))
+                     for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [Exemplar(item.question if item.question is not None else self.format_input(item.row),
+                         item.rationale, item.answer) for item in items]
+
+    def exemplars(self) -> list[Exemplar]:
+        return self._exemplars
+
+
+class RowError(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _first_examples(rows: list[Example | RejectedRow], limit: int) -> list[Example | RejectedRow]:
+    """Rows up to ``limit`` usable examples (the rejects among them are kept, to be reported)."""
+    kept, count = [], 0
+    for row in rows:
+        if isinstance(row, Example):
+            if count == limit:
+                break
+            count += 1
+        kept.append(row)
+    return kept
