@@ -3,9 +3,11 @@
     runs/<tag>-<hash>/
       config.yaml                 the resolved config
       corpus/{train,val,test}.parquet
-      teacher/generations/        every completion, parsed (Ray Data's Parquet files)
-      teacher/distill.parquet     kept rows: id, question, gold, rationale, teacher_label
-      teacher/rejects.parquet     dropped rows: id, reason, completion
+      teacher/requests/           one row per (input row, sample): prompt, seed, or why it can't be sent
+      teacher/generations/        every completion, parsed (written as it goes; _SUCCESS when complete)
+      teacher/checkpoints/        Ray Data's record of the request ids written (row-level resume)
+      teacher/distill.parquet     kept rows: id, question, gold, rationale, teacher_label, ...
+      teacher/rejects.parquet     dropped rows: id, reason, detail, completion
       student/tokenizer/          trained on the run's own texts (no pretrained student)
       student/<training>/         Ray Train checkpoints, model/ (selected on val), metrics.json
       sweep/                      Ray Tune trials and results.json
@@ -35,7 +37,9 @@ class RunDir:
     config_file = property(lambda self: self.root / "config.yaml")
     corpus = property(lambda self: self.root / "corpus")
     teacher = property(lambda self: self.root / "teacher")
+    requests = property(lambda self: self.teacher / "requests")
     generations = property(lambda self: self.teacher / "generations")
+    generation_checkpoints = property(lambda self: self.teacher / "checkpoints")
     distill_file = property(lambda self: self.teacher / "distill.parquet")
     rejects_file = property(lambda self: self.teacher / "rejects.parquet")
     student = property(lambda self: self.root / "student")

@@ -132,6 +132,15 @@ class Task:
             return ParsedCompletion("", label, "empty_rationale")
         return ParsedCompletion(rationale, label)
 
+    def parse_given(self, rationale: str, label: str) -> ParsedCompletion:
+        """A rationale and label someone already split (``replay`` of a "bring your own" file), checked."""
+        parsed_label = self.parse_answer(label)
+        if parsed_label is None:
+            return ParsedCompletion(rationale.strip(), None, "unparsable_answer")
+        if not rationale.strip():
+            return ParsedCompletion("", parsed_label, "empty_rationale")
+        return ParsedCompletion(rationale.strip(), parsed_label)
+
     def completion_rules(self, parser: str):
         """What reads and scores teacher completions: this task (``raydsbs``) or the authors' rules (``paper``)."""
         if parser == "raydsbs":

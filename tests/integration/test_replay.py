@@ -30,11 +30,10 @@ def test_svamp_replay_generates_a_distillation_set(tmp_path, dss_data):
     summary = json.loads((run_dir / "summary.json").read_text())["teacher"]
     assert 0.7 < summary["teacher_accuracy_train"] < 0.85
 
-    # A run stopped after the generations were written but before the split, with
-    # a half-written set of an even earlier kill beside them, reruns to the same rows.
+    # A run stopped after every completion was written but before the selection
+    # reruns to the same rows, from the written generations.
     (run_dir / "teacher/distill.parquet").unlink()
     (run_dir / "teacher/rejects.parquet").unlink()
-    (run_dir / "teacher/generations.partial-deadbeef").mkdir()
     generate(str(run_dir))
     again = pq.read_table(run_dir / "teacher/distill.parquet").to_pylist()
     assert again == kept
