@@ -94,6 +94,9 @@ class TeacherConfig(Section):
     rows_per_checkpoint: int = Field(64, ge=1, description="Rows written together; a killed run redoes at most the unwritten ones.")
     max_model_len: int = Field(2048, ge=64, description="Context length; longer prompts are rejected (prompt_too_long).")
     batch_size: int = Field(64, ge=1, description="Rows per batch sent to the engine.")
+    max_num_batched_tokens: int = Field(
+        4096, ge=64, description="Tokens per vLLM engine step (its offline default; long few-shot prompts prefill faster)."
+    )
     replicas: int = Field(1, ge=1, description="vLLM engine replicas (one per GPU or CPU bundle).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica.")
     cpus_per_replica: float = Field(1.0, gt=0, description="CPUs each replica reserves when no GPU is used.")

@@ -39,7 +39,10 @@ STOP = ["\n\nQ:", "\nQ:"]  # the start of the next few-shot example
 
 
 def _sampling(config: TeacherConfig, seed: int) -> dict:
-    return {"temperature": config.temperature, "max_tokens": config.max_new_tokens, "stop": STOP, "seed": int(seed)}
+    params = {"temperature": config.temperature, "max_tokens": config.max_new_tokens, "stop": STOP}
+    if config.temperature > 0:  # greedy needs no seed, and a per-request seed costs vLLM a per-request generator
+        params["seed"] = int(seed)
+    return params
 
 
 # --- vLLM through ray.data.llm --------------------------------------------------------------
@@ -54,6 +57,7 @@ def _vllm_processor(config: TeacherConfig):
 
     engine_kwargs = {
         "max_model_len": config.max_model_len,
+        "max_num_batched_tokens": config.max_num_batched_tokens,
         "tensor_parallel_size": config.tensor_parallel_size,
         "enforce_eager": not config.use_gpu,  # CUDA graphs don't exist on CPU; eager starts faster
         "dtype": "bfloat16",

@@ -1,26 +1,40 @@
-"""Teacher requests: one row per (input row, sample), built once per run with Ray Data.
+"""Teacher requests: one row per (input row, sample), built once per run.
 
-    corpus/train.parquet -> requests/  (request_id, id, sample, seed, question, gold, prompt, reason, detail)
+    corpus/train.parquet -> teacher/requests/ (request_id, id, sample, seed, question, gold, prompt, reason, detail)
 
 ``request_id`` (``<id>#<sample>``) is the key of row-level resume: the
 generation pass checkpoints it. A request that can't be sent (its prompt is
 longer than the model's context) carries a ``reason`` and never reaches the
 backend; it becomes a rejected row with that reason.
+
+Built on the driver, streaming: the corpus is read ``CHUNK_ROWS`` rows at a
+time and each chunk is written as its own file, so memory stays flat at any
+corpus size; prompts are plain string joins and the token count uses a fast
+tokenizer, a few seconds per hundred thousand rows. (A Ray Data pass for
+this step cost more in actor start-up than it saved, measured with
+``benchmarks/teacher_throughput.py``.)
 """
 
 from __future__ import annotations
 
+import shutil
 import uuid
 import zlib
 
-import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from raydsbs.config import Config, TeacherConfig
 from raydsbs.rundir import RunDir
 from raydsbs.tasks import get_task
 from raydsbs.teacher.prompts import build_prompt
 
-REQUEST_COLUMNS = ["request_id", "id", "sample", "seed", "question", "gold", "prompt", "reason", "detail"]
+CHUNK_ROWS = 8192
+REQUEST_SCHEMA = pa.schema([
+    ("request_id", pa.string()), ("id", pa.string()), ("sample", pa.int64()), ("seed", pa.int64()),
+    ("question", pa.string()), ("gold", pa.string()), ("prompt", pa.string()), ("reason", pa.string()),
+    ("detail", pa.string()),
+])
 
 
 def request_id(row_id: str, sample: int) -> str:
@@ -32,56 +46,64 @@ def sample_seed(base_seed: int, row_id: str, sample: int) -> int:
     return zlib.crc32(f"{base_seed}:{row_id}:{sample}".encode()) & 0x7FFFFFFF
 
 
+def _engine_tokenizer(teacher: TeacherConfig):
+    """The teacher's own (fast) tokenizer, to count prompt tokens as the engine will.
+
+    Loaded with the ``tokenizers`` library from ``tokenizer.json``: a second,
+    not the several seconds importing transformers costs the driver.
+    """
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+
+    from raydsbs.teacher.model_cache import resolve_model
+
+    source = resolve_model(teacher.model)
+    local = Path(source) / "tokenizer.json"
+    return Tokenizer.from_file(str(local)) if local.is_file() else Tokenizer.from_pretrained(source)
+
+
 class RequestBuilder:
     """Expands rows into samples, builds prompts, and flags prompts too long for the model's context."""
 
     def __init__(self, task_name: str, teacher: TeacherConfig):
         self.task = get_task(task_name)
         self.teacher = teacher
-        self.tokenizer = None
-        if teacher.backend == "vllm":  # the engine's own tokenizer counts the prompt as the engine will
-            from transformers import AutoTokenizer
+        self.tokenizer = _engine_tokenizer(teacher) if teacher.backend == "vllm" else None
 
-            from raydsbs.teacher.model_cache import resolve_model
+    def _too_long(self, prompts: list[str]) -> list[str]:
+        """A detail for each prompt that can't fit in the context with its new tokens, else ""."""
+        if self.tokenizer is None:
+            return [""] * len(prompts)
+        limit = self.teacher.max_model_len - self.teacher.max_new_tokens
+        lengths = [len(encoding.ids) for encoding in self.tokenizer.encode_batch(prompts)]
+        return [f"prompt of {n} tokens + {self.teacher.max_new_tokens} new tokens exceeds "
+                f"teacher.max_model_len={self.teacher.max_model_len}" if n > limit else "" for n in lengths]
 
-            self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(teacher.model))
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        samples = self.teacher.samples
-        prompts = [build_prompt(self.task, question, self.teacher.num_shots) for question in batch["question"]]
-        reasons, details = [""] * len(prompts), [""] * len(prompts)
-        if self.tokenizer is not None:
-            limit = self.teacher.max_model_len - self.teacher.max_new_tokens
-            for i, ids in enumerate(self.tokenizer(prompts)["input_ids"]):
-                if len(ids) > limit:
-                    reasons[i] = "prompt_too_long"
-                    details[i] = (f"prompt of {len(ids)} tokens + {self.teacher.max_new_tokens} new tokens exceeds "
-                                  f"teacher.max_model_len={self.teacher.max_model_len}")
-        repeat = lambda values: np.repeat(np.asarray(values, dtype=object), samples)  # noqa: E731
-        ids = repeat(batch["id"])
-        sample = np.tile(np.arange(samples, dtype=np.int64), len(batch["id"]))
-        return {
-            "request_id": np.array([request_id(i, s) for i, s in zip(ids, sample)], dtype=object),
-            "id": ids,
-            "sample": sample,
-            "seed": np.array([sample_seed(self.teacher.seed, i, s) for i, s in zip(ids, sample)], dtype=np.int64),
-            "question": repeat(batch["question"]),
-            "gold": repeat(batch["gold"]),
-            "prompt": repeat(prompts),
-            "reason": repeat(reasons),
-            "detail": repeat(details),
-        }
+    def build(self, rows: list[dict]) -> pa.Table:
+        prompts = [build_prompt(self.task, row["question"], self.teacher.num_shots) for row in rows]
+        too_long = self._too_long(prompts)
+        requests = [
+            {"request_id": request_id(row["id"], sample), "id": row["id"], "sample": sample,
+             "seed": sample_seed(self.teacher.seed, row["id"], sample), "question": row["question"], "gold": row["gold"],
+             "prompt": prompt, "reason": "prompt_too_long" if detail else "", "detail": detail}
+            for row, prompt, detail in zip(rows, prompts, too_long)
+            for sample in range(self.teacher.samples)
+        ]
+        return pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA)
 
 
 def write_requests(config: Config, run: RunDir) -> None:
     """Build ``teacher/requests/`` (skipped when it exists; written aside and renamed, so never half there)."""
-    import ray
-
     if run.requests.is_dir():
         return
-    ds = ray.data.read_parquet(str(run.corpus_file("train")))
-    ds = ds.map_batches(RequestBuilder, fn_constructor_kwargs={"task_name": config.task.name, "teacher": config.teacher},
-                        batch_format="numpy", concurrency=1, num_cpus=0.5)
+    builder = RequestBuilder(config.task.name, config.teacher)
     staging = run.teacher / f"requests.partial-{uuid.uuid4().hex[:8]}"
-    ds.write_parquet(str(staging))
-    staging.rename(run.requests)
+    staging.mkdir(parents=True)
+    try:
+        corpus = pq.ParquetFile(run.corpus_file("train"))
+        for number, batch in enumerate(corpus.iter_batches(batch_size=CHUNK_ROWS)):
+            pq.write_table(builder.build(batch.to_pylist()), staging / f"part-{number:06d}.parquet")
+        staging.rename(run.requests)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -37,3 +37,41 @@ def test_svamp_replay_generates_a_distillation_set(tmp_path, dss_data):
     generate(str(run_dir))
     again = pq.read_table(run_dir / "teacher/distill.parquet").to_pylist()
     assert again == kept
+
+
+def test_teacher_progress_shows_as_ray_metrics(tmp_path, dss_data):
+    """The parse stage's counters reach the node's Prometheus endpoint, which the Ray dashboard reads."""
+    import time
+    import urllib.request
+
+    import ray
+
+    from raydsbs.config import load_config
+    from raydsbs.data.corpus import write_corpus
+    from raydsbs.rundir import open_run
+    from raydsbs.teacher.pipeline import generate as generate_in_process
+
+    config = load_config("jobs/quickstart.yaml", [f"output_dir={tmp_path}", "task.name=svamp",
+                                                  f"task.data_dir={dss_data / 'svamp'}", "teacher.backend=replay"])
+    run = open_run(config)
+    write_corpus(config.task, run)
+    ray.init(num_cpus=4)
+    try:
+        summary = generate_in_process(config, run)
+        port = ray._private.worker.global_worker.node.metrics_export_port
+        found = {}
+        for _ in range(60):
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            found = {}
+            for line in text.splitlines():
+                if line.startswith("ray_raydsbs_teacher"):
+                    found.setdefault(line.split("{")[0], []).append(line)
+            if "ray_raydsbs_teacher_samples_total" in found and "ray_raydsbs_teacher_rejected_samples_total" in found:
+                break
+            time.sleep(1)
+        (samples,) = found["ray_raydsbs_teacher_samples_total"]
+        assert samples.endswith(f" {float(summary['rows'])}")
+        assert any('reason="no_answer_stated"' in line for line in found["ray_raydsbs_teacher_rejected_samples_total"])
+        assert "ray_raydsbs_teacher_generated_tokens_per_s" in found
+    finally:
+        ray.shutdown()
