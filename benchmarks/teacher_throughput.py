@@ -14,7 +14,8 @@ own process, one after another. A second part (--scale) runs (a) at 1k, 10k and 
 with short generations and reports throughput and the driver's peak memory.
 
     .venv/bin/python benchmarks/teacher_throughput.py                  # 512 prompts, c on 64
-    .venv/bin/python benchmarks/teacher_throughput.py --scale 1000 10000 100000
+    .venv/bin/python benchmarks/teacher_throughput.py --scale 1000 10000            # vLLM, short generations
+    .venv/bin/python benchmarks/teacher_throughput.py --scale 1000 10000 100000 --scale-backend replay
 
 Writes benchmarks/results/teacher_throughput.json.
 """
@@ -57,17 +58,22 @@ def _prompts(rows: int, max_new_tokens: int, num_shots: int) -> list[str]:
     return [build_prompt(task, e.question, num_shots) for e in task.load_splits(config.task)["train"]]
 
 
-def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int) -> dict:
+def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int, replay: bool = False) -> dict:
     import ray
 
+    from raydsbs.config import with_overrides
     from raydsbs.data.corpus import write_corpus
     from raydsbs.rundir import open_run
     from raydsbs.teacher.pipeline import generate
 
     with tempfile.TemporaryDirectory() as out:
         config = _config(out, rows, max_new_tokens, num_shots)
+        if replay:  # a stand-in teacher: the pipeline at scale without the engine's cost
+            config = with_overrides(config, {"teacher.backend": "replay", "teacher.replay_file": f"{out}/replay.parquet"})
         run = open_run(config)
         write_corpus(config.task, run)
+        if replay:
+            _write_stand_in_completions(run, config.teacher.replay_file)
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=bool(os.environ.get("BENCH_VERBOSE")))
         started = time.perf_counter()
         summary = generate(config, run)  # requests, engine start, generation, parse, writes, selection
@@ -75,6 +81,21 @@ def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int) -> dict:
         ray.shutdown()
     return {"rows": summary["rows"], "generated_tokens": summary["generated_tokens"], "seconds": seconds,
             "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _write_stand_in_completions(run, path: str) -> None:
+    """Completions in the teacher's style for every train row ("... So the answer is <gold>.")."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    train = pq.read_table(run.corpus_file("train"), columns=["id", "gold"])
+    completion = pc.binary_join_element_wise("Counting step by step gives ", train["gold"], ". So the answer is ",
+                                             train["gold"], ".", "")
+    pq.write_table(train.select(["id"]).append_column("completion", completion), path)
+
+
+def run_raydsbs_replay(rows: int, max_new_tokens: int, num_shots: int) -> dict:
+    return run_raydsbs(rows, max_new_tokens, num_shots, replay=True)
 
 
 def run_vllm(rows: int, max_new_tokens: int, num_shots: int) -> dict:
@@ -118,7 +139,8 @@ def run_transformers_loop(rows: int, max_new_tokens: int, num_shots: int) -> dic
     return {"rows": len(prompts), "generated_tokens": tokens, "seconds": seconds, "dtype": str(model.dtype)}
 
 
-RUNNERS = {"raydsbs": run_raydsbs, "vllm": run_vllm, "transformers_loop": run_transformers_loop}
+RUNNERS = {"raydsbs": run_raydsbs, "raydsbs_replay": run_raydsbs_replay, "vllm": run_vllm,
+           "transformers_loop": run_transformers_loop}
 
 
 def in_subprocess(which: str, rows: int, max_new_tokens: int, num_shots: int) -> dict:
@@ -142,6 +164,8 @@ def main() -> None:
     parser.add_argument("--num-shots", type=int, default=4)
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="corpus sizes for the scaling part")
     parser.add_argument("--scale-max-new-tokens", type=int, default=8)
+    parser.add_argument("--scale-backend", choices=["vllm", "replay"], default="vllm",
+                        help="replay: a stand-in teacher (synthetic completions) to measure the pipeline alone at scale")
     parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -150,7 +174,7 @@ def main() -> None:
         return
 
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    if args.prompts:
+    if args.prompts and not args.scale:
         a = in_subprocess("raydsbs", args.prompts, args.max_new_tokens, args.num_shots)
         b = in_subprocess("vllm", args.prompts, args.max_new_tokens, args.num_shots)
         c = in_subprocess("transformers_loop", args.loop_prompts, args.max_new_tokens, args.num_shots)
@@ -165,13 +189,15 @@ def main() -> None:
         print(f"ratio a/c (raydsbs / transformers loop) = {results['ratio_vs_transformers_loop']}   (target >= 8)")
     if args.scale:
         scale = []
+        which = "raydsbs" if args.scale_backend == "vllm" else "raydsbs_replay"
         for rows in args.scale:
-            measured = in_subprocess("raydsbs", rows, args.scale_max_new_tokens, 0)
+            measured = in_subprocess(which, rows, args.scale_max_new_tokens, 0)
             measured["rows_per_s"] = round(measured["rows"] / measured["seconds"], 1)
             print(f"{'':>18}  {rows} rows: {measured['rows_per_s']} rows/s, driver peak RSS "
                   f"{measured['driver_peak_rss_mib']:.0f} MiB", flush=True)
             scale.append(measured)
-        results["scale"] = {"max_new_tokens": args.scale_max_new_tokens, "num_shots": 0, "runs": scale}
+        results[f"scale_{args.scale_backend}"] = {"backend": args.scale_backend, "max_new_tokens": args.scale_max_new_tokens,
+                                                  "num_shots": 0, "runs": scale}
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {RESULTS.relative_to(ROOT)}")

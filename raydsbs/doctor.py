@@ -144,12 +144,41 @@ def check_writable(folder: str) -> Check:
 
 
 def check_task_data(config: Config) -> Check | None:
-    if config.task.name == "arith":
+    """Where the task's rows come from, and whether they are there."""
+    task = config.task
+    if task.name == "arith":
         return None
-    folder = config.task.data_dir
-    ok = bool(folder) and Path(folder).is_dir()
-    return Check(ok, f"task {config.task.name}: data_dir {folder}",
-                 "" if ok else "set task.data_dir to the folder of the paper's released files")
+    if task.train_file:
+        missing = [path for path in (task.train_file, task.val_file, task.test_file) if path and not Path(path).is_file()]
+        if not task.test_file:
+            return Check(False, f"task {task.name}: train_file without test_file", "set task.test_file (the held-out rows)")
+        return Check(not missing, f"task {task.name}: local files", f"missing: {', '.join(missing)}" if missing else "")
+    if task.data_dir:
+        ok = Path(task.data_dir).is_dir()
+        return Check(ok, f"task {task.name}: released files in {task.data_dir}",
+                     "" if ok else "task.data_dir must be the folder of the paper's released files")
+    ok = _version("datasets") is not None
+    return Check(ok, f"task {task.name}: from the Hugging Face hub (needs network)",
+                 "" if ok else "pip install 'raydsbs[hub]', or set task.train_file/task.test_file to local files"
+                 " (or task.data_dir to the paper's released files)")
+
+
+def check_teacher(config: Config) -> Check | None:
+    """The teacher backend's own needs: a model (vllm), an endpoint and key (openai), a file (replay)."""
+    teacher = config.teacher
+    if teacher.backend == "vllm":
+        return check_model("teacher", teacher.model)
+    if teacher.backend == "openai":
+        if not teacher.endpoint:
+            return Check(False, "teacher: openai backend without an endpoint", "set teacher.endpoint, e.g. http://host:8000/v1")
+        has_key = bool(os.environ.get(teacher.api_key_env))
+        return Check(True, f"teacher: {teacher.model} at {teacher.endpoint} "
+                           f"(${teacher.api_key_env} {'set' if has_key else 'not set: requests go without a key'})")
+    if teacher.replay_file:
+        ok = Path(teacher.replay_file).is_file()
+        return Check(ok, f"teacher: replay of {teacher.replay_file}", "" if ok else "teacher.replay_file does not exist")
+    return Check(bool(config.task.data_dir), "teacher: replay of the paper's released completions",
+                 "" if config.task.data_dir else "set task.data_dir or teacher.replay_file")
 
 
 def run_checks(config: Config) -> list[Check]:
@@ -158,7 +187,7 @@ def run_checks(config: Config) -> list[Check]:
         checks.append(check_accelerators())
     if _version("ray"):
         checks.append(check_ray(config))
-    checks += [check_model("teacher", config.teacher.model), check_model("student", config.student.pretrained),
+    checks += [check_teacher(config), check_model("student", config.student.pretrained),
                check_writable(config.output_dir), check_task_data(config)]
     return [check for check in checks if check is not None]
 

@@ -46,7 +46,8 @@ def deepspeed_config(config: Config) -> dict:
 
 
 def _read(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist()
+    """Rows in id order (the teacher writes its outputs as they stream), so subsampling is reproducible."""
+    return pq.read_table(path).sort_by("id").to_pylist()
 
 
 def load_training_data(config: Config, run: RunDir, tokenizer):

@@ -30,7 +30,7 @@ from raydsbs.rundir import RunDir
 from raydsbs.tasks import get_task
 from raydsbs.teacher.backends import BACKENDS
 from raydsbs.teacher.requests import write_requests
-from raydsbs.teacher.selection import DISTILL_COLUMNS, REJECT_COLUMNS, select_rows
+from raydsbs.teacher.selection import DECISION_COLUMNS, DISTILL_COLUMNS, REJECT_COLUMNS, Sample, question_key, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -130,45 +130,63 @@ def _generate(config: Config, run: RunDir) -> float:
     return time.perf_counter() - started
 
 
-def _read_samples(run: RunDir) -> list[dict]:
-    """Every parsed sample, once per request id, plus the requests that were never sent."""
-    columns = ["request_id", "id", "sample", "question", "gold", "completion", "generated_tokens",
-               "rationale", "teacher_label", "teacher_correct", "reason", "detail"]
-    generated = pads.dataset(run.generations, format="parquet").to_table(columns=columns) \
-        if any(run.generations.glob("*.parquet")) else pa.table({c: [] for c in columns})
-    unsent = pads.dataset(run.requests, format="parquet").to_table(
-        columns=["request_id", "id", "sample", "question", "gold", "reason", "detail"], filter=pc.field("reason") != "")
-    samples, seen = [], set()
-    for row in generated.to_pylist():
-        if row["request_id"] not in seen:  # a block written twice (killed between write and commit) counts once
-            seen.add(row["request_id"])
-            samples.append(row)
-    for row in unsent.to_pylist():
-        samples.append({**row, "completion": "", "generated_tokens": 0, "rationale": "", "teacher_label": "",
-                        "teacher_correct": False})
-    return samples
+def _sample_batches(run: RunDir, columns: list[str]):
+    """Record batches of every parsed sample, then of the requests that were never sent (as unparsed samples)."""
+    if any(run.generations.glob("*.parquet")):
+        yield from pads.dataset(run.generations, format="parquet").to_batches(columns=columns)
+    unsent = pads.dataset(run.requests, format="parquet").to_table(filter=pc.field("reason") != "")
+    if unsent.num_rows:
+        blank = {"completion": "", "rationale": "", "teacher_label": ""}
+        for column in columns:
+            if column not in unsent.column_names:
+                value = blank.get(column, 0 if column == "generated_tokens" else False)
+                unsent = unsent.append_column(column, pa.array([value] * unsent.num_rows))
+        yield from unsent.select(columns).to_batches()
 
 
 def _write_outputs(config: Config, run: RunDir) -> dict:
-    """Vote, filter and de-duplicate the samples into distill.parquet and rejects.parquet; returns the counts."""
-    samples = _read_samples(run)
+    """Vote, filter and de-duplicate the samples into distill.parquet and rejects.parquet; returns the counts.
+
+    Two passes over the samples: the decisions from the short columns (each
+    request id once: a block written twice by a killed run counts once), then
+    the long texts streamed into the output files. Rows are in id order when
+    read back sorted (the trainer does); the files hold them as they stream.
+    """
+    samples, seen, tokens = [], set(), 0
+    for batch in _sample_batches(run, [*DECISION_COLUMNS, "generated_tokens"]):
+        tokens += pc.sum(batch["generated_tokens"]).as_py() or 0
+        for row in batch.to_pylist():
+            if row["request_id"] not in seen:
+                seen.add(row["request_id"])
+                samples.append(Sample(row["request_id"], row["id"], row["sample"], question_key(row["question"]),
+                                      row["gold"], row["teacher_label"], row["teacher_correct"], row["reason"],
+                                      row["detail"]))
+    sample_reasons = Counter(sample.reason for sample in samples if sample.reason)
     rules = get_task(config.task.name).completion_rules(config.task.parser)
     kept, rejected = select_rows(samples, rules, config.teacher)
-    pq.write_table(pa.Table.from_pylist(kept, schema=_schema(DISTILL_COLUMNS)), run.distill_file)
-    pq.write_table(pa.Table.from_pylist([{c: r[c] for c in REJECT_COLUMNS} for r in rejected],
-                                        schema=_schema(REJECT_COLUMNS)), run.rejects_file)
-    rows = len(kept) + len(rejected)
-    correct = sum(r["teacher_correct"] for r in kept) + sum(r["teacher_correct"] for r in rejected)
+    del samples, seen
+
+    with pq.ParquetWriter(run.distill_file, _schema(DISTILL_COLUMNS)) as distill, \
+            pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects:
+        for batch in _sample_batches(run, ["request_id", "id", "question", "gold", "rationale", "completion"]):
+            rows = batch.to_pylist()
+            kept_rows = [{**kept[r["request_id"]], **r} for r in rows if r["request_id"] in kept]
+            rejected_rows = [{**rejected[r["request_id"]], **r} for r in rows if r["request_id"] in rejected]
+            if kept_rows:
+                distill.write_table(pa.Table.from_pylist(kept_rows, schema=_schema(DISTILL_COLUMNS)))
+            if rejected_rows:  # from_pylist with a schema keeps only the schema's columns
+                rejects.write_table(pa.Table.from_pylist(rejected_rows, schema=_schema(REJECT_COLUMNS)))
+    decided = [*kept.values(), *rejected.values()]
     summary = {
-        "rows": rows,
+        "rows": len(decided),
         "kept": len(kept),
-        "rejected": dict(sorted(_count(r["reason"] for r in rejected).items())),
-        "teacher_accuracy_train": round(correct / rows, 4) if rows else 0.0,
-        "generated_tokens": int(sum(s["generated_tokens"] for s in samples)),
+        "rejected": dict(sorted(Counter(entry["reason"] for entry in rejected.values()).items())),
+        "teacher_accuracy_train": round(sum(e["teacher_correct"] for e in decided) / len(decided), 4) if decided else 0.0,
+        "generated_tokens": int(tokens),
         "samples_per_row": config.teacher.samples,
     }
     if config.teacher.samples > 1:
-        summary["rejected_samples"] = dict(sorted(_count(s["reason"] for s in samples if s["reason"]).items()))
+        summary["rejected_samples"] = dict(sorted(sample_reasons.items()))
     return summary
 
 
@@ -177,10 +195,6 @@ _TYPES = {"teacher_correct": pa.bool_(), "vote_share": pa.float64(), "samples": 
 
 def _schema(columns: list[str]) -> pa.Schema:
     return pa.schema([(column, _TYPES.get(column, pa.string())) for column in columns])
-
-
-def _count(values) -> dict[str, int]:
-    return dict(Counter(values))
 
 
 def generate(config: Config, run: RunDir) -> dict:

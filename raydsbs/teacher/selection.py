@@ -1,7 +1,7 @@
 """From parsed samples to the distillation set: vote, filter, de-duplicate.
 
-Every sample of a row was parsed on its own (see ``parse_samples`` in the
-pipeline). Per row, in order:
+Every sample of a row was parsed on its own (the pipeline's parse stage).
+Per row, in order:
 
 1. the label is the majority of its usable samples' labels (self-consistency;
    ties go to the label seen first), the rationale that of the first sample
@@ -11,62 +11,87 @@ pipeline). Per row, in order:
 3. ``teacher.deduplicate``: a row whose input repeats an earlier row's is
    dropped (``duplicate_input``).
 
-Rows come back in id order, each kept row with ``vote_share`` (the fraction
-of usable samples that agreed).
+:func:`select_rows` decides on the short columns only (ids, labels, reasons,
+questions); the caller then streams the long ones (rationales, completions)
+into the output files, so memory does not grow with completion length.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from itertools import groupby
+from typing import NamedTuple
 
 from raydsbs.config import TeacherConfig
 
+
+class Sample(NamedTuple):
+    """What the decisions need of one parsed sample: short fields only, so 100k rows fit in a few tens of MB."""
+
+    request_id: str
+    id: str
+    sample: int
+    question_key: int  # a hash of the normalized input, for de-duplication
+    gold: str
+    teacher_label: str
+    teacher_correct: bool
+    reason: str
+    detail: str
+
+
+def question_key(question: str) -> int:
+    return hash(" ".join(question.lower().split()))
+
+
+# The columns a Sample is read from.
+DECISION_COLUMNS = ["request_id", "id", "sample", "question", "gold", "teacher_label", "teacher_correct", "reason", "detail"]
 DISTILL_COLUMNS = ["id", "question", "gold", "rationale", "teacher_label", "teacher_correct", "vote_share", "samples"]
 REJECT_COLUMNS = ["id", "reason", "detail", "completion"]
 
 
-def _vote(samples: list[dict], rules) -> tuple[dict, float] | None:
+def _vote(samples: list[Sample], rules) -> tuple[Sample, float] | None:
     """The sample that stands for the majority label, and the share of usable samples that voted for it."""
-    usable = [s for s in samples if not s["reason"]]
+    usable = [s for s in samples if not s.reason]
     if not usable:
         return None
-    key = (lambda label: label) if not hasattr(rules, "normalize") else rules.normalize
-    votes = Counter(key(s["teacher_label"]) for s in usable)
-    order = {}
-    for s in usable:
-        order.setdefault(key(s["teacher_label"]), s)
-    winner = max(votes, key=lambda label: (votes[label], -usable.index(order[label])))
-    return order[winner], votes[winner] / len(usable)
+    key = rules.normalize if hasattr(rules, "normalize") else (lambda label: label)
+    votes = Counter(key(s.teacher_label) for s in usable)
+    first_of: dict = {}
+    for position, s in enumerate(usable):
+        first_of.setdefault(key(s.teacher_label), (position, s))
+    winner = max(votes, key=lambda label: (votes[label], -first_of[label][0]))
+    return first_of[winner][1], votes[winner] / len(usable)
 
 
-def select_rows(samples: list[dict], rules, config: TeacherConfig) -> tuple[list[dict], list[dict]]:
-    """(kept rows, rejected rows) from every parsed sample; ``rules`` reads and scores answers."""
-    kept, rejected = [], []
-    seen_inputs: set[str] = set()
-    samples = sorted(samples, key=lambda s: (s["id"], s["sample"]))
-    for row_id, group in groupby(samples, key=lambda s: s["id"]):
+def select_rows(samples: list[Sample], rules, config: TeacherConfig) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(kept, rejected), each keyed by the request id of the sample that stands for its row.
+
+    A kept entry holds teacher_label, teacher_correct, vote_share and samples;
+    a rejected one reason, detail and teacher_correct. ``rules`` reads and
+    scores answers (a task, or the authors' rules).
+    """
+    kept, rejected = {}, {}
+    seen_inputs: set[int] = set()
+    samples = sorted(samples, key=lambda s: (s.id, s.sample))
+    for _, group in groupby(samples, key=lambda s: s.id):
         group = list(group)
-        first = group[0]
         vote = _vote(group, rules)
         if vote is None:
-            rejected.append({"id": row_id, "reason": first["reason"], "detail": first["detail"],
-                             "completion": first["completion"], "teacher_correct": bool(first["teacher_correct"])})
+            first = group[0]
+            rejected[first.request_id] = {"reason": first.reason, "detail": first.detail,
+                                          "teacher_correct": bool(first.teacher_correct)}
             continue
         chosen, share = vote
-        correct = bool(rules.answers_match(chosen["teacher_label"], chosen["gold"]))
-        reason, detail = "", ""
-        question_key = " ".join(chosen["question"].lower().split())
+        correct = bool(rules.answers_match(chosen.teacher_label, chosen.gold))
+        reason = detail = ""
         if config.require_gold_agreement and not correct:
-            reason, detail = "disagrees_with_gold", f"teacher said {chosen['teacher_label']!r}, gold is {chosen['gold']!r}"
-        elif config.deduplicate and question_key in seen_inputs:
+            reason, detail = "disagrees_with_gold", f"teacher said {chosen.teacher_label!r}, gold is {chosen.gold!r}"
+        elif config.deduplicate and chosen.question_key in seen_inputs:
             reason, detail = "duplicate_input", "the same input as an earlier row"
-        seen_inputs.add(question_key)
+        seen_inputs.add(chosen.question_key)
         if reason:
-            rejected.append({"id": row_id, "reason": reason, "detail": detail, "completion": chosen["completion"],
-                             "teacher_correct": correct})
-            continue
-        kept.append({"id": row_id, "question": chosen["question"], "gold": chosen["gold"],
-                     "rationale": chosen["rationale"], "teacher_label": chosen["teacher_label"],
-                     "teacher_correct": correct, "vote_share": round(share, 4), "samples": len(group)})
+            rejected[chosen.request_id] = {"reason": reason, "detail": detail, "teacher_correct": correct}
+        else:
+            kept[chosen.request_id] = {"teacher_label": chosen.teacher_label, "teacher_correct": correct,
+                                       "vote_share": round(share, 4), "samples": len(group)}
     return kept, rejected
