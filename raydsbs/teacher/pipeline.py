@@ -154,10 +154,10 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
     """
     samples, seen, tokens = [], set(), 0
     for batch in _sample_batches(run, [*DECISION_COLUMNS, "generated_tokens"]):
-        tokens += pc.sum(batch["generated_tokens"]).as_py() or 0
         for row in batch.to_pylist():
             if row["request_id"] not in seen:
                 seen.add(row["request_id"])
+                tokens += row["generated_tokens"]
                 samples.append(Sample(row["request_id"], row["id"], row["sample"], question_key(row["question"]),
                                       row["gold"], row["teacher_label"], row["teacher_correct"], row["reason"],
                                       row["detail"]))
@@ -166,16 +166,6 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
     kept, rejected = select_rows(samples, rules, config.teacher)
     del samples, seen
 
-    with pq.ParquetWriter(run.distill_file, _schema(DISTILL_COLUMNS)) as distill, \
-            pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects:
-        for batch in _sample_batches(run, ["request_id", "id", "question", "gold", "rationale", "completion"]):
-            rows = batch.to_pylist()
-            kept_rows = [{**kept[r["request_id"]], **r} for r in rows if r["request_id"] in kept]
-            rejected_rows = [{**rejected[r["request_id"]], **r} for r in rows if r["request_id"] in rejected]
-            if kept_rows:
-                distill.write_table(pa.Table.from_pylist(kept_rows, schema=_schema(DISTILL_COLUMNS)))
-            if rejected_rows:  # from_pylist with a schema keeps only the schema's columns
-                rejects.write_table(pa.Table.from_pylist(rejected_rows, schema=_schema(REJECT_COLUMNS)))
     decided = [*kept.values(), *rejected.values()]
     summary = {
         "rows": len(decided),
@@ -185,6 +175,19 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
         "generated_tokens": int(tokens),
         "samples_per_row": config.teacher.samples,
     }
+    with pq.ParquetWriter(run.distill_file, _schema(DISTILL_COLUMNS)) as distill, \
+            pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects:
+        for batch in _sample_batches(run, ["request_id", "id", "question", "gold", "rationale", "completion"]):
+            kept_rows, rejected_rows = [], []
+            for row in batch.to_pylist():  # pop: a request id written twice goes out once
+                if (entry := kept.pop(row["request_id"], None)) is not None:
+                    kept_rows.append({**entry, **row})
+                elif (entry := rejected.pop(row["request_id"], None)) is not None:
+                    rejected_rows.append({**entry, **row})
+            if kept_rows:
+                distill.write_table(pa.Table.from_pylist(kept_rows, schema=_schema(DISTILL_COLUMNS)))
+            if rejected_rows:  # from_pylist with a schema keeps only the schema's columns
+                rejects.write_table(pa.Table.from_pylist(rejected_rows, schema=_schema(REJECT_COLUMNS)))
     if config.teacher.samples > 1:
         summary["rejected_samples"] = dict(sorted(sample_reasons.items()))
     return summary

@@ -1,0 +1,39 @@
+"""The teacher's final step on real Parquet files, without Ray: a block written twice by a killed
+run counts once, and requests that were never sent (prompt too long) become rejects."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raydsbs.config import load_config
+from raydsbs.rundir import open_run
+from raydsbs.teacher.pipeline import _write_outputs
+from raydsbs.teacher.requests import REQUEST_SCHEMA
+
+
+def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path):
+    config = load_config(None, [f"output_dir={tmp_path}"])
+    run = open_run(config)
+    run.requests.mkdir(parents=True)
+    requests = [{"request_id": f"r{i}#0", "id": f"r{i}", "sample": 0, "seed": 0, "question": f"Q{i}?", "gold": str(i),
+                 "prompt": "p", "reason": "prompt_too_long" if i == 3 else "", "detail": "too long" if i == 3 else ""}
+                for i in range(4)]
+    pq.write_table(pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA), run.requests / "part-000000.parquet")
+    run.generations.mkdir()
+    generated = pa.Table.from_pylist([
+        {"request_id": f"r{i}#0", "id": f"r{i}", "sample": 0, "question": f"Q{i}?", "gold": str(i),
+         "completion": f" Think. So the answer is {i}.", "generated_tokens": 5, "rationale": "Think.",
+         "teacher_label": str(i), "teacher_correct": True, "reason": "", "detail": ""} for i in range(3)])
+    pq.write_table(generated, run.generations / "a.parquet")
+    pq.write_table(generated.slice(1, 2), run.generations / "b-written-again.parquet")
+
+    summary = _write_outputs(config, run)
+    kept = pq.read_table(run.distill_file).sort_by("id").to_pylist()
+    rejected = pq.read_table(run.rejects_file).to_pylist()
+    assert [row["id"] for row in kept] == ["r0", "r1", "r2"]
+    assert kept[0]["rationale"] == "Think." and kept[0]["question"] == "Q0?" and kept[0]["vote_share"] == 1.0
+    assert [(row["id"], row["reason"], row["detail"]) for row in rejected] == [("r3", "prompt_too_long", "too long")]
+    assert (summary["rows"], summary["kept"], summary["rejected"], summary["generated_tokens"]) == (
+        4, 3, {"prompt_too_long": 1}, 15)
+    assert summary["teacher_accuracy_train"] == 0.75
