@@ -26,6 +26,12 @@ def _first_line(text: str) -> str:
     return text.strip().split("\n")[0].strip()
 
 
+def _value(label: str) -> float | None:
+    """A numeric label's value, rounded so 42 and 42.0000001 compare equal; None when it isn't arithmetic."""
+    value = try_evaluate(label)
+    return None if value is None else round(value, 6)
+
+
 def _squeeze(text: str) -> str:
     """Lower-cased, outer punctuation stripped, inner spaces single."""
     return " ".join(text.lower().strip().strip(string.punctuation + " ").split())
@@ -80,8 +86,7 @@ class NumberAnswer(AnswerFormat):
         return numbers[-1] if numbers else None
 
     def normalize(self, label: str) -> object:
-        value = try_evaluate(label)
-        return None if value is None else round(value, 6)
+        return _value(label)
 
 
 class ExpressionAnswer(AnswerFormat):
@@ -93,8 +98,7 @@ class ExpressionAnswer(AnswerFormat):
         return expression if try_evaluate(expression) is not None else None
 
     def normalize(self, label: str) -> object:
-        value = try_evaluate(label)
-        return None if value is None else round(value, 6)
+        return _value(label)
 
 
 class FreeAnswer(AnswerFormat):

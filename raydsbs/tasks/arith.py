@@ -91,9 +91,3 @@ class ArithTask(Task):
         return splits
 
     answer_format = NumberAnswer()
-
-    def parse_answer(self, answer_text: str) -> str | None:
-        return self.answer_format.parse(answer_text)
-
-    def normalize(self, label: str) -> object:
-        return self.answer_format.normalize(label)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from raydsbs.config import TaskConfig
+from raydsbs.tasks.answers import AnswerFormat
 
 SPLITS = ("train", "val", "test")
 
@@ -87,6 +88,7 @@ class Task:
     answer_marker: str = "So the answer is"  # how exemplars state the answer
     exemplar_file: str = ""
     paper_parser: str | None = None  # the authors' rules for this task, if any (raydsbs.tasks.paper_parsers)
+    answer_format: AnswerFormat  # how the answer is read and compared (raydsbs.tasks.answers)
 
     def load_splits(self, config: TaskConfig) -> dict[str, list[Example | RejectedRow]]:
         """The train, val and test rows of this task; rows that can't be used come back as RejectedRow."""
@@ -94,11 +96,11 @@ class Task:
 
     def parse_answer(self, answer_text: str) -> str | None:
         """The label in the text after the answer marker, or None when there is none."""
-        raise NotImplementedError
+        return self.answer_format.parse(answer_text)
 
     def normalize(self, label: str) -> object:
         """The comparable form of a label (a number, a lower-cased choice, ...)."""
-        return label.strip().lower()
+        return self.answer_format.normalize(label)
 
     def answers_match(self, predicted: str | None, gold: str) -> bool:
         """Whether a predicted label is correct, by the task's own comparison."""

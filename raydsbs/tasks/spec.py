@@ -205,12 +205,6 @@ class SpecTask(Task):
 
     # --- answers ---------------------------------------------------------------------------
 
-    def parse_answer(self, answer_text: str) -> str | None:
-        return self.answer_format.parse(answer_text)
-
-    def normalize(self, label: str) -> object:
-        return self.answer_format.normalize(label)
-
     @cached_property
     def _exemplars(self) -> list[Exemplar]:
         items = self.spec.exemplars

@@ -45,8 +45,8 @@ class ParseSamples:
         from ray.util import metrics
 
         self.teacher = config.teacher
-        self.rules = get_task(config.task.name).completion_rules(config.task.parser)
-        self.given = get_task(config.task.name)  # reads "bring your own" labels
+        self.task = get_task(config.task.name)  # also reads "bring your own" labels
+        self.rules = self.task.completion_rules(config.task.parser)
         self.error_reason = BACKEND_ERROR_REASON[config.teacher.backend]
         self.tags = {"task": config.task.name}
         self.rows = metrics.Counter("raydsbs_teacher_samples", "Teacher samples parsed", tag_keys=("task",))
@@ -59,7 +59,7 @@ class ParseSamples:
 
     def _parse(self, completion: str, given_rationale: str, given_label: str):
         if given_label:
-            return self.given.parse_given(given_rationale, given_label)
+            return self.task.parse_given(given_rationale, given_label)
         return self.rules.parse_completion(completion)
 
     def _length_problem(self, rationale: str) -> tuple[str, str] | None:
