@@ -2,6 +2,8 @@
 
     raydsbs run CONFIG [a.b=c ...]        the whole pipeline
     raydsbs generate|train|evaluate|sweep|report CONFIG [a.b=c ...]
+    raydsbs predict (CONFIG [a.b=c ...] | --model FOLDER) [--input TEXT ...]
+    raydsbs presets | doctor
 
 CONFIG is a YAML file (see jobs/) or an existing run directory, whose saved
 config.yaml is then the base and which receives the stage's outputs.
@@ -28,6 +30,8 @@ STAGES = {
     "evaluate": "score the trained student on the val and test splits",
     "sweep": "Ray Tune over the sweep.grid keys, each trial a Ray Train run",
     "report": "report.md and plots from the run's evaluated students",
+    "predict": "print the trained student's label and rationale for each input (--input, or lines of stdin)",
+    "presets": "list the student presets: size, GPUs and ZeRO stage each needs",
     "doctor": "check this environment (packages, GPUs, Ray, models, storage) and say how to fix problems",
 }
 
@@ -52,11 +56,59 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in STAGES.items():
         sub = commands.add_parser(name, help=help_text, description=help_text, epilog=epilog,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.add_argument("config", nargs="?" if name == "doctor" else None,
+        if name == "presets":
+            continue
+        sub.add_argument("config", nargs="?" if name in ("doctor", "predict") else None,
                          help="a YAML config (e.g. jobs/quickstart.yaml) or an existing run directory")
         sub.add_argument("overrides", nargs="*", metavar="key=value",
                          help="dotted config keys to override, e.g. train.rationale_weight=0.5")
+        if name == "predict":
+            sub.add_argument("--model", help="a trained student's model folder (instead of CONFIG)")
+            sub.add_argument("--input", action="append", help="an input text (repeatable); default: lines of stdin")
+            sub.add_argument("--max-new-tokens", type=int, default=128, help="generation limit of each output")
     return parser
+
+
+def presets() -> int:
+    from raydsbs.student.model import PRESETS
+
+    print(f"{'preset':<16} {'kind':<8} {'params':>6}  {'weights':<32} {'GPUs':>4}  ZeRO  note")
+    for name, preset in PRESETS.items():
+        weights = preset.pretrained or "built from config"
+        gpus = str(preset.gpus) if preset.gpus else "-"
+        print(f"{name:<16} {preset.kind:<8} {preset.parameters:>6}  {weights:<32} {gpus:>4}  {preset.zero_stage:>4}  "
+              f"{preset.note}")
+    return 0
+
+
+def predict(args) -> int:
+    """Label and rationale of each input from a trained student."""
+    from raydsbs.student.batching import StudentFormat
+    from raydsbs.student.inference import generate
+    from raydsbs.student.model import load_student
+
+    if args.model:
+        folder = Path(args.model)
+    elif args.config:
+        from raydsbs.student.launcher import canonical, training_name
+        from raydsbs.student.learner import MODEL_SUBDIR
+
+        config, run = resolve(args.config, args.overrides)
+        folder = run.training(training_name(canonical(config))) / MODEL_SUBDIR
+    else:
+        print("error: give a config or run directory, or --model FOLDER", file=sys.stderr)
+        return 2
+    if not (folder / "config.json").is_file():
+        print(f"error: no trained student at {folder}; run `raydsbs train` first", file=sys.stderr)
+        return 2
+    inputs = args.input or [line.strip() for line in sys.stdin if line.strip()]
+    model, tokenizer, student_format = load_student(folder)
+    fmt = StudentFormat(**student_format)
+    outputs = {task: generate(model, tokenizer, fmt, inputs, task, args.max_new_tokens)
+               for task in ("label", "rationale")}
+    for text, label, rationale in zip(inputs, outputs["label"], outputs["rationale"]):
+        print(f"input:     {text}\nlabel:     {label}\nrationale: {rationale}\n")
+    return 0
 
 
 def resolve(config_arg: str, overrides: list[str]) -> tuple[Config, RunDir]:
@@ -92,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s | %(message)s", datefmt="%H:%M:%S")
     if args.command == "doctor":
         return doctor(args.config, args.overrides)
+    if args.command == "presets":
+        return presets()
+    if args.command == "predict":
+        try:
+            return predict(args)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     try:
         config, run = resolve(args.config, args.overrides)
     except ConfigError as error:

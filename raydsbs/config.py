@@ -123,10 +123,18 @@ class TeacherConfig(Section):
 
 
 class StudentConfig(Section):
-    preset: str = Field("t5-tiny", description="Architecture preset built from config (see raydsbs.student.model.PRESETS).")
-    pretrained: str | None = Field(
-        None, description="Hugging Face name or local folder of a pretrained seq2seq student; replaces preset and tokenizer."
+    preset: str = Field(
+        "t5-tiny", description="A student preset: built from config (t5-tiny, llama-tiny, ...) or pretrained "
+        "(t5-v1_1-base, flan-t5-xxl, smollm2-135m, ...); `raydsbs presets` lists them with the GPUs each needs."
     )
+    pretrained: str | None = Field(
+        None, description="Hugging Face name or local folder of any seq2seq or causal student; replaces the preset."
+    )
+    task_marker: Literal["input", "output"] = Field(
+        "input", description="input: the paper's 'predict: x' / 'explain: x' prefixes, two encoder passes; output: "
+        "the marker starts the target, so a seq2seq encoder runs once for both tasks."
+    )
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout of a student built from config (pretrained ones keep theirs).")
     vocab_size: int = Field(1000, ge=64, description="Size of the tokenizer trained on the run's own texts (no pretrained).")
     max_input_tokens: int = Field(160, ge=8, description="Inputs are cut to this many tokens.")
     max_label_tokens: int = Field(16, ge=2, description="Label targets are cut to this many tokens.")
@@ -160,7 +168,35 @@ class TrainConfig(Section):
     cpus_per_worker: float = Field(0.9, gt=0, description="CPUs each worker reserves (fractions keep 2-core machines from hanging).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage; 0 trains with plain DDP.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs, fp32 on CPUs. fp16 needs a GPU and is refused for T5 (it overflows)."
+    )
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
+    offload_optimizer: bool = Field(False, description="ZeRO 1-3: keep optimizer states in CPU memory.")
+    offload_parameters: bool = Field(False, description="ZeRO-3: keep parameters in CPU memory.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradients are clipped to this norm.")
+    length_bucketing: bool = Field(True, description="Batch examples of similar length together (less padding).")
+    eval_every_steps: int | None = Field(
+        None, ge=1, description="Validate and checkpoint every N optimizer steps; None: at the end of each epoch."
+    )
+    max_failures: int = Field(2, ge=0, description="Worker failures a training survives (it restarts from its checkpoint).")
     seed: int = Field(0, description="Seed of initialisation, subsampling and batch order.")
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self):
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("train.offload_optimizer needs train.zero_stage 1, 2 or 3")
+        if self.offload_parameters and self.zero_stage != 3:
+            raise ValueError("train.offload_parameters needs train.zero_stage=3 (only ZeRO-3 partitions parameters)")
+        if self.precision == "fp16" and not self.use_gpu:
+            raise ValueError("train.precision=fp16 needs a GPU (train.use_gpu=true); on CPUs use bf16 or fp32")
+        return self
+
+    def dtype_name(self) -> str:
+        """The compute precision this run uses: fp32, bf16 or fp16."""
+        if self.precision == "auto":
+            return "bf16" if self.use_gpu else "fp32"
+        return self.precision
 
 
 class EvalConfig(Section):
@@ -198,6 +234,16 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _no_fp16_for_t5(self):
+        from raydsbs.student.model import FP16_T5_ERROR, PRESETS, is_t5_name
+
+        name = self.student.pretrained or self.student.preset
+        built_t5 = not self.student.pretrained and PRESETS[self.student.preset].kind == "seq2seq"
+        if self.train.precision == "fp16" and (built_t5 or is_t5_name(name)):
+            raise ValueError(FP16_T5_ERROR)
+        return self
 
 
 class ConfigError(ValueError):

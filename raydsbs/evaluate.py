@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import LABEL_PREFIX
+from raydsbs.student.batching import StudentFormat
+from raydsbs.student.inference import generate
 from raydsbs.student.launcher import canonical
-from raydsbs.student.tokenizer import load_tokenizer
-from raydsbs.student.train_loop import MODEL_SUBDIR
+from raydsbs.student.learner import MODEL_SUBDIR
+from raydsbs.student.model import load_student
 from raydsbs.tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -27,38 +27,23 @@ logger = logging.getLogger(__name__)
 EVAL_SPLITS = ("val", "test")
 
 
-def predict(model, tokenizer, questions: list[str], config: Config) -> list[str]:
-    """The decoded label-task outputs for ``questions``, in order."""
-    outputs = []
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(questions), config.eval.batch_size):
-            chunk = [LABEL_PREFIX + q for q in questions[start : start + config.eval.batch_size]]
-            encoded = tokenizer(chunk, return_tensors="pt", padding=True, truncation=True,
-                                max_length=config.student.max_input_tokens)
-            generated = model.generate(**encoded, max_new_tokens=config.eval.max_new_tokens, do_sample=False)
-            outputs += tokenizer.batch_decode(generated, skip_special_tokens=True)
-    return [text.strip() for text in outputs]
-
-
 def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
     """Accuracy on val and test of the model in ``folder``; writes metrics.json and predictions.parquet."""
     metrics_file = folder / "metrics.json"
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text())
-    from transformers import AutoModelForSeq2SeqLM
-
     config = canonical(config)
     task = get_task(config.task.name)
-    tokenizer = load_tokenizer(config.student, run.tokenizer)
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder / MODEL_SUBDIR)
+    model, tokenizer, student_format = load_student(folder / MODEL_SUBDIR)
+    fmt = StudentFormat(**student_format)
     metrics: dict = {"training": folder.name, "method": config.train.method,
                      "train_fraction": config.train.train_fraction,
                      "rationale_weight": config.train.rationale_weight, "seed": config.train.seed}
     rows = []
     for split in EVAL_SPLITS:
         examples = pq.read_table(run.corpus_file(split)).to_pylist()
-        outputs = predict(model, tokenizer, [e["question"] for e in examples], config)
+        outputs = generate(model, tokenizer, fmt, [e["question"] for e in examples], "label",
+                           config.eval.max_new_tokens, config.eval.batch_size)
         for example, output in zip(examples, outputs):
             label = task.parse_prediction(output)
             rows.append({"split": split, "id": example["id"], "output": output, "label": label or "",

@@ -1,26 +1,37 @@
 """Training rows for each method, and multi-task batches.
 
-Each example gives a label row and, for step-by-step, a rationale row::
+Each example gives a label row and, for step-by-step, a rationale row. With
+``student.task_marker=input`` (the paper's code) the task marker prefixes the
+input::
 
-    "predict: <question>" -> "<label>"
-    "explain: <question>" -> "<rationale>"
+    encoder "predict: <question>" -> decoder "<label></s>"
+    encoder "explain: <question>" -> decoder "<rationale></s>"
 
-(the task prefixes of the paper's code). Both rows of an example go into the
-same batch, padded to the longest row in it.
+With ``task_marker=output`` the encoder reads the bare question once, and the
+marker opens each target (it is fed to the decoder, never scored)::
+
+    encoder "<question>" -> decoder "predict: <label></s>" and "explain: <rationale></s>"
+
+A causal student reads one sequence per task, scored on the target only::
+
+    "predict: <question>\\n<label></s>"    (output marker: "<question>\\npredict: <label></s>")
+
+Each task of a batch is padded on its own, to its longest row.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
 from raydsbs.config import StudentConfig
-from raydsbs.student.loss import IGNORE, LABEL_TASK, RATIONALE_TASK
 
-LABEL_PREFIX = "predict: "
-RATIONALE_PREFIX = "explain: "
+IGNORE = -100  # label value of positions that are not scored (padding, prompts, markers)
+TASKS = ("label", "rationale")
+MARKERS = {"label": "predict: ", "rationale": "explain: "}
+BUCKET_WINDOW = 50  # global batches sorted by length together: similar lengths, still a shuffled order
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,36 @@ class TrainingExample:
     question: str
     label: str
     rationale: str | None = None  # None: the label task only
+
+
+@dataclass(frozen=True)
+class StudentFormat:
+    """How a student's prompts and targets are written; saved with every model folder."""
+
+    kind: str  # seq2seq | causal
+    task_marker: str  # input | output
+    max_input_tokens: int
+
+    def prompt(self, task: str, question: str) -> str:
+        """The encoder input (seq2seq) or prompt (causal) of ``task`` for ``question``."""
+        if self.kind == "seq2seq":
+            return MARKERS[task] + question if self.task_marker == "input" else question
+        return MARKERS[task] + question + "\n" if self.task_marker == "input" else question + "\n" + MARKERS[task]
+
+    def target_marker(self, task: str) -> str:
+        """Text that opens the target and is given, not scored (seq2seq with output markers)."""
+        return MARKERS[task] if self.kind == "seq2seq" and self.task_marker == "output" else ""
+
+    def marker_ids(self, tokenizer, task: str) -> list[int]:
+        text = self.target_marker(task)
+        return token_ids(tokenizer, [text], 64, special=False)[0] if text else []
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def student_format(config: StudentConfig, kind: str) -> StudentFormat:
+    return StudentFormat(kind=kind, task_marker=config.task_marker, max_input_tokens=config.max_input_tokens)
 
 
 def needs_teacher(method: str) -> bool:
@@ -63,64 +104,124 @@ def subsample(items: list, fraction: float, seed: int) -> list:
 
 
 @dataclass(frozen=True)
+class TaskRow:
+    source: list[int]  # encoder input (seq2seq) or prompt (causal)
+    target: list[int]  # decoder tokens (seq2seq) or continuation (causal), ending with EOS
+    given: int = 0  # leading target tokens fed but not scored (the output marker)
+
+
+@dataclass(frozen=True)
 class EncodedExample:
-    label_input: list[int]
-    label_target: list[int]
-    rationale_input: list[int] | None = None
-    rationale_target: list[int] | None = None
+    label: TaskRow
+    rationale: TaskRow | None = None
+
+    def rows(self) -> dict[str, TaskRow]:
+        return {"label": self.label} if self.rationale is None else {"label": self.label, "rationale": self.rationale}
+
+    def __len__(self) -> int:
+        """Tokens in all rows: what length-bucketing sorts by."""
+        return sum(len(row.source) + len(row.target) for row in self.rows().values())
 
 
-def encode(examples: list[TrainingExample], tokenizer, config: StudentConfig) -> list[EncodedExample]:
+def token_ids(tokenizer, texts: list[str], limit: int, special: bool) -> list[list[int]]:
+    return tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=special)["input_ids"]
+
+
+def encode_task(texts_in: list[str], targets: list[str], limit: int, tokenizer, fmt: StudentFormat,
+                task: str) -> list[TaskRow]:
+    """Token rows of one task: sources cut to max_input_tokens, targets to ``limit`` (EOS kept)."""
+    seq2seq = fmt.kind == "seq2seq"
+    sources = token_ids(tokenizer, [fmt.prompt(task, q) for q in texts_in], fmt.max_input_tokens, special=seq2seq)
+    eos = tokenizer.eos_token_id
+    marker = fmt.marker_ids(tokenizer, task)
+    bodies = token_ids(tokenizer, targets, limit, special=False)
+    rows = []
+    for source, body in zip(sources, bodies):
+        rows.append(TaskRow(source, marker + body[: limit - 1] + [eos], given=len(marker)))
+    return rows
+
+
+def encode(examples: list[TrainingExample], tokenizer, config: StudentConfig, fmt: StudentFormat) -> list[EncodedExample]:
     """Token ids of each example's rows, cut to the configured lengths."""
-    def ids(texts: list[str], limit: int) -> list[list[int]]:
-        return tokenizer(texts, truncation=True, max_length=limit)["input_ids"]
-
     questions = [e.question for e in examples]
-    label_inputs = ids([LABEL_PREFIX + q for q in questions], config.max_input_tokens)
-    label_targets = ids([e.label for e in examples], config.max_label_tokens)
+    labels = encode_task(questions, [e.label for e in examples], config.max_label_tokens, tokenizer, fmt, "label")
     if all(e.rationale is None for e in examples):
-        return [EncodedExample(i, t) for i, t in zip(label_inputs, label_targets)]
-    rationale_inputs = ids([RATIONALE_PREFIX + q for q in questions], config.max_input_tokens)
-    rationale_targets = ids([e.rationale or "" for e in examples], config.max_rationale_tokens)
-    return [EncodedExample(*row) for row in zip(label_inputs, label_targets, rationale_inputs, rationale_targets)]
+        return [EncodedExample(row) for row in labels]
+    rationales = encode_task(questions, [e.rationale or "" for e in examples], config.max_rationale_tokens,
+                             tokenizer, fmt, "rationale")
+    return [EncodedExample(*pair) for pair in zip(labels, rationales)]
 
 
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
     width = max(len(row) for row in rows)
     return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
 
 
-def collate(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """One padded batch: label rows first, then rationale rows.
+def _scored(row: TaskRow) -> list[int]:
+    return [IGNORE] * row.given + row.target[row.given:]
 
-    Returns input_ids, attention_mask [R, S]; labels [R, T] (IGNORE on padding);
-    task_ids [R]; R = len(batch) or 2 · len(batch).
-    """
-    inputs = [e.label_input for e in batch]
-    targets = [e.label_target for e in batch]
-    tasks = [LABEL_TASK] * len(batch)
-    with_rationale = [e for e in batch if e.rationale_input is not None]
-    inputs += [e.rationale_input for e in with_rationale]
-    targets += [e.rationale_target for e in with_rationale]
-    tasks += [RATIONALE_TASK] * len(with_rationale)
-    input_ids = _pad(inputs, pad_id)
+
+def _seq2seq_task(rows: list[TaskRow], pad_id: int, start_id: int, with_encoder: bool) -> dict[str, torch.Tensor]:
+    batch = {"labels": pad_rows([_scored(row) for row in rows], IGNORE)}
+    if with_encoder:
+        batch["input_ids"] = pad_rows([row.source for row in rows], pad_id)
+        batch["attention_mask"] = (batch["input_ids"] != pad_id).long()
+    if any(row.given for row in rows):  # the model's own shift would turn the unscored marker into padding
+        batch["decoder_input_ids"] = pad_rows([[start_id] + row.target[:-1] for row in rows], pad_id)
+    return batch
+
+
+def _causal_task(rows: list[TaskRow], pad_id: int) -> dict[str, torch.Tensor]:
+    sequences = [row.source + row.target for row in rows]
+    width = max(len(s) for s in sequences)
     return {
-        "input_ids": input_ids,
-        "attention_mask": (input_ids != pad_id).long(),
-        "labels": _pad(targets, IGNORE),
-        "task_ids": torch.tensor(tasks, dtype=torch.long),
+        "input_ids": pad_rows(sequences, pad_id),
+        "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], dtype=torch.long),
+        "labels": pad_rows([[IGNORE] * len(row.source) + _scored(row) for row in rows], IGNORE),
     }
 
 
-def epoch_batches(count: int, batch_size: int, rank: int, world_size: int, seed: int) -> list[list[int]]:
+def collate(batch: list[EncodedExample], fmt: StudentFormat, pad_id: int, start_id: int) -> dict[str, dict]:
+    """One multi-task batch: {task: tensors} for each task present, each padded on its own.
+
+    seq2seq, input markers: {task: input_ids [B, S_task], attention_mask, labels [B, T_task]}
+    seq2seq, output markers: {"encoder": input_ids [B, S], attention_mask} and
+        {task: decoder_input_ids [B, T_task], labels [B, T_task]} (the encoder runs once)
+    causal: {task: input_ids [B, L_task], attention_mask, labels [B, L_task]} (IGNORE on prompt and padding)
+    """
+    tasks = [task for task in TASKS if all(task in e.rows() for e in batch)]
+    columns = {task: [e.rows()[task] for e in batch] for task in tasks}
+    if fmt.kind == "causal":
+        return {task: _causal_task(rows, pad_id) for task, rows in columns.items()}
+    shared_encoder = fmt.task_marker == "output"
+    out = {task: _seq2seq_task(rows, pad_id, start_id, with_encoder=not shared_encoder) for task, rows in columns.items()}
+    if shared_encoder:
+        input_ids = pad_rows([row.source for row in columns["label"]], pad_id)
+        out["encoder"] = {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long()}
+    return out
+
+
+def epoch_batches(count: int, batch_size: int, rank: int, world_size: int, seed: int,
+                  lengths: list[int] | None = None) -> list[list[int]]:
     """This rank's batches of example indices for one epoch.
 
     Every rank gets the same number of batches (collectives must line up), so
-    the shuffled order is padded by wrapping around to a multiple of world_size.
+    the shuffled order is padded by wrapping around to a multiple of
+    world_size. With ``lengths``, examples are sorted by length within windows
+    of BUCKET_WINDOW global batches and the batches shuffled again: a batch
+    holds similar lengths (little padding) and the order stays random.
     """
+    rng = random.Random(seed)
     order = list(range(count))
-    random.Random(seed).shuffle(order)
+    rng.shuffle(order)
     per_rank = -(-count // world_size)
     order = (order * (world_size + 1))[: per_rank * world_size]
-    mine = order[rank::world_size]
-    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+    step = batch_size * world_size
+    if lengths is not None:
+        window = step * BUCKET_WINDOW
+        order = [i for start in range(0, len(order), window)
+                 for i in sorted(order[start : start + window], key=lengths.__getitem__)]
+    global_batches = [order[start : start + step] for start in range(0, len(order), step)]
+    if lengths is not None:
+        rng.shuffle(global_batches)
+    return [batch[rank::world_size] for batch in global_batches]

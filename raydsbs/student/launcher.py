@@ -14,7 +14,9 @@ from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.student.batching import needs_teacher
 from raydsbs.student.tokenizer import train_tokenizer
-from raydsbs.student.train_loop import EPOCH_FILE, MODEL_SUBDIR, SELECTION_METRIC, train_loop_per_worker
+from raydsbs.student.learner import MODEL_SUBDIR, STATE_FILE
+from raydsbs.student.model import PRESETS, pretrained_source
+from raydsbs.student.train_loop import SELECTION_METRIC, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def training_name(config: Config) -> str:
 
 def prepare_tokenizer(config: Config, run: RunDir) -> None:
     """Train the run's tokenizer once (a pretrained student brings its own)."""
-    if config.student.pretrained or (run.tokenizer / "tokenizer.json").is_file():
+    if pretrained_source(config.student) or (run.tokenizer / "tokenizer.json").is_file():
         return
     texts = []
     for row in pq.read_table(run.corpus_file("train")).to_pylist():
@@ -60,6 +62,18 @@ def require_teacher_outputs(config: Config, run: RunDir) -> None:
         )
 
 
+def warn_if_undersized(config: Config) -> None:
+    """Say so when a pretrained preset gets fewer GPUs or a lower ZeRO stage than its full size needs."""
+    preset = PRESETS[config.student.preset]
+    if config.student.pretrained or not preset.gpus:
+        return
+    gpus = config.train.num_workers if config.train.use_gpu else 0
+    if gpus < preset.gpus or config.train.zero_stage < preset.zero_stage:
+        logger.warning("student preset %s (%s parameters) is sized for %d GPU(s) with ZeRO stage %d%s; this run has "
+                       "%d GPU(s) and ZeRO stage %d", config.student.preset, preset.parameters, preset.gpus,
+                       preset.zero_stage, f" ({preset.note})" if preset.note else "", gpus, config.train.zero_stage)
+
+
 def train_student(config: Config, run: RunDir) -> Path:
     """Train (or find already trained) the student of ``config``; returns its folder with ``model/``."""
     config = canonical(config)
@@ -68,6 +82,7 @@ def train_student(config: Config, run: RunDir) -> Path:
         logger.info("student %s exists; skipping training", folder.name)
         return folder
     require_teacher_outputs(config, run)
+    warn_if_undersized(config)
     start_ray(config.ray)
     prepare_tokenizer(config, run)
 
@@ -84,7 +99,7 @@ def train_student(config: Config, run: RunDir) -> Path:
             storage_path=str(run.student / "ray"),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC,
                                                checkpoint_score_order="min"),
-            failure_config=FailureConfig(max_failures=2),
+            failure_config=FailureConfig(max_failures=config.train.max_failures),
         ),
     )
     result = trainer.fit()
@@ -96,8 +111,9 @@ def train_student(config: Config, run: RunDir) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(Path(checkpoint) / MODEL_SUBDIR, staging)
         staging.rename(folder / MODEL_SUBDIR)
-        selected_epoch = int((Path(checkpoint) / EPOCH_FILE).read_text())
+        selected = json.loads((Path(checkpoint) / STATE_FILE).read_text())
     (folder / "config.yaml").write_text(to_yaml(config))
-    (folder / "training.json").write_text(json.dumps({"selected_epoch": selected_epoch, "kept_checkpoints": history}, indent=2))
-    logger.info("student %s trained; epoch %d selected on %s", folder.name, selected_epoch, SELECTION_METRIC)
+    (folder / "training.json").write_text(json.dumps({"selected": selected, "kept_checkpoints": history}, indent=2))
+    logger.info("student %s trained; the checkpoint after %d optimizer steps selected on %s", folder.name,
+                selected["optimizer_steps"], SELECTION_METRIC)
     return folder

@@ -50,4 +50,11 @@ def load_tokenizer(config: StudentConfig, trained_dir: Path):
     """The pretrained student's tokenizer, or the one trained for this run."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(config.pretrained or str(trained_dir))
+    from raydsbs.student.model import pretrained_source
+    from raydsbs.teacher.model_cache import resolve_model
+
+    source = pretrained_source(config)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(source) if source else str(trained_dir))
+    if tokenizer.pad_token is None:  # many causal tokenizers have none; padding is never scored
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

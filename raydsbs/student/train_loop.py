@@ -1,8 +1,9 @@
-"""The per-worker training loop, run by every Ray Train worker.
+"""The per-worker training loop, run by every Ray Train worker (or as a plain function, without Ray).
 
-setup (data, model, DDP or DeepSpeed) -> epochs of multi-task steps -> after
-each epoch the validation label loss, reported to Ray Train with a checkpoint
-(a Hugging Face model folder) so the best epoch can be picked on validation.
+setup (data, model, DDP or DeepSpeed) -> multi-task micro-steps -> every
+``train.eval_every_steps`` optimizer steps and at each epoch's end: the
+validation label loss, reported with a checkpoint, so the best one can be
+picked on validation and a restarted worker continues from the latest.
 """
 
 from __future__ import annotations
@@ -19,30 +20,16 @@ import torch
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import (TrainingExample, collate, encode, epoch_batches, needs_teacher, subsample,
-                                      training_examples)
-from raydsbs.student.loss import multitask_loss, task_mean_losses
-from raydsbs.student.model import build_student
+from raydsbs.student.batching import (EncodedExample, StudentFormat, TrainingExample, collate, encode, epoch_batches,
+                                      needs_teacher, student_format, subsample, training_examples)
+from raydsbs.student.learner import Learner, Progress
+from raydsbs.student.model import build_student, save_student, student_kind
 from raydsbs.student.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-MODEL_SUBDIR = "model"  # inside each checkpoint: a from_pretrained-loadable folder
-EPOCH_FILE = "epoch.txt"
 SELECTION_METRIC = "val_label_loss"  # model selection looks at validation only, never test
-
-
-def deepspeed_config(config: Config) -> dict:
-    """The DeepSpeed config of a ZeRO stage (1-3), from the train section."""
-    train = config.train
-    return {
-        "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": 1.0,
-        "zero_optimization": {"stage": train.zero_stage},
-        "bf16": {"enabled": train.use_gpu},  # T5 overflows in fp16; bf16 only where the hardware has it
-        "steps_per_print": 10**9,
-    }
+Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint folder of this rank or None)
 
 
 def _read(path: Path) -> list[dict]:
@@ -50,7 +37,7 @@ def _read(path: Path) -> list[dict]:
     return pq.read_table(path).sort_by("id").to_pylist()
 
 
-def load_training_data(config: Config, run: RunDir, tokenizer):
+def load_training_data(config: Config, run: RunDir, tokenizer, fmt: StudentFormat):
     """(train examples encoded, val examples encoded): the method's rows, subsampled, and gold-labelled val."""
     distill = _read(run.distill_file) if needs_teacher(config.train.method) else []
     examples = training_examples(config.train.method, config.train.label_source, _read(run.corpus_file("train")), distill)
@@ -58,76 +45,7 @@ def load_training_data(config: Config, run: RunDir, tokenizer):
         raise ValueError(f"no training rows for method {config.train.method}: the teacher kept no rows in {run.distill_file}")
     examples = subsample(examples, config.train.train_fraction, config.train.seed)
     val = [TrainingExample(row["question"], row["gold"]) for row in _read(run.corpus_file("val"))]
-    return encode(examples, tokenizer, config.student), encode(val, tokenizer, config.student)
-
-
-class Learner:
-    """The model with its optimizer: plain torch (one process), DDP, or a DeepSpeed ZeRO engine."""
-
-    def __init__(self, model, config: Config, distributed: bool):
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
-                                      weight_decay=config.train.weight_decay)
-        self.zero_stage = config.train.zero_stage
-        if self.zero_stage:
-            import deepspeed
-
-            # A torch optimizer: DeepSpeed's own CPU Adam would compile C++ first.
-            self.engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=deepspeed_config(config))
-            self.module = self.engine.module
-        else:
-            if distributed:
-                import ray.train.torch
-
-                model = ray.train.torch.prepare_model(model)  # DDP across the Ray Train workers
-            self.engine = model
-            self.module = getattr(model, "module", model)
-            self.optimizer = optimizer
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(label_loss, rationale_loss) of one batch."""
-        device = next(self.module.parameters()).device
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = self.engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             labels=batch["labels"]).logits
-        return task_mean_losses(logits, batch["labels"], batch["task_ids"])
-
-    def step(self, loss: torch.Tensor) -> None:
-        if self.zero_stage:
-            self.engine.backward(loss)
-            self.engine.step()
-            return
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.engine.parameters(), 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def train(self, mode: bool) -> None:
-        self.engine.train(mode)
-
-    def save(self, folder: Path, is_writer: bool) -> None:
-        """A full Hugging Face model folder; under ZeRO-3 the shards are gathered first (all ranks call this)."""
-        if self.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
-                if is_writer:
-                    self.module.save_pretrained(folder)
-        elif is_writer:
-            self.module.save_pretrained(folder)
-
-    def restore(self, checkpoint: Path) -> int:
-        """Load the weights of a checkpoint folder; returns the epoch to continue from."""
-        from transformers import AutoModelForSeq2SeqLM
-
-        saved = AutoModelForSeq2SeqLM.from_pretrained(checkpoint / MODEL_SUBDIR).state_dict()
-        if self.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=0):
-                self.module.load_state_dict(saved)
-        else:
-            self.module.load_state_dict(saved)
-        return int((checkpoint / EPOCH_FILE).read_text()) + 1
+    return encode(examples, tokenizer, config.student, fmt), encode(val, tokenizer, config.student, fmt)
 
 
 def _mean_over_workers(total: float, count: int) -> float:
@@ -139,62 +57,113 @@ def _mean_over_workers(total: float, count: int) -> float:
     return (values[0] / values[1].clamp(min=1)).item()
 
 
-def validation_label_loss(learner: Learner, val, batch_size: int, pad_id: int, rank: int, world: int) -> float:
-    learner.train(False)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for indices in epoch_batches(len(val), batch_size, rank, world, seed=0):
-            label_loss, _ = learner.forward(collate([val[i] for i in indices], pad_id))
-            total, count = total + label_loss.item() * len(indices), count + len(indices)
-    learner.train(True)
-    return _mean_over_workers(total, count)
+class Trainer:
+    """Everything one worker needs to train: data, format, learner, and the batches of each epoch."""
+
+    def __init__(self, config: Config, run: RunDir, rank: int, world: int, distributed: bool, device: torch.device):
+        self.config, self.rank, self.world = config, rank, world
+        self.tokenizer = load_tokenizer(config.student, run.tokenizer)
+        kind = student_kind(config.student)
+        self.format = student_format(config.student, kind)
+        self.train_set, self.val_set = load_training_data(config, run, self.tokenizer, self.format)
+        torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every rerun
+        model = build_student(config.student, self.tokenizer, config.train)
+        self.start_id = model.config.decoder_start_token_id if kind == "seq2seq" else None
+        self.learner = Learner(model, config.train, distributed, device)
+
+    def batches(self, examples: list[EncodedExample], seed: int) -> list[list[int]]:
+        lengths = [len(e) for e in examples] if self.config.train.length_bucketing else None
+        return epoch_batches(len(examples), self.config.train.batch_size, self.rank, self.world, seed, lengths)
+
+    def collate(self, examples: list[EncodedExample], indices: list[int]) -> dict:
+        return collate([examples[i] for i in indices], self.format, self.tokenizer.pad_token_id, self.start_id)
+
+    def validation_label_loss(self) -> float:
+        self.learner.train(False)
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for indices in self.batches(self.val_set, seed=0):
+                label_loss, _ = self.learner.losses(self.collate(self.val_set, indices))
+                total, count = total + label_loss.item() * len(indices), count + len(indices)
+        self.learner.train(True)
+        return _mean_over_workers(total, count)
+
+    def save_model(self, model, folder: Path) -> None:
+        save_student(model, self.tokenizer, folder, self.format.to_dict())
 
 
-def fit(config: Config, run: RunDir, report: Callable[[dict, Path], None], rank: int = 0, world: int = 1,
-        resume_from: Path | None = None, distributed: bool = False) -> None:
-    """Train the student of ``config``; after each epoch ``report(metrics, checkpoint_folder)``.
+class RunningMeans:
+    """Mean train losses since the last report."""
+
+    def __init__(self):
+        self.sums, self.count = [0.0, 0.0, 0.0], 0
+
+    def add(self, losses: tuple[float, float, float]) -> None:
+        self.sums = [s + v for s, v in zip(self.sums, losses)]
+        self.count += 1
+
+    def pop(self) -> dict:
+        loss, label, rationale = (s / max(1, self.count) for s in self.sums)
+        self.__init__()
+        return {"train_loss": loss, "train_label_loss": label, "train_rationale_loss": rationale}
+
+
+def fit(config: Config, run: RunDir, report: Report, rank: int = 0, world: int = 1,
+        resume_from: Path | None = None, distributed: bool = False, device: torch.device | None = None) -> None:
+    """Train the student of ``config``; at each checkpoint ``report(metrics, folder)``.
 
     Runs as a plain function (one process, no Ray) or inside a Ray Train worker
     (``distributed=True``: DDP or DeepSpeed across the workers).
     """
-    torch.manual_seed(config.train.seed)
     torch.set_num_threads(max(1, math.floor(config.train.cpus_per_worker)))
-    tokenizer = load_tokenizer(config.student, run.tokenizer)
-    train, val = load_training_data(config, run, tokenizer)
-    learner = Learner(build_student(config.student, tokenizer), config, distributed)
-    first_epoch = learner.restore(resume_from) if resume_from else 0
-    train_cfg = config.train
-    for epoch in range(first_epoch, train_cfg.epochs):
-        for step, indices in enumerate(epoch_batches(len(train), train_cfg.batch_size, rank, world,
-                                                     seed=train_cfg.seed * 1000 + epoch)):
-            label_loss, rationale_loss = learner.forward(collate([train[i] for i in indices], tokenizer.pad_token_id))
-            loss = multitask_loss(label_loss, rationale_loss, train_cfg.rationale_weight)
-            learner.step(loss)
-        val_loss = validation_label_loss(learner, val, train_cfg.batch_size, tokenizer.pad_token_id, rank, world)
-        metrics = {"epoch": epoch, "train_loss": loss.item(), "train_label_loss": label_loss.item(),
-                   "train_rationale_loss": rationale_loss.item(), SELECTION_METRIC: val_loss}
+    trainer = Trainer(config, run, rank, world, distributed, device or torch.device("cpu"))
+    learner, train = trainer.learner, config.train
+    progress = learner.restore(resume_from) if resume_from else Progress()
+    means = RunningMeans()
+
+    def checkpoint(next_epoch: int, next_batch: int) -> None:
+        metrics = {**means.pop(), "epoch": next_epoch if next_batch else next_epoch - 1,
+                   "step": progress.optimizer_steps, SELECTION_METRIC: trainer.validation_label_loss()}
         if rank == 0:
-            logger.info("epoch %03d | loss %.4f | label %.4f | rationale %.4f | val label %.4f",
-                        epoch, loss.item(), label_loss.item(), rationale_loss.item(), val_loss)
+            logger.info("step %05d | epoch %03d | loss %.4f | label %.4f | rationale %.4f | val label %.4f",
+                        metrics["step"], metrics["epoch"], metrics["train_loss"], metrics["train_label_loss"],
+                        metrics["train_rationale_loss"], metrics[SELECTION_METRIC])
         with tempfile.TemporaryDirectory() as folder:
-            learner.save(Path(folder) / MODEL_SUBDIR, is_writer=rank == 0)
-            (Path(folder) / EPOCH_FILE).write_text(str(epoch))
-            report(metrics, Path(folder))
+            state = Progress(next_epoch, next_batch, progress.optimizer_steps)
+            learner.save(Path(folder), state, rank, trainer.save_model)
+            report(metrics, Path(folder) if learner.writes_checkpoint(rank) else None)
+
+    for epoch in range(progress.epoch, train.epochs):
+        batches = trainer.batches(trainer.train_set, seed=train.seed * 1000 + epoch)
+        first = progress.batch if epoch == progress.epoch else 0
+        for index in range(first, len(batches)):
+            micro = epoch * len(batches) + index  # counts micro-batches across epochs, the same on every rank
+            boundary = (micro + 1) % train.gradient_accumulation_steps == 0
+            means.add(learner.micro_step(trainer.collate(trainer.train_set, batches[index]), boundary))
+            if not boundary:
+                continue
+            progress.optimizer_steps += 1
+            if train.eval_every_steps and progress.optimizer_steps % train.eval_every_steps == 0 \
+                    and index + 1 < len(batches):
+                checkpoint(epoch, index + 1)
+        checkpoint(epoch + 1, 0)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
     """Entry point of each Ray Train worker; ``loop_config`` holds the resolved config and the run dir."""
     import ray.train
+    import ray.train.torch
 
     context = ray.train.get_context()
-    rank = context.get_world_rank()
 
-    def report(metrics: dict, folder: Path) -> None:
-        checkpoint = ray.train.Checkpoint.from_directory(folder) if rank == 0 else None
-        ray.train.report(metrics, checkpoint=checkpoint)
+    def report(metrics: dict, folder: Path | None) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
 
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
+        if resume_from:
+            logger.info("rank %d resumes from %s", context.get_world_rank(), resume_from)
         fit(Config.model_validate(loop_config["config"]), RunDir(loop_config["run_dir"]), report,
-            rank=rank, world=context.get_world_size(), distributed=True,
-            resume_from=Path(resume_from) if resume_from else None)
+            rank=context.get_world_rank(), world=context.get_world_size(), distributed=True,
+            resume_from=Path(resume_from) if resume_from else None, device=ray.train.torch.get_device())
+

@@ -1,15 +1,17 @@
-"""The student's pieces on a real (tiny) T5 and a real trained tokenizer, no Ray."""
+"""The student's pieces on real (tiny) T5 and Llama models and a real trained tokenizer, no Ray."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from raydsbs.config import StudentConfig
-from raydsbs.student.batching import (LABEL_PREFIX, RATIONALE_PREFIX, TrainingExample, collate, encode, epoch_batches,
+from raydsbs.config import StudentConfig, TrainConfig
+from raydsbs.student.batching import (IGNORE, MARKERS, StudentFormat, TrainingExample, collate, encode, epoch_batches,
                                       subsample, training_examples)
-from raydsbs.student.loss import IGNORE, multitask_loss, task_mean_losses
+from raydsbs.student.inference import generate
+from raydsbs.student.learner import Learner
 from raydsbs.student.model import build_student
+from raydsbs.student.multitask import MultiTaskModel
 from raydsbs.student.tokenizer import train_tokenizer
 from raydsbs.tasks.arith import generate_problems
 
@@ -18,13 +20,32 @@ EXAMPLES = [
     TrainingExample("There are 2 boxes with 5 pens each. How many pens?", "10", "2 * 5 = 10 pens in all."),
     TrainingExample("Leo had 9 cards and gave away 6. How many are left?", "3", "9 - 6 = 3 cards are left."),
 ]
+SEQ2SEQ = StudentFormat("seq2seq", "input", max_input_tokens=160)
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     texts = [q + " " + str(a) for q, a in generate_problems(200, seed=0)]
-    texts += [LABEL_PREFIX, RATIONALE_PREFIX] + [e.rationale for e in EXAMPLES]
+    texts += list(MARKERS.values()) + [e.rationale for e in EXAMPLES]
     return train_tokenizer(texts, vocab_size=300, target=tmp_path_factory.mktemp("tok") / "tokenizer")
+
+
+def _model(tokenizer, preset: str = "t5-tiny"):
+    torch.manual_seed(0)
+    return build_student(StudentConfig(preset=preset, dropout=0.0), tokenizer)  # compare math, not random masks
+
+
+def _batch(tokenizer, fmt: StudentFormat, examples=EXAMPLES):
+    encoded = encode(examples, tokenizer, StudentConfig(), fmt)
+    return collate(encoded, fmt, tokenizer.pad_token_id, tokenizer.pad_token_id)
+
+
+def _reference_loss(model, tokenizer, prefix: str, targets: list[str]) -> torch.Tensor:
+    """The paper's scheme for one task: its own prefix, its own padding, the model's own loss."""
+    inputs = tokenizer([prefix + e.question for e in EXAMPLES], return_tensors="pt", padding=True)
+    labels = tokenizer(targets, return_tensors="pt", padding=True)["input_ids"]
+    labels[labels == tokenizer.pad_token_id] = IGNORE
+    return model(**inputs, labels=labels).loss
 
 
 def test_tokenizer_round_trips_text_and_splits_digits(tokenizer):
@@ -36,50 +57,96 @@ def test_tokenizer_round_trips_text_and_splits_digits(tokenizer):
     assert tokenizer.unk_token_id not in tokenizer("unseen wörds ✓")["input_ids"]  # byte-level: no unknowns
 
 
-def test_multitask_loss_equals_two_separate_forward_passes(tokenizer):
-    """The paper's scheme runs one forward pass per task prefix, each padded on its own."""
-    torch.manual_seed(0)
-    model = build_student(StudentConfig(preset="t5-tiny"), tokenizer).eval()
-    encoded = encode(EXAMPLES, tokenizer, StudentConfig())
-    batch = collate(encoded, tokenizer.pad_token_id)
-    assert batch["task_ids"].tolist() == [0, 0, 0, 1, 1, 1]
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).logits
-    label_loss, rationale_loss = task_mean_losses(logits, batch["labels"], batch["task_ids"])
+def test_fidelity_with_the_papers_two_pass_scheme_over_training_steps(tokenizer):
+    """Ours (label + λ·rationale, our batches) against the paper's (α·label + (1−α)·rationale, two passes).
 
-    def reference(prefix: str, targets: list[str]) -> torch.Tensor:
-        inputs = tokenizer([prefix + e.question for e in EXAMPLES], return_tensors="pt", padding=True)
-        labels = tokenizer(targets, return_tensors="pt", padding=True)["input_ids"]
-        labels[labels == tokenizer.pad_token_id] = IGNORE
-        return model(**inputs, labels=labels).loss
+    λ = (1 − α)/α makes ours the reference times 1/α; Adam is blind to that
+    constant, so with the same seed the per-task losses must match step by step.
+    """
+    alpha = 0.4
+    ours = Learner(_model(tokenizer), TrainConfig(rationale_weight=(1 - alpha) / alpha, learning_rate=1e-3,
+                                                  max_grad_norm=1e9), distributed=False, device=torch.device("cpu"))
+    reference = _model(tokenizer)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-3, weight_decay=0.0)
+    batch = _batch(tokenizer, SEQ2SEQ)
+    for step in range(5):
+        label, rationale = _reference_loss(reference, tokenizer, MARKERS["label"], [e.label for e in EXAMPLES]), \
+            _reference_loss(reference, tokenizer, MARKERS["rationale"], [e.rationale for e in EXAMPLES])
+        (alpha * label + (1 - alpha) * rationale).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        _, our_label, our_rationale = ours.micro_step(batch, boundary=True)
+        assert our_label == pytest.approx(label.item(), rel=1e-4), f"label loss differs at step {step}"
+        assert our_rationale == pytest.approx(rationale.item(), rel=1e-4), f"rationale loss differs at step {step}"
 
-    assert label_loss.item() == pytest.approx(reference(LABEL_PREFIX, [e.label for e in EXAMPLES]).item(), rel=1e-5)
-    assert rationale_loss.item() == pytest.approx(
-        reference(RATIONALE_PREFIX, [e.rationale for e in EXAMPLES]).item(), rel=1e-5)
-    assert multitask_loss(label_loss, rationale_loss, 0.5).item() == pytest.approx(
-        label_loss.item() + 0.5 * rationale_loss.item())
+
+def test_output_markers_encode_once_and_score_only_the_targets(tokenizer):
+    fmt = StudentFormat("seq2seq", "output", max_input_tokens=160)
+    model = _model(tokenizer).eval()
+    batch = _batch(tokenizer, fmt)
+    assert set(batch) == {"encoder", "label", "rationale"} and "input_ids" not in batch["label"]
+    marker = len(fmt.marker_ids(tokenizer, "label"))
+    assert (batch["label"]["labels"][:, :marker] == IGNORE).all()
+    label_loss, rationale_loss = MultiTaskModel(model)(batch)
+    for task, loss in (("label", label_loss), ("rationale", rationale_loss)):  # as if the encoder ran twice
+        alone = model(**batch["encoder"], **batch[task]).loss
+        assert loss.item() == pytest.approx(alone.item(), rel=1e-5)
+
+
+def test_causal_rows_score_the_target_only(tokenizer):
+    fmt = StudentFormat("causal", "input", max_input_tokens=160)
+    model = _model(tokenizer, "llama-tiny").eval()
+    batch = _batch(tokenizer, fmt)
+    rows = batch["label"]
+    prompt = tokenizer(fmt.prompt("label", EXAMPLES[0].question), add_special_tokens=False)["input_ids"]
+    assert (rows["labels"][0, : len(prompt)] == IGNORE).all()
+    scored = rows["labels"][0][rows["labels"][0] != IGNORE].tolist()
+    assert tokenizer.decode(scored, skip_special_tokens=True) == "7" and scored[-1] == tokenizer.eos_token_id
+    label_loss, rationale_loss = MultiTaskModel(model)(batch)
+    assert label_loss.item() > 0 and rationale_loss.item() > 0
 
 
 def test_label_only_batches_have_zero_rationale_loss(tokenizer):
-    model = build_student(StudentConfig(preset="t5-tiny"), tokenizer).eval()
     label_only = [TrainingExample(e.question, e.label) for e in EXAMPLES]
-    batch = collate(encode(label_only, tokenizer, StudentConfig()), tokenizer.pad_token_id)
-    assert batch["task_ids"].tolist() == [0, 0, 0]
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).logits
-    _, rationale_loss = task_mean_losses(logits, batch["labels"], batch["task_ids"])
+    batch = _batch(tokenizer, SEQ2SEQ, label_only)
+    assert set(batch) == {"label"}
+    _, rationale_loss = MultiTaskModel(_model(tokenizer))(batch)
     assert rationale_loss.item() == 0.0
 
 
-def test_collate_pads_and_masks(tokenizer):
-    batch = collate(encode(EXAMPLES, tokenizer, StudentConfig()), tokenizer.pad_token_id)
-    assert batch["input_ids"].shape[0] == batch["labels"].shape[0] == 6
-    assert ((batch["input_ids"] == tokenizer.pad_token_id) == (batch["attention_mask"] == 0)).all()
-    assert (batch["labels"] != tokenizer.pad_token_id).all()  # padding is IGNORE, never a target
+def test_each_task_is_padded_on_its_own(tokenizer):
+    batch = _batch(tokenizer, SEQ2SEQ)
+    assert batch["label"]["labels"].shape[1] < batch["rationale"]["labels"].shape[1]
+    for rows in batch.values():
+        assert ((rows["input_ids"] == tokenizer.pad_token_id) == (rows["attention_mask"] == 0)).all()
+        assert (rows["labels"] != tokenizer.pad_token_id).all()  # padding is IGNORE, never a target
 
 
-def test_truncation_limits(tokenizer):
+def test_truncation_limits_keep_the_end_of_sequence(tokenizer):
     config = StudentConfig(max_input_tokens=8, max_label_tokens=2, max_rationale_tokens=4)
-    (row, *_) = encode(EXAMPLES, tokenizer, config)
-    assert len(row.label_input) == 8 and len(row.label_target) <= 2 and len(row.rationale_target) == 4
+    (row, *_) = encode(EXAMPLES, tokenizer, config, StudentFormat("seq2seq", "input", 8))
+    assert len(row.label.source) == 8 and len(row.label.target) <= 2 and len(row.rationale.target) == 4
+    assert row.rationale.target[-1] == tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize("fmt", [SEQ2SEQ, StudentFormat("seq2seq", "output", 160), StudentFormat("causal", "input", 160)])
+def test_generation_returns_one_string_per_question(tokenizer, fmt):
+    model = _model(tokenizer, "llama-tiny" if fmt.kind == "causal" else "t5-tiny")
+    outputs = generate(model, tokenizer, fmt, [e.question for e in EXAMPLES], "label", max_new_tokens=4, batch_size=2)
+    assert len(outputs) == 3 and all(isinstance(text, str) for text in outputs)
+    assert not any(MARKERS["label"].strip() in text for text in outputs)  # the given marker is not echoed
+
+
+def test_fp16_with_a_t5_student_is_refused_with_the_reason():
+    from raydsbs.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="overflow|65504"):
+        load_config(None, ["train.precision=fp16", "train.use_gpu=true", "student.preset=flan-t5-base"])
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        load_config(None, ["train.precision=fp16", "student.preset=llama-tiny"])
+    with pytest.raises(ConfigError, match="zero_stage=3"):
+        load_config(None, ["train.offload_parameters=true", "train.zero_stage=2"])
+    load_config(None, ["train.precision=fp16", "train.use_gpu=true", "student.preset=llama-tiny"])
 
 
 def test_each_method_learns_its_own_targets():
@@ -100,9 +167,25 @@ def test_subsamples_are_nested_and_seeded():
     assert subsample(items, 0.001, seed=1) != []
 
 
-@pytest.mark.parametrize("count, world", [(10, 2), (7, 2), (5, 3), (1, 2)])
-def test_every_rank_gets_the_same_number_of_batches_and_all_rows(count, world):
-    per_rank = [epoch_batches(count, 2, rank, world, seed=0) for rank in range(world)]
+@pytest.mark.parametrize("bucketing", [False, True])
+@pytest.mark.parametrize("count, world", [(10, 2), (7, 2), (5, 3), (1, 2), (1000, 2)])
+def test_every_rank_gets_the_same_number_of_batches_and_all_rows(count, world, bucketing):
+    lengths = [(i * 37) % 101 for i in range(count)] if bucketing else None
+    per_rank = [epoch_batches(count, 4, rank, world, seed=0, lengths=lengths) for rank in range(world)]
     assert len({len(batches) for batches in per_rank}) == 1
+    assert [len(b) for b in per_rank[0]] == [len(b) for b in per_rank[-1]]
     seen = {i for batches in per_rank for batch in batches for i in batch}
     assert seen == set(range(count))
+
+
+def test_length_buckets_cut_padding_and_keep_a_random_order():
+    lengths = [(i * 37) % 101 for i in range(2000)]
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    plain, bucketed = epoch_batches(2000, 16, 0, 1, seed=0), epoch_batches(2000, 16, 0, 1, seed=0, lengths=lengths)
+    assert padding(bucketed) < 0.2 * padding(plain)
+    firsts = [lengths[b[0]] for b in bucketed]
+    assert firsts != sorted(firsts)  # batches are not served shortest first
+    assert epoch_batches(2000, 16, 0, 1, seed=1, lengths=lengths) != bucketed

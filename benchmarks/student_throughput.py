@@ -1,0 +1,311 @@
+"""Student throughput: the raydsbs trainer against the paper's scheme as a transformers Seq2SeqTrainer.
+
+The same T5 (built from config, same seed), the same data (the paper's released
+CommonsenseQA teacher rationales, replayed), the same batch size, optimizer and
+number of samples, on the same machine, one process each:
+
+  (a) raydsbs: one forward per step through MultiTaskModel; variants add the
+      levers one at a time: length-bucketed batches, the encoder run once for
+      both tasks (student.task_marker=output), bf16 autocast;
+  (b) the paper's scheme: a Seq2SeqTrainer whose compute_loss runs two forward
+      passes per step ("predict: x" and "explain: x"), each task padded on its
+      own by DataCollatorForSeq2Seq, loss α·label + (1−α)·rationale.
+
+Samples/s counts training examples (each has a label and a rationale target).
+The loss comparison uses held-out CQA rows: each trained model's label and
+rationale losses, after the same number of samples.
+
+    .venv/bin/python benchmarks/student_throughput.py                    # a vs b, writes the json
+    .venv/bin/python benchmarks/student_throughput.py --parallelism      # DDP and ZeRO 1/2/3 on Ray Train
+    python benchmarks/student_throughput.py --device cuda --preset t5-base-scratch --zero-stage 2 \\
+        --precision bf16 --samples 20000 --batch-size 32 --only raydsbs  # a GPU machine, no Ray needed
+
+Writes benchmarks/results/student_throughput.json (the GPU run: student_throughput_gpu.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DSS = ROOT.parent / "shared" / "data" / "dss"
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from raydsbs.config import Config, load_config  # noqa: E402
+from raydsbs.rundir import RunDir  # noqa: E402
+
+ALPHA = 0.5  # the paper's α; λ = (1 − α)/α = 1 in raydsbs
+VARIANTS = {  # (a) and the levers it adds, one at a time
+    "raydsbs_paper_layout": ["student.task_marker=input", "train.length_bucketing=false"],
+    "raydsbs_buckets": ["student.task_marker=input", "train.length_bucketing=true"],
+    "raydsbs_buckets_encoder_once": ["student.task_marker=output", "train.length_bucketing=true"],
+    "raydsbs_buckets_encoder_once_bf16": ["student.task_marker=output", "train.length_bucketing=true",
+                                          "train.precision=bf16"],
+}
+HEADLINE = "raydsbs_buckets_encoder_once"
+
+
+def prepare_run(out: Path, args) -> tuple[Config, RunDir]:
+    """A run directory with CQA's corpus, the replayed teacher rationales and a trained tokenizer (no Ray)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raydsbs.data.corpus import write_corpus
+    from raydsbs.data.released import completions_by_id
+    from raydsbs.student.launcher import prepare_tokenizer
+    from raydsbs.tasks import get_task
+
+    config = load_config(None, [
+        f"output_dir={out}", "tag=bench", "task.name=cqa", f"task.data_dir={DSS / 'cqa'}",
+        f"task.num_train={args.samples}", f"task.num_val={args.held_out}", "task.num_test=1",
+        f"student.preset={args.preset}", "student.vocab_size=4000", "student.max_rationale_tokens=128",
+        f"train.batch_size={args.batch_size}", "train.learning_rate=1e-3", f"train.zero_stage={args.zero_stage}",
+        f"train.precision={args.precision}", f"train.use_gpu={args.device == 'cuda'}",
+        # ours is the reference's loss times 1/α: clip at 1/α so both clip the same gradients
+        f"train.max_grad_norm={1 / ALPHA}", f"train.cpus_per_worker={os.cpu_count()}",
+    ])
+    run = RunDir(out / "run")
+    write_corpus(config.task, run)
+    task, completions = get_task("cqa"), completions_by_id(DSS / "cqa", "cqa")
+    rows = []
+    for row in pq.read_table(run.corpus_file("train")).to_pylist():
+        parsed = task.parse_completion(completions[row["id"]])
+        if parsed.reason is None:
+            rows.append({**row, "rationale": parsed.rationale, "teacher_label": parsed.label})
+    pq.write_table(pa.Table.from_pylist(rows), run.distill_file)
+    prepare_tokenizer(config, run)
+    return config, run
+
+
+def _real_tokens(batch: dict) -> tuple[int, int]:
+    """(encoder tokens, decoder tokens) of a batch, padding not counted."""
+    encoder = sum(int(rows["attention_mask"].sum()) for name, rows in batch.items() if "attention_mask" in rows)
+    decoder = sum(int((rows["labels"] != -100).sum()) for name, rows in batch.items() if "labels" in rows)
+    return encoder, decoder
+
+
+def held_out_losses(model, fmt, config: Config, run: RunDir) -> dict:
+    """Mean label and rationale loss of ``model`` on held-out CQA rows with teacher rationales, in its own format."""
+    import pyarrow.parquet as pq
+
+    from raydsbs.data.released import completions_by_id
+    from raydsbs.student.batching import TrainingExample, collate, encode
+    from raydsbs.student.multitask import MultiTaskModel
+    from raydsbs.student.tokenizer import load_tokenizer
+    from raydsbs.tasks import get_task
+
+    task, completions = get_task("cqa"), completions_by_id(DSS / "cqa", "cqa")
+    examples = []
+    for row in pq.read_table(run.corpus_file("val")).to_pylist():
+        parsed = task.parse_completion(completions[row["id"]])
+        if parsed.reason is None:
+            examples.append(TrainingExample(row["question"], row["gold"], parsed.rationale))
+    tokenizer = load_tokenizer(config.student, run.tokenizer)
+    encoded = encode(examples, tokenizer, config.student, fmt)
+    wrapper, sums = MultiTaskModel(model).eval(), [0.0, 0.0]
+    with torch.no_grad():
+        for start in range(0, len(encoded), 32):
+            batch = collate(encoded[start : start + 32], fmt, tokenizer.pad_token_id, model.config.decoder_start_token_id)
+            batch = {k: {n: t.to(model.device) for n, t in v.items()} for k, v in batch.items()}
+            label, rationale = wrapper(batch)
+            count = len(encoded[start : start + 32])
+            sums = [sums[0] + label.item() * count, sums[1] + rationale.item() * count]
+    return {"held_out_label_loss": round(sums[0] / len(encoded), 4),
+            "held_out_rationale_loss": round(sums[1] / len(encoded), 4), "held_out_rows": len(encoded)}
+
+
+def flops_per_token(model) -> tuple[int, int]:
+    """Training FLOPs per encoder token and per decoder token: 6 × the parameters each passes through."""
+    encoder = sum(p.numel() for p in model.get_encoder().parameters())
+    total = sum(p.numel() for p in model.parameters())
+    return 6 * encoder, 6 * (total - encoder)
+
+
+def run_raydsbs(config: Config, run: RunDir, args) -> dict:
+    """(a): the raydsbs Trainer and Learner, one process (no Ray), over ``args.samples`` examples."""
+    from raydsbs.student.batching import StudentFormat
+    from raydsbs.student.train_loop import Trainer
+
+    device = torch.device(args.device)
+    trainer = Trainer(config, run, rank=0, world=1, distributed=False, device=device)
+    learner, examples = trainer.learner, trainer.train_set
+    steps = -(-args.samples // config.train.batch_size)
+    batches, epoch = [], 0
+    while len(batches) < steps:
+        batches += trainer.batches(examples, seed=epoch)
+        epoch += 1
+    tokens = [0, 0]
+    started = time.perf_counter()
+    for indices in batches[:steps]:
+        batch = trainer.collate(examples, indices)
+        encoder, decoder = _real_tokens(batch)
+        tokens = [tokens[0] + encoder, tokens[1] + decoder]
+        learner.micro_step(batch, boundary=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    fmt = StudentFormat(**trainer.format.to_dict())
+    result = {"samples": steps * config.train.batch_size, "seconds": round(seconds, 1), "steps": steps,
+              "tokens": sum(tokens), **held_out_losses(learner.module, fmt, config, run)}
+    per_encoder, per_decoder = flops_per_token(learner.module)
+    result["model_tflops_per_s"] = round((per_encoder * tokens[0] + per_decoder * tokens[1]) / seconds / 1e12, 3)
+    return result
+
+
+def run_reference(config: Config, run: RunDir, args) -> dict:
+    """(b): the paper's two-pass scheme as a plain transformers Seq2SeqTrainer."""
+    from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from raydsbs.student.batching import MARKERS, StudentFormat
+    from raydsbs.student.model import build_student
+    from raydsbs.student.tokenizer import load_tokenizer
+    from raydsbs.student.train_loop import load_training_data
+
+    tokenizer = load_tokenizer(config.student, run.tokenizer)
+    fmt = StudentFormat("seq2seq", "input", config.student.max_input_tokens)  # "predict: x" / "explain: x"
+    train, _ = load_training_data(config, run, tokenizer, fmt)
+    features = [{"label": {"input_ids": e.label.source, "labels": e.label.target},
+                 "rationale": {"input_ids": e.rationale.source, "labels": e.rationale.target}} for e in train]
+    torch.manual_seed(config.train.seed)
+    model = build_student(config.student, tokenizer)
+    pad_each = DataCollatorForSeq2Seq(tokenizer, model=model, padding="longest")
+
+    def collate_two_tasks(rows: list[dict]) -> dict:
+        return {task: pad_each([row[task] for row in rows]) for task in MARKERS}
+
+    class TwoPassTrainer(Seq2SeqTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            label = model(**inputs["label"]).loss
+            rationale = model(**inputs["rationale"]).loss
+            return ALPHA * label + (1 - ALPHA) * rationale
+
+    steps = -(-args.samples // config.train.batch_size)
+    with tempfile.TemporaryDirectory() as out:
+        training_args = Seq2SeqTrainingArguments(
+            output_dir=out, per_device_train_batch_size=config.train.batch_size, max_steps=steps,
+            learning_rate=config.train.learning_rate, lr_scheduler_type="constant", weight_decay=0.0,
+            max_grad_norm=1.0, seed=config.train.seed, report_to=[], save_strategy="no", logging_steps=10**9,
+            remove_unused_columns=False, dataloader_num_workers=0, use_cpu=args.device == "cpu",
+            bf16=config.train.dtype_name() == "bf16", disable_tqdm=True)
+        trainer = TwoPassTrainer(model=model, args=training_args, train_dataset=features,
+                                 data_collator=collate_two_tasks)
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    return {"samples": steps * config.train.batch_size, "seconds": round(seconds, 1), "steps": steps,
+            **held_out_losses(model, fmt, config, run)}
+
+
+def parallelism_table(config: Config, run: RunDir, args) -> list[dict]:
+    """Step time and peak memory per worker of DDP and ZeRO 1/2/3: Ray Train, 2 workers, this machine."""
+    import ray
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    def measure(loop_config: dict) -> None:
+        import ray.train
+
+        from raydsbs.config import with_overrides
+        from raydsbs.student.train_loop import Trainer
+
+        context = ray.train.get_context()
+        cfg = with_overrides(Config.model_validate(loop_config["config"]), loop_config["overrides"])
+        trainer = Trainer(cfg, RunDir(loop_config["run"]), context.get_world_rank(), context.get_world_size(),
+                          distributed=True, device=torch.device("cpu"))
+        batches = trainer.batches(trainer.train_set, seed=0)[: loop_config["steps"] + 1]
+        trainer.learner.micro_step(trainer.collate(trainer.train_set, batches[0]), boundary=True)  # warm-up
+        started = time.perf_counter()
+        for indices in batches[1:]:
+            trainer.learner.micro_step(trainer.collate(trainer.train_set, indices), boundary=True)
+        seconds = (time.perf_counter() - started) / (len(batches) - 1)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        ray.train.report({"step_s": seconds, "peak_rss_mib": rss})
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    rows = []
+    for name, stage in [("DDP", 0), ("ZeRO-1", 1), ("ZeRO-2", 2), ("ZeRO-3", 3)]:
+        result = TorchTrainer(measure, train_loop_config={
+            "config": config.model_dump(mode="json"), "overrides": {"train.zero_stage": stage,
+                                                                    "train.cpus_per_worker": 0.9},
+            "run": str(run.root), "steps": args.parallel_steps},
+            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9})).fit()
+        row = {"strategy": name, "workers": 2, "step_s": round(result.metrics["step_s"], 2),
+               "peak_rss_mib_rank0": round(result.metrics["peak_rss_mib"])}
+        print(f"{name:>7}: {row['step_s']:.2f} s/step, rank-0 peak RSS {row['peak_rss_mib_rank0']} MiB", flush=True)
+        rows.append(row)
+    ray.shutdown()
+    return rows
+
+
+def _summary(name: str, measured: dict) -> str:
+    return (f"{name:>36}: {measured['samples']} samples in {measured['seconds']:>6.1f} s = "
+            f"{measured['samples_per_s']:>6.2f} samples/s | held-out label {measured['held_out_label_loss']:.3f} "
+            f"rationale {measured['held_out_rationale_loss']:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=1024, help="training examples each method sees")
+    parser.add_argument("--held-out", type=int, default=256, help="CQA rows held out for the loss comparison")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--preset", default="t5-small")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--zero-stage", type=int, default=0)
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--only", choices=[*VARIANTS, "raydsbs", "reference"], nargs="*")
+    parser.add_argument("--parallelism", action="store_true", help="only the DDP / ZeRO step-time table")
+    parser.add_argument("--parallel-steps", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    results_file = RESULTS / ("student_throughput_gpu.json" if args.device == "cuda" else "student_throughput.json")
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    with tempfile.TemporaryDirectory() as out:
+        config, run = prepare_run(Path(out), args)
+        if args.parallelism:
+            results["parallelism"] = {"preset": args.preset, "batch_size": args.batch_size,
+                                      "rows": parallelism_table(config, run, args)}
+        else:
+            from raydsbs.config import with_overrides
+
+            measured = {}
+            wanted = args.only or [*VARIANTS, "reference"]
+            for name in wanted:
+                if name == "reference":
+                    result = run_reference(config, run, args)
+                else:
+                    overrides = VARIANTS.get(name, [])
+                    variant = with_overrides(config, dict(o.split("=", 1) for o in overrides))
+                    result = run_raydsbs(variant, run, args)
+                result["samples_per_s"] = round(result["samples"] / result["seconds"], 2)
+                print(_summary(name, result), flush=True)
+                measured[name] = result
+            results.update(measured)
+            results.update(preset=args.preset, batch_size=args.batch_size, samples=args.samples,
+                           device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                           data="CQA train rows with the paper's PaLM rationales (replayed)")
+            if HEADLINE in measured and "reference" in measured:
+                a, b = measured[HEADLINE], measured["reference"]
+                results.update(ratio_vs_reference=round(a["samples_per_s"] / b["samples_per_s"], 2),
+                               loss_raydsbs={k: a[k] for k in ("held_out_label_loss", "held_out_rationale_loss")},
+                               loss_reference={k: b[k] for k in ("held_out_label_loss", "held_out_rationale_loss")})
+                print(f"ratio a/b ({HEADLINE} / reference) = {results['ratio_vs_reference']}   (target >= 1.5)")
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    results_file.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written: {results_file.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

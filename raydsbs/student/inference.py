@@ -1,0 +1,44 @@
+"""Greedy outputs of a trained student for either task, written the way it was trained (see batching.py)."""
+
+from __future__ import annotations
+
+import torch
+
+from raydsbs.student.batching import StudentFormat, pad_rows, token_ids
+
+
+def _strip(rows: torch.Tensor, given: int, eos_id: int) -> list[list[int]]:
+    """Generated ids after the ``given`` leading ones, up to the first EOS."""
+    out = []
+    for row in rows.tolist():
+        row = row[given:]
+        out.append(row[: row.index(eos_id)] if eos_id in row else row)
+    return out
+
+
+def generate(model, tokenizer, fmt: StudentFormat, questions: list[str], task: str, max_new_tokens: int,
+             batch_size: int = 32) -> list[str]:
+    """The decoded ``task`` ("label" or "rationale") outputs for ``questions``, in order."""
+    texts = []
+    model.eval()
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    seq2seq = fmt.kind == "seq2seq"
+    for start in range(0, len(questions), batch_size):
+        prompts = [fmt.prompt(task, q) for q in questions[start : start + batch_size]]
+        sources = token_ids(tokenizer, prompts, fmt.max_input_tokens, special=seq2seq)
+        if seq2seq:
+            input_ids = pad_rows(sources, pad)
+            first = torch.tensor([[model.config.decoder_start_token_id] + fmt.marker_ids(tokenizer, task)] * len(sources))
+            kwargs = {"decoder_input_ids": first}
+            given = first.shape[1]
+        else:  # left-padded prompts: every continuation starts at the same column
+            width = max(len(s) for s in sources)
+            input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sources])
+            kwargs, given = {}, width
+        attention_mask = (input_ids != pad).long() if seq2seq else \
+            torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sources])
+        with torch.no_grad():
+            generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                       do_sample=False, pad_token_id=pad, eos_token_id=eos, **kwargs)
+        texts += tokenizer.batch_decode(_strip(generated, given, eos), skip_special_tokens=True)
+    return [text.strip() for text in texts]

@@ -1,0 +1,197 @@
+"""The student with its optimizer: plain torch (one process), DDP, or a DeepSpeed ZeRO engine.
+
+One interface for all three: ``micro_step`` (forward and backward of one
+micro-batch, an optimizer step at each accumulation boundary), ``save`` and
+``restore`` of a checkpoint folder that holds everything a resumed run needs::
+
+    <checkpoint>/model/        the Hugging Face model folder (safetensors; ZeRO-3 shards gathered)
+    <checkpoint>/state.json    where training stands: the next epoch and batch, optimizer steps
+    <checkpoint>/optimizer.pt  AdamW's state (plain torch and DDP)
+    <checkpoint>/deepspeed/    DeepSpeed's own checkpoint, one file per rank (ZeRO)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from raydsbs.config import TrainConfig
+from raydsbs.student.multitask import MultiTaskModel, multitask_loss
+
+MODEL_SUBDIR = "model"
+STATE_FILE = "state.json"
+DEEPSPEED_SUBDIR, DEEPSPEED_TAG = "deepspeed", "state"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Progress:
+    """Where training stands: the next micro-batch to run, and optimizer steps taken."""
+
+    epoch: int = 0
+    batch: int = 0
+    optimizer_steps: int = 0
+
+
+def deepspeed_config(train: TrainConfig) -> dict:
+    """The DeepSpeed config of a ZeRO stage (1-3), from the train section."""
+    zero: dict = {"stage": train.zero_stage}
+    if train.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": train.use_gpu}
+    if train.offload_parameters:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": train.use_gpu}
+    dtype = train.dtype_name()
+    config = {
+        "train_micro_batch_size_per_gpu": train.batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "gradient_clipping": train.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": dtype == "bf16"},
+        "fp16": {"enabled": dtype == "fp16"},
+        "steps_per_print": 10**9,
+    }
+    if train.offload_optimizer:  # offloaded states want DeepSpeed's vectorised CPU Adam (compiled on first use)
+        config["optimizer"] = {"type": "AdamW", "params": {"lr": train.learning_rate,
+                                                           "weight_decay": train.weight_decay}}
+    return config
+
+
+def _init_single_process_group(use_gpu: bool) -> None:
+    """DeepSpeed needs torch.distributed even in one process (a plain run without Ray)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
+                       "LOCAL_RANK": "0"}.items():
+        os.environ.setdefault(key, value)
+    dist.init_process_group("nccl" if use_gpu else "gloo")
+
+
+class Learner:
+    """A :class:`MultiTaskModel` and its optimizer, wrapped for one process, DDP or DeepSpeed."""
+
+    def __init__(self, model: torch.nn.Module, train: TrainConfig, distributed: bool, device: torch.device):
+        self.train_config = train
+        self.zero_stage = train.zero_stage
+        self.dtype = DTYPES[train.dtype_name()]
+        self.device = device
+        self.scaler = None
+        wrapper = MultiTaskModel(model)
+        if self.zero_stage:
+            import deepspeed
+
+            if not distributed:
+                _init_single_process_group(train.use_gpu)
+            # A torch AdamW unless states are offloaded: DeepSpeed's CPU Adam compiles C++ first.
+            optimizer = None if train.offload_optimizer else self._adamw(wrapper)
+            self.engine, self.optimizer, *_ = deepspeed.initialize(model=wrapper, optimizer=optimizer,
+                                                                   config=deepspeed_config(train))
+            self.module = self.engine.module.model
+            self.device = self.engine.device
+            return
+        wrapper.to(device)
+        self.optimizer = self._adamw(wrapper)
+        if distributed:
+            import ray.train.torch
+
+            wrapper = ray.train.torch.prepare_model(wrapper, move_to_device=False)  # DDP across the workers
+        self.engine = wrapper
+        self.module = model
+        if self.dtype == torch.float16:
+            self.scaler = torch.amp.GradScaler(device.type)
+
+    def _adamw(self, module: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(module.parameters(), lr=self.train_config.learning_rate,
+                                 weight_decay=self.train_config.weight_decay)
+
+    def _to_device(self, batch: dict) -> dict:
+        return {task: {k: v.to(self.device) for k, v in tensors.items()} for task, tensors in batch.items()}
+
+    def losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label_loss, rationale_loss) of one batch, in the configured precision."""
+        autocast = self.zero_stage == 0 and self.dtype != torch.float32  # DeepSpeed casts the model itself
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=autocast):
+            return self.engine(self._to_device(batch))
+
+    def micro_step(self, batch: dict, boundary: bool) -> tuple[float, float, float]:
+        """Forward and backward of one micro-batch; an optimizer step when ``boundary``. Returns the losses."""
+        accumulation = self.train_config.gradient_accumulation_steps
+        if self.zero_stage:
+            self.engine.set_gradient_accumulation_boundary(boundary)
+            label_loss, rationale_loss = self.losses(batch)
+            loss = multitask_loss(label_loss, rationale_loss, self.train_config.rationale_weight)
+            self.engine.backward(loss)  # scales by 1/accumulation itself
+            self.engine.step()
+            return loss.item(), label_loss.item(), rationale_loss.item()
+        no_sync = getattr(self.engine, "no_sync", None)
+        with no_sync() if (no_sync and not boundary) else contextlib.nullcontext():  # all-reduce once per step
+            label_loss, rationale_loss = self.losses(batch)
+            loss = multitask_loss(label_loss, rationale_loss, self.train_config.rationale_weight)
+            scaled = loss / accumulation  # each backward() adds to the gradients
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        if boundary:
+            self._optimizer_step()
+        return loss.item(), label_loss.item(), rationale_loss.item()
+
+    def _optimizer_step(self) -> None:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.engine.parameters(), self.train_config.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train(self, mode: bool) -> None:
+        self.engine.train(mode)
+
+    def writes_checkpoint(self, rank: int) -> bool:
+        """Whether this rank has files in a checkpoint (every rank under ZeRO: its shard of the states)."""
+        return bool(self.zero_stage) or rank == 0
+
+    @contextlib.contextmanager
+    def full_weights(self):
+        """The whole model's weights on every rank for the duration (ZeRO-3 gathers its shards)."""
+        if self.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
+                yield
+        else:
+            yield
+
+    def save(self, folder: Path, progress: Progress, rank: int, save_model) -> None:
+        """Write a checkpoint folder (all ranks call this); ``save_model(model, path)`` writes model/ on rank 0."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with self.full_weights():
+            if rank == 0:
+                save_model(self.module, folder / MODEL_SUBDIR)
+        if self.zero_stage:
+            self.engine.save_checkpoint(str(folder / DEEPSPEED_SUBDIR), tag=DEEPSPEED_TAG, save_latest=False)
+        elif rank == 0:
+            torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        if rank == 0:
+            (folder / STATE_FILE).write_text(json.dumps(asdict(progress)))
+
+    def restore(self, checkpoint: Path) -> Progress:
+        """Load weights and optimizer state of a checkpoint folder; returns where to continue."""
+        if self.zero_stage:
+            self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_SUBDIR), tag=DEEPSPEED_TAG,
+                                        load_optimizer_states=True, load_lr_scheduler_states=False)
+        else:
+            saved = type(self.module).from_pretrained(checkpoint / MODEL_SUBDIR)  # fills tied weights too
+            self.module.load_state_dict(saved.state_dict())
+            self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+        return Progress(**json.loads((checkpoint / STATE_FILE).read_text()))
