@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from raydsbs.config import Config, load_config  # noqa: E402
+from raydsbs.config import Config, load_config, to_yaml  # noqa: E402
 from raydsbs.rundir import RunDir  # noqa: E402
 
 ALPHA = 0.5  # the paper's α; λ = (1 − α)/α = 1 in raydsbs
@@ -75,6 +76,7 @@ def prepare_run(out: Path, args) -> tuple[Config, RunDir]:
         # ours is the reference's loss times 1/α: clip at 1/α so both clip the same gradients
         f"train.max_grad_norm={1 / ALPHA}", f"train.cpus_per_worker={os.cpu_count()}",
     ])
+    (out / "config.yaml").write_text(to_yaml(config))
     run = RunDir(out / "run")
     write_corpus(config.task, run)
     task, completions = get_task("cqa"), completions_by_id(DSS / "cqa", "cqa")
@@ -83,6 +85,7 @@ def prepare_run(out: Path, args) -> tuple[Config, RunDir]:
         parsed = task.parse_completion(completions[row["id"]])
         if parsed.reason is None:
             rows.append({**row, "rationale": parsed.rationale, "teacher_label": parsed.label})
+    run.teacher.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), run.distill_file)
     prepare_tokenizer(config, run)
     return config, run
@@ -248,6 +251,30 @@ def parallelism_table(config: Config, run: RunDir, args) -> list[dict]:
     return rows
 
 
+def measure_one(name: str, out: Path, args) -> dict:
+    """One measurement, in this process."""
+    from raydsbs.config import with_overrides
+
+    config, run = load_config(out / "config.yaml"), RunDir(out / "run")
+    if name == "reference":
+        result = run_reference(config, run, args)
+    else:
+        variant = with_overrides(config, dict(o.split("=", 1) for o in VARIANTS.get(name, [])))
+        result = run_raydsbs(variant, run, args)
+    result["samples_per_s"] = round(result["samples"] / result["seconds"], 2)
+    result["device"] = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    return result
+
+
+def in_subprocess(name: str, out: Path, args) -> dict:
+    """Each measurement in a fresh process: no allocator state or caches carried from one to the next."""
+    result_file = out / f"{name}.json"
+    command = [sys.executable, __file__, *sys.argv[1:], "--one", name, str(out)]
+    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL if not os.environ.get("BENCH_VERBOSE")
+                   else None)
+    return json.loads(result_file.read_text())
+
+
 def _summary(name: str, measured: dict) -> str:
     return (f"{name:>36}: {measured['samples']} samples in {measured['seconds']:>6.1f} s = "
             f"{measured['samples_per_s']:>6.2f} samples/s | held-out label {measured['held_out_label_loss']:.3f} "
@@ -256,18 +283,23 @@ def _summary(name: str, measured: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=1024, help="training examples each method sees")
+    parser.add_argument("--samples", type=int, default=512, help="training examples each method sees")
     parser.add_argument("--held-out", type=int, default=256, help="CQA rows held out for the loss comparison")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--preset", default="t5-small")
+    parser.add_argument("--preset", default="t5-mini")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--zero-stage", type=int, default=0)
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--only", choices=[*VARIANTS, "raydsbs", "reference"], nargs="*")
     parser.add_argument("--parallelism", action="store_true", help="only the DDP / ZeRO step-time table")
     parser.add_argument("--parallel-steps", type=int, default=8)
+    parser.add_argument("--one", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.one:
+        name, out = args.one
+        (Path(out) / f"{name}.json").write_text(json.dumps(measure_one(name, Path(out), args)))
+        return
 
     results_file = RESULTS / ("student_throughput_gpu.json" if args.device == "cuda" else "student_throughput.json")
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
@@ -277,23 +309,13 @@ def main() -> None:
             results["parallelism"] = {"preset": args.preset, "batch_size": args.batch_size,
                                       "rows": parallelism_table(config, run, args)}
         else:
-            from raydsbs.config import with_overrides
-
             measured = {}
-            wanted = args.only or [*VARIANTS, "reference"]
-            for name in wanted:
-                if name == "reference":
-                    result = run_reference(config, run, args)
-                else:
-                    overrides = VARIANTS.get(name, [])
-                    variant = with_overrides(config, dict(o.split("=", 1) for o in overrides))
-                    result = run_raydsbs(variant, run, args)
-                result["samples_per_s"] = round(result["samples"] / result["seconds"], 2)
-                print(_summary(name, result), flush=True)
-                measured[name] = result
+            for name in args.only or [*VARIANTS, "reference"]:
+                measured[name] = in_subprocess(name, Path(out), args)
+                print(_summary(name, measured[name]), flush=True)
             results.update(measured)
             results.update(preset=args.preset, batch_size=args.batch_size, samples=args.samples,
-                           device=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                           device=measured[next(iter(measured))]["device"],
                            data="CQA train rows with the paper's PaLM rationales (replayed)")
             if HEADLINE in measured and "reference" in measured:
                 a, b = measured[HEADLINE], measured["reference"]

@@ -112,8 +112,11 @@ def train_student(config: Config, run: RunDir) -> Path:
         shutil.copytree(Path(checkpoint) / MODEL_SUBDIR, staging)
         staging.rename(folder / MODEL_SUBDIR)
         selected = json.loads((Path(checkpoint) / STATE_FILE).read_text())
+    with result.checkpoint.as_directory() as latest:
+        final_step = json.loads((Path(latest) / STATE_FILE).read_text())["optimizer_steps"]
     (folder / "config.yaml").write_text(to_yaml(config))
-    (folder / "training.json").write_text(json.dumps({"selected": selected, "kept_checkpoints": history}, indent=2))
+    summary = {"selected": selected, "final_step": final_step, "kept_checkpoints": history}
+    (folder / "training.json").write_text(json.dumps(summary, indent=2))
     logger.info("student %s trained; the checkpoint after %d optimizer steps selected on %s", folder.name,
                 selected["optimizer_steps"], SELECTION_METRIC)
     return folder

@@ -154,6 +154,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    # A worker is a process of its own: its progress lines reach the driver through stderr.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s | %(message)s", datefmt="%H:%M:%S")
     context = ray.train.get_context()
 
     def report(metrics: dict, folder: Path | None) -> None:

@@ -93,3 +93,35 @@ def test_deepspeed_zero_stages_train_a_loadable_student(tiny_run, zero_stage):
     model = AutoModelForSeq2SeqLM.from_pretrained(folder / "model")
     assert sum(p.numel() for p in model.parameters()) > 0
     assert all(p.abs().sum() > 0 for p in model.parameters())  # gathered, not empty ZeRO-3 shards
+
+
+def _trained(run_dir: Path, preset: str) -> Path:
+    (folder,) = [p for p in (run_dir / "student").glob("step_by_step-*") if (p / "config.yaml").is_file() and
+                 yaml.safe_load((p / "config.yaml").read_text())["student"]["preset"] == preset]
+    return folder
+
+
+def test_a_causal_student_built_from_config_trains_evaluates_and_predicts(tiny_run):
+    run_dir, _ = tiny_run
+    raydsbs("evaluate", str(run_dir), "student.preset=llama-tiny", "train.epochs=1")
+    folder = _trained(run_dir, "llama-tiny")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert 0 <= metrics["test_accuracy"] <= 1
+    assert json.loads((folder / "model" / "raydsbs_student.json").read_text())["kind"] == "causal"
+    result = raydsbs("predict", str(run_dir), "student.preset=llama-tiny", "train.epochs=1",
+                     "--input", "Ann has 3 pens and buys 4 more. How many pens does she have?", "--max-new-tokens", "8")
+    assert "label:" in result.stdout and "rationale:" in result.stdout
+
+
+def test_a_pretrained_causal_student_fine_tunes_offline(tiny_run):
+    """SmolLM2-135M (the bundled teacher's weights) as a student: a real pretrained decoder-only model."""
+    from transformers import AutoModelForCausalLM
+
+    run_dir, _ = tiny_run
+    raydsbs("train", str(run_dir), "student.preset=smollm2-135m", "train.epochs=1", "train.batch_size=4",
+            "train.learning_rate=5e-5", "student.max_rationale_tokens=32")
+    model = _trained(run_dir, "smollm2-135m") / "model"
+    assert AutoModelForCausalLM.from_pretrained(model).num_parameters() > 100e6
+    result = raydsbs("predict", "--model", str(model), "--input", "Tom has 2 cats and gets 1 more. How many cats?",
+                     "--max-new-tokens", "8")
+    assert result.stdout.count("label:") == 1
