@@ -233,7 +233,8 @@ def parallelism_table(config: Config, run: RunDir, args) -> list[dict]:
             trainer.learner.micro_step(trainer.collate(trainer.train_set, indices), boundary=True)
         seconds = (time.perf_counter() - started) / (len(batches) - 1)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        ray.train.report({"step_s": seconds, "peak_rss_mib": rss})
+        if context.get_world_rank() == 0:  # Result.metrics of a report without a checkpoint can be None
+            Path(loop_config["result"]).write_text(json.dumps({"step_s": seconds, "peak_rss_mib": rss}))
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     rows = []
@@ -241,10 +242,13 @@ def parallelism_table(config: Config, run: RunDir, args) -> list[dict]:
         result = TorchTrainer(measure, train_loop_config={
             "config": config.model_dump(mode="json"), "overrides": {"train.zero_stage": stage,
                                                                     "train.cpus_per_worker": 0.9},
-            "run": str(run.root), "steps": args.parallel_steps},
+            "run": str(run.root), "steps": args.parallel_steps, "result": str(run.root / "parallel.json")},
             scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.9})).fit()
-        row = {"strategy": name, "workers": 2, "step_s": round(result.metrics["step_s"], 2),
-               "peak_rss_mib_rank0": round(result.metrics["peak_rss_mib"])}
+        if result.error:
+            raise result.error
+        measured = json.loads((run.root / "parallel.json").read_text())
+        row = {"strategy": name, "workers": 2, "step_s": round(measured["step_s"], 2),
+               "peak_rss_mib_rank0": round(measured["peak_rss_mib"])}
         print(f"{name:>7}: {row['step_s']:.2f} s/step, rank-0 peak RSS {row['peak_rss_mib_rank0']} MiB", flush=True)
         rows.append(row)
     ray.shutdown()

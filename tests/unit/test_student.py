@@ -189,3 +189,34 @@ def test_length_buckets_cut_padding_and_keep_a_random_order():
     firsts = [lengths[b[0]] for b in bucketed]
     assert firsts != sorted(firsts)  # batches are not served shortest first
     assert epoch_batches(2000, 16, 0, 1, seed=1, lengths=lengths) != bucketed
+
+
+def test_gradient_accumulation_steps_only_at_the_boundary(tokenizer):
+    learner = Learner(_model(tokenizer), TrainConfig(gradient_accumulation_steps=2), distributed=False,
+                      device=torch.device("cpu"))
+    before = [p.detach().clone() for p in learner.module.parameters()]
+    batch = _batch(tokenizer, SEQ2SEQ)
+    learner.micro_step(batch, boundary=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.module.parameters()))
+    assert any(p.grad is not None for p in learner.module.parameters())  # summed, waiting for the boundary
+    learner.micro_step(batch, boundary=True)
+    assert not all(torch.equal(a, b) for a, b in zip(before, learner.module.parameters()))
+    assert all(p.grad is None for p in learner.module.parameters())
+
+
+def test_a_checkpoint_restores_weights_optimizer_and_progress(tokenizer, tmp_path):
+    from raydsbs.student.learner import Progress
+
+    def learner():
+        return Learner(_model(tokenizer), TrainConfig(), distributed=False, device=torch.device("cpu"))
+
+    trained, batch = learner(), _batch(tokenizer, SEQ2SEQ)
+    trained.micro_step(batch, boundary=True)
+    trained.save(tmp_path, Progress(epoch=3, batch=5, optimizer_steps=41), rank=0,
+                 save_model=lambda model, folder: model.save_pretrained(folder))
+    restored = learner()
+    assert restored.restore(tmp_path) == Progress(epoch=3, batch=5, optimizer_steps=41)
+    assert all(torch.equal(a, b) for a, b in zip(trained.module.parameters(), restored.module.parameters()))
+    # The same next step from both: Adam's moments came back too.
+    assert trained.micro_step(batch, boundary=True) == pytest.approx(restored.micro_step(batch, boundary=True))
+    assert all(torch.allclose(a, b) for a, b in zip(trained.module.parameters(), restored.module.parameters()))
