@@ -187,7 +187,9 @@ def run_checks(config: Config) -> list[Check]:
         checks.append(check_accelerators())
     if _version("ray"):
         checks.append(check_ray(config))
-    checks += [check_teacher(config), check_model("student", config.student.pretrained),
+    from raydsbs.student.model import pretrained_source
+
+    checks += [check_teacher(config), check_model("student", pretrained_source(config.student)),
                check_writable(config.output_dir), check_task_data(config)]
     return [check for check in checks if check is not None]
 

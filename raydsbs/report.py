@@ -112,7 +112,8 @@ def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
         f"# raydsbs report: {run.root.name}",
         "",
         f"Task `{config.task.name}`, teacher `{config.teacher.model}` ({config.teacher.backend}), "
-        f"student `{config.student.pretrained or config.student.preset}`; config hash `{config_hash(config)}`.",
+        f"student `{config.student.pretrained or config.student.preset}` "
+        f"(task marker on the {config.student.task_marker}); config hash `{config_hash(config)}`.",
         f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / {corpus.get('test', '?')} test rows.",
         "",
         "## Teacher",

@@ -154,8 +154,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    # A worker is a process of its own: its progress lines reach the driver through stderr.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s | %(message)s", datefmt="%H:%M:%S")
+    # A worker is a process of its own: raydsbs's progress lines reach the driver through its stderr
+    # (Ray's own INFO lines stay out).
+    package_logger = logging.getLogger("raydsbs")
+    if not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s | %(message)s", datefmt="%H:%M:%S"))
+        package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO)
+        package_logger.propagate = False
     context = ray.train.get_context()
 
     def report(metrics: dict, folder: Path | None) -> None:

@@ -82,12 +82,16 @@ def test_a_stage_reruns_alone_on_the_run_directory(tiny_run):
     assert sorted(p.name for p in (run_dir / "student").iterdir()) == before
 
 
-@pytest.mark.parametrize("zero_stage", [1, 2, 3])
-def test_deepspeed_zero_stages_train_a_loadable_student(tiny_run, zero_stage):
+@pytest.mark.parametrize("zero_stage, options", [
+    (1, []),
+    (2, ["train.precision=bf16", "train.gradient_accumulation_steps=2"]),
+    (3, ["train.offload_optimizer=true", "train.offload_parameters=true"]),
+])
+def test_deepspeed_zero_stages_train_a_loadable_student(tiny_run, zero_stage, options):
     from transformers import AutoModelForSeq2SeqLM
 
     run_dir, _ = tiny_run
-    raydsbs("train", str(run_dir), f"train.zero_stage={zero_stage}", "train.epochs=1")
+    raydsbs("train", str(run_dir), f"train.zero_stage={zero_stage}", "train.epochs=1", *options)
     (folder,) = [p for p in (run_dir / "student").glob("step_by_step-f1-l1-s0-*") if
                  yaml.safe_load((p / "config.yaml").read_text())["train"]["zero_stage"] == zero_stage]
     model = AutoModelForSeq2SeqLM.from_pretrained(folder / "model")

@@ -18,8 +18,8 @@ from transformers import AutoModelForSeq2SeqLM
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-# standard_finetune needs no teacher; a checkpoint every 4 optimizer steps, about 100 steps in all.
-TRAIN = ["train", "jobs/quickstart.yaml", "train.method=standard_finetune", "train.epochs=10",
+# standard_finetune needs no teacher; a checkpoint every 4 optimizer steps, 50 steps in all.
+TRAIN = ["train", "jobs/quickstart.yaml", "train.method=standard_finetune", "train.epochs=5",
          "train.eval_every_steps=4", "train.batch_size=16", "tag=faults"]
 
 
@@ -67,7 +67,7 @@ def _trained_student(out: Path) -> Path:
 
 def test_a_killed_worker_restarts_from_the_last_checkpoint(tmp_path):
     process = _start(tmp_path)
-    _wait_for_step(tmp_path, process, step=12)
+    _wait_for_step(tmp_path, process, step=8)
     (victim, *_) = _train_workers()
     victim.send_signal(signal.SIGKILL)
     output = _finish(process)
@@ -78,7 +78,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(tmp_path):
 
 def test_a_stopped_run_resumes_with_the_same_command(tmp_path):
     process = _start(tmp_path)
-    _wait_for_step(tmp_path, process, step=12)
+    _wait_for_step(tmp_path, process, step=8)
     os.killpg(process.pid, signal.SIGKILL)  # the driver, Ray and its workers: everything stops
     process.wait()
     stopped_at = _last_step(tmp_path)
