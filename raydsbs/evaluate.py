@@ -38,7 +38,8 @@ def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
     fmt = StudentFormat(**student_format)
     metrics: dict = {"training": folder.name, "method": config.train.method,
                      "train_fraction": config.train.train_fraction,
-                     "rationale_weight": config.train.rationale_weight, "seed": config.train.seed}
+                     "rationale_weight": config.train.rationale_weight, "seed": config.train.seed,
+                     "parameters": model.num_parameters()}
     rows = []
     for split in EVAL_SPLITS:
         examples = pq.read_table(run.corpus_file(split)).to_pylist()

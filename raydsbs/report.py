@@ -1,88 +1,165 @@
-"""The report: a results table per method and training-set fraction, and the plot of the paper's
-main figure (test accuracy against training-set size, one line per method)."""
+"""The report: a table of every trained student (mean ± spread over seeds, grouped by every
+config key the trainings differ in), figures like the paper's, the teacher as a baseline, the
+smallest training-set fraction at which a student beats it, and what it all cost.
+Written as report.md and report.html, with PNG plots in plots/."""
 
 from __future__ import annotations
 
+import html
 import json
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from raydsbs import plots
 from raydsbs.config import Config, config_hash
 from raydsbs.rundir import RunDir
 
+BASE_KEYS = ("train.method", "train.rationale_weight", "train.train_fraction")  # the paper's axes, always shown
+SEED_KEY = "train.seed"  # what a row averages over
+LABELS = {"train.method": "method", "train.rationale_weight": "λ", "train.train_fraction": "train fraction",
+          "student.preset": "student", "student.pretrained": "pretrained", "student.task_marker": "task marker"}
 PLOT_NAME = "accuracy_vs_fraction.png"
-GROUP_KEYS = ("method", "rationale_weight", "train_fraction")
 
 
-def collect_results(run: RunDir) -> list[dict]:
-    """Metrics of every evaluated student in the run (sweep trials and single trainings)."""
-    return [json.loads(path.read_text()) for path in sorted(run.student.glob("*/metrics.json"))]
+@dataclass
+class Training:
+    """One evaluated student: its student/train settings (dotted keys), metrics and training time."""
+
+    name: str
+    settings: dict
+    metrics: dict
+    seconds: float | None
 
 
-def _mean_spread(values: list[float]) -> str:
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
-def summarize(results: list[dict]) -> list[dict]:
-    """One row per (method, λ, fraction): accuracies in %, mean ± standard deviation over seeds."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for metrics in results:
-        groups[tuple(metrics[key] for key in GROUP_KEYS)].append(metrics)
+def collect_trainings(run: RunDir) -> list[Training]:
+    """Every evaluated student in the run (sweep trials and single trainings)."""
+    trainings = []
+    for metrics_file in sorted(run.student.glob("*/metrics.json")):
+        folder = metrics_file.parent
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        training_file = folder / "training.json"
+        training = json.loads(training_file.read_text()) if training_file.is_file() else {}
+        trainings.append(Training(folder.name, _flatten({"student": config["student"], "train": config["train"]}),
+                                  json.loads(metrics_file.read_text()), training.get("seconds")))
+    return trainings
+
+
+def row_keys(trainings: list[Training]) -> list[str]:
+    """The paper's axes, then every other student/train key whose value differs between trainings (not the seed)."""
+    keys = sorted(set().union(*(t.settings for t in trainings)))
+    varying = [key for key in keys if key not in BASE_KEYS and key != SEED_KEY
+               and len({json.dumps(t.settings.get(key)) for t in trainings}) > 1]
+    return [*BASE_KEYS, *varying]
+
+
+def _sort_key(values: tuple) -> tuple:
+    return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in values)
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(trainings: list[Training], keys: list[str]) -> list[dict]:
+    """One row per combination of ``keys``: accuracies (fractions) as mean and standard deviation over seeds."""
+    groups: dict[tuple, list[Training]] = defaultdict(list)
+    for training in trainings:
+        groups[tuple(training.settings.get(key) for key in keys)].append(training)
     rows = []
-    for key in sorted(groups):
-        members = groups[key]
-        rows.append({
-            **dict(zip(GROUP_KEYS, key)),
-            "seeds": len(members),
-            "val_accuracy": _mean_spread([m["val_accuracy"] for m in members]),
-            "test_accuracy": _mean_spread([m["test_accuracy"] for m in members]),
-            "test_mean": statistics.mean(m["test_accuracy"] for m in members),
-        })
+    for values in sorted(groups, key=_sort_key):
+        members = groups[values]
+        val_mean, val_sd = _mean_sd([t.metrics["val_accuracy"] for t in members])
+        test_mean, test_sd = _mean_sd([t.metrics["test_accuracy"] for t in members])
+        seconds = [t.seconds for t in members if t.seconds is not None]
+        rows.append({**dict(zip(keys, values)), "seeds": len(members), "val_mean": val_mean, "val_sd": val_sd,
+                     "test_mean": test_mean, "test_sd": test_sd,
+                     "seconds": statistics.mean(seconds) if seconds else None,
+                     "parameters": members[0].metrics.get("parameters")})
     return rows
 
 
-def results_table(rows: list[dict]) -> str:
-    """A Markdown table of :func:`summarize` rows."""
-    lines = ["| method | λ | train fraction | seeds | val acc % | test acc % |", "|---|---|---|---|---|---|"]
+def _percent(mean: float, sd: float, seeds: int) -> str:
+    return f"{100 * mean:.1f}" if seeds == 1 else f"{100 * mean:.1f} ± {100 * sd:.1f}"
+
+
+def _cell(key: str, row: dict) -> str:
+    value = row[key]
+    if key == "train.rationale_weight" and row["train.method"] != "step_by_step":
+        return "–"  # λ means nothing to the standard methods
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def table_cells(rows: list[dict], keys: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(header, cells) of the results table, shared by the Markdown and HTML reports."""
+    header = [LABELS.get(key, key) for key in keys] + ["seeds", "val acc %", "test acc %", "train time s"]
+    cells = [[_cell(key, row) for key in keys] + [
+        str(row["seeds"]), _percent(row["val_mean"], row["val_sd"], row["seeds"]),
+        _percent(row["test_mean"], row["test_sd"], row["seeds"]),
+        f"{row['seconds']:.0f}" if row["seconds"] is not None else "?"] for row in rows]
+    return header, cells
+
+
+def results_table(rows: list[dict], keys: list[str]) -> str:
+    """The Markdown results table."""
+    header, cells = table_cells(rows, keys)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def series_name(row: dict, keys: list[str], leave_out: tuple[str, ...]) -> str:
+    """A plot line's label: the method (with λ for step-by-step) and every other key that varies."""
+    name = row["train.method"].replace("_", " ")
+    if row["train.method"] == "step_by_step" and "train.rationale_weight" not in leave_out:
+        name += f" (λ={row['train.rationale_weight']:g})"
+    extra = [f"{LABELS.get(k, k)}={row[k]}" for k in keys if k not in BASE_KEYS and k not in leave_out]
+    return ", ".join([name, *extra])
+
+
+def smallest_fraction_beating(rows: list[dict], keys: list[str], teacher: float | None) -> list[str]:
+    """Per line of the main figure: the smallest training-set fraction whose mean test accuracy beats the teacher."""
+    if teacher is None:
+        return ["No teacher accuracy in this run (no teacher outputs)."]
+    lines: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
-        weight = f"{row['rationale_weight']:g}" if row["method"] == "step_by_step" else "–"
-        lines.append(f"| {row['method']} | {weight} | {row['train_fraction']:g} | {row['seeds']} | "
-                     f"{row['val_accuracy']} | {row['test_accuracy']} |")
-    return "\n".join(lines)
+        lines[series_name(row, keys, ("train.train_fraction",))].append(row)
+    out = []
+    for name, members in sorted(lines.items()):
+        beating = sorted(r["train.train_fraction"] for r in members if r["test_mean"] > teacher)
+        best = max(members, key=lambda r: r["test_mean"])
+        out.append(f"- {name}: " + (f"beats the teacher from {100 * beating[0]:g} % of the train split" if beating
+                   else f"does not beat the teacher (best {100 * best['test_mean']:.1f} % at "
+                        f"{100 * best['train.train_fraction']:g} %)"))
+    return out
 
 
-def plot_accuracy_vs_fraction(rows: list[dict], teacher_accuracy: float | None, path: Path) -> None:
-    """Test accuracy (%) against training-set fraction (%), one line per method (and λ)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for row in rows:
-        name = row["method"].replace("_", " ")
-        if row["method"] == "step_by_step":
-            name += f" (λ={row['rationale_weight']:g})"
-        lines[name].append((100 * row["train_fraction"], 100 * row["test_mean"]))
-    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for name, points in sorted(lines.items()):
-        xs, ys = zip(*sorted(points))
-        axes.plot(xs, ys, marker="o", label=name)
-    if teacher_accuracy is not None:
-        axes.axhline(100 * teacher_accuracy, color="gray", linestyle="--", label="teacher, few-shot (train split)")
-    axes.set_ylim(bottom=0)
-    axes.set_xlabel("training-set size (% of the train split)")
-    axes.set_ylabel("test accuracy (%)")
-    axes.set_title("Student accuracy vs training-set size")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+def draw_plots(rows: list[dict], keys: list[str], teacher: float | None, folder: Path) -> list[Path]:
+    """The main figure always; student size and λ figures when the trainings vary them."""
+    made = [plots.accuracy_vs_fraction(rows, lambda r: series_name(r, keys, ("train.train_fraction",)), teacher,
+                                       folder / PLOT_NAME)]
+    size_keys = ("student.preset", "student.pretrained")
+    if any(key in keys for key in size_keys) and sum(1 for r in rows if r.get("parameters")) > 1:
+        made.append(plots.accuracy_vs_student_size(rows, lambda r: series_name(r, keys, size_keys), teacher,
+                                                   folder / "accuracy_vs_student_size.png"))
+    weights = {r["train.rationale_weight"] for r in rows if r["train.method"] == "step_by_step"}
+    if len(weights) > 1:
+        made.append(plots.accuracy_vs_rationale_weight(
+            rows, lambda r: series_name(r, keys, ("train.rationale_weight",)), teacher,
+            folder / "accuracy_vs_rationale_weight.png"))
+    return made
 
 
 def _teacher_lines(teacher: dict) -> list[str]:
@@ -97,36 +174,65 @@ def _teacher_lines(teacher: dict) -> list[str]:
     ]
 
 
+def _cost_lines(teacher: dict, trainings: list[Training]) -> list[str]:
+    seconds = [t.seconds for t in trainings if t.seconds is not None]
+    lines = []
+    if teacher:
+        lines.append(f"- teacher: {teacher['generated_tokens']} generated tokens in {teacher.get('seconds', '?')} s")
+    lines.append(f"- students: {len(trainings)} trainings, " + (f"{sum(seconds) / 60:.1f} min of training in all"
+                                                               if seconds else "training time not recorded"))
+    return lines
+
+
+def _html(title: str, intro: list[str], sections: list[tuple[str, list[str]]], header: list[str],
+          cells: list[list[str]], images: list[Path]) -> str:
+    """The same report as one self-contained HTML page (images by relative path)."""
+    def items(lines: list[str]) -> str:
+        return "<ul>" + "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in lines) + "</ul>"
+
+    table = ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+             + "</table>")
+    body = [f"<h1>{html.escape(title)}</h1>", *(f"<p>{html.escape(line)}</p>" for line in intro),
+            "<h2>Students</h2>", "<p>Accuracy in %, mean ± standard deviation over seeds.</p>", table,
+            *(f'<p><img src="plots/{image.name}" alt="{html.escape(image.stem)}"></p>' for image in images)]
+    for heading, lines in sections:
+        body += [f"<h2>{html.escape(heading)}</h2>", items(lines)]
+    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
 def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
-    """Write report.md and the plot from what the run holds; returns (report path, results table)."""
-    rows = summarize(collect_results(run))
-    if not rows:
+    """Write report.md, report.html and the plots from what the run holds; returns (report path, results table)."""
+    trainings = collect_trainings(run)
+    if not trainings:
         raise FileNotFoundError(f"no evaluated students in {run.student}; run `raydsbs train` or `raydsbs sweep` first")
+    keys = row_keys(trainings)
+    rows = summarize(trainings, keys)
     summary = run.read_summary()
     teacher = summary.get("teacher", {})
-    plot = run.plots / PLOT_NAME
-    plot_accuracy_vs_fraction(rows, teacher.get("teacher_accuracy_train"), plot)
-    table = results_table(rows)
+    teacher_accuracy = teacher.get("teacher_accuracy_train")
+    images = draw_plots(rows, keys, teacher_accuracy, run.plots)
+    table = results_table(rows, keys)
     corpus = summary.get("corpus", {})
-    text = "\n".join([
-        f"# raydsbs report: {run.root.name}",
-        "",
-        f"Task `{config.task.name}`, teacher `{config.teacher.model}` ({config.teacher.backend}), "
-        f"student `{config.student.pretrained or config.student.preset}` "
-        f"(task marker on the {config.student.task_marker}); config hash `{config_hash(config)}`.",
-        f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / {corpus.get('test', '?')} test rows.",
-        "",
-        "## Teacher",
-        *_teacher_lines(teacher),
-        "",
-        "## Students",
-        "Accuracy in %, mean ± standard deviation over seeds. Model selection used the validation split only; "
-        "the test split was scored once per model.",
-        "",
-        table,
-        "",
-        f"![accuracy vs training-set size](plots/{PLOT_NAME})",
-        "",
-    ])
-    run.report_file.write_text(text)
+    title = f"raydsbs report: {run.root.name}"
+    intro = [f"Task {config.task.name}, teacher {config.teacher.model} ({config.teacher.backend}); "
+             f"config hash {config_hash(config)}.",
+             f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / "
+             f"{corpus.get('test', '?')} test rows. Model selection used the validation split only; the test split "
+             f"was scored once per model. The teacher line is its few-shot accuracy on the train split."]
+    sections = [("Teacher", _teacher_lines(teacher)),
+                ("Smallest training set that beats the teacher",
+                 smallest_fraction_beating(rows, keys, teacher_accuracy)),
+                ("Cost", _cost_lines(teacher, trainings))]
+    markdown = [f"# {title}", "", *intro, "", "## Students",
+                "Accuracy in %, mean ± standard deviation over seeds.", "", table, "",
+                *(f"![{image.stem.replace('_', ' ')}](plots/{image.name})" for image in images), ""]
+    for heading, lines in sections:
+        markdown += [f"## {heading}", *lines, ""]
+    run.report_file.write_text("\n".join(markdown))
+    run.report_file.with_suffix(".html").write_text(
+        _html(title, intro, sections, *table_cells(rows, keys), images))
     return run.report_file, table

@@ -5,12 +5,16 @@
         train.method: [step_by_step, standard_finetune]
         train.train_fraction: [0.5, 1.0]
 
-Trials skip trainings whose model already exists in the run directory, so a
-rerun of an interrupted sweep only trains what is missing.
+An interrupted sweep started again with the same command is restored with
+``Tuner.restore``: finished trials are not rerun, and an unfinished trial's
+Ray Train run continues from its latest checkpoint. Trials also skip
+trainings whose model already exists in the run directory (another sweep or
+a single ``raydsbs train`` may have made it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -58,19 +62,33 @@ def run_trial(params: dict, base: dict, run_dir: str) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
+def experiment_name(config: Config) -> str:
+    """The Tune experiment of this sweep: named by everything its trials depend on, so a rerun of the same
+    sweep restores it, and a sweep over other values (on the same run directory) starts its own."""
+    canonical = json.dumps({"base": config.model_dump(mode="json"), "grid": config.sweep.grid}, sort_keys=True)
+    return "trials-" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
+
+
 def sweep(config: Config, run: RunDir) -> list[dict]:
     """Run every grid combination; returns the metrics of each trial (also in sweep/results.json)."""
     check_grid(config)
     start_ray(config.ray)
     from ray import tune
 
-    trainable = tune.with_parameters(run_trial, base=config.model_dump(mode="json"), run_dir=str(run.root))
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": config.sweep.cpus_per_trial}),
-        param_space={key: tune.grid_search(values) for key, values in config.sweep.grid.items()},
-        tune_config=tune.TuneConfig(max_concurrent_trials=config.sweep.max_concurrent_trials),
-        run_config=tune.RunConfig(name="trials", storage_path=str(run.sweep)),
-    )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=config.model_dump(mode="json"), run_dir=str(run.root)),
+        {"cpu": config.sweep.cpus_per_trial})
+    experiment = run.sweep / experiment_name(config)
+    if tune.Tuner.can_restore(str(experiment)):
+        logger.info("sweep %s was interrupted; restoring it (finished trials are kept)", experiment.name)
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={key: tune.grid_search(values) for key, values in config.sweep.grid.items()},
+            tune_config=tune.TuneConfig(max_concurrent_trials=config.sweep.max_concurrent_trials),
+            run_config=tune.RunConfig(name=experiment.name, storage_path=str(run.sweep)),
+        )
     grid = tuner.fit()
     failed = [result.error for result in grid if result.error]
     results = [result.metrics for result in grid if not result.error and result.metrics]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -102,7 +103,9 @@ def train_student(config: Config, run: RunDir) -> Path:
             failure_config=FailureConfig(max_failures=config.train.max_failures),
         ),
     )
+    started = time.monotonic()
     result = trainer.fit()
+    seconds = round(time.monotonic() - started, 1)  # a resumed run counts its last part only
     best = result.get_best_checkpoint(metric=SELECTION_METRIC, mode="min")
     history = [metrics for _, metrics in result.best_checkpoints or []]
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,7 +118,7 @@ def train_student(config: Config, run: RunDir) -> Path:
     with result.checkpoint.as_directory() as latest:
         final_step = json.loads((Path(latest) / STATE_FILE).read_text())["optimizer_steps"]
     (folder / "config.yaml").write_text(to_yaml(config))
-    summary = {"selected": selected, "final_step": final_step, "kept_checkpoints": history}
+    summary = {"selected": selected, "final_step": final_step, "seconds": seconds, "kept_checkpoints": history}
     (folder / "training.json").write_text(json.dumps(summary, indent=2))
     logger.info("student %s trained; the checkpoint after %d optimizer steps selected on %s", folder.name,
                 selected["optimizer_steps"], SELECTION_METRIC)
