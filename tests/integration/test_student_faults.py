@@ -28,16 +28,19 @@ def _start(out: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    return sorted(out.glob("*/student/ray/*/checkpoint_*/state.json"))
-
-
 def _last_step(out: Path) -> int:
-    return max([json.loads(p.read_text())["optimizer_steps"] for p in _checkpoints(out)], default=0)
+    """The step of the latest checkpoint Ray Train has registered (files on disk alone may not be, yet)."""
+    steps = []
+    for snapshot in out.glob("*/student/ray/*/checkpoint_manager_snapshot.json"):
+        try:
+            steps.append(json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # being written, or nothing registered yet
+    return max(steps, default=0)
 
 
 def _wait_for_step(out: Path, process: subprocess.Popen, step: int, timeout: float = 300) -> None:
-    """Until a checkpoint at ``step`` or later exists (only the best and the latest are kept)."""
+    """Until Ray Train has registered a checkpoint at ``step`` or later."""
     deadline = time.monotonic() + timeout
     while _last_step(out) < step:
         assert process.poll() is None, f"training ended before step {step}:\n{process.stdout.read()[-4000:]}"
@@ -86,5 +89,5 @@ def test_a_stopped_run_resumes_with_the_same_command(tmp_path):
     output = _finish(_start(tmp_path))
     assert "resumes from" in output, output[-5000:]
     first_step = min(int(line.split("step ")[1].split()[0]) for line in output.splitlines() if "| epoch " in line)
-    assert first_step > stopped_at - 4  # continued after the last checkpoint it had, not from the start
+    assert first_step > stopped_at  # continued after the last checkpoint it had, not from the start
     _trained_student(tmp_path)
