@@ -18,8 +18,8 @@ from transformers import AutoModelForSeq2SeqLM
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-# standard_finetune needs no teacher; a checkpoint every 4 optimizer steps, 50 steps in all.
-TRAIN = ["train", "jobs/quickstart.yaml", "train.method=standard_finetune", "train.epochs=5",
+# standard_finetune needs no teacher; a checkpoint every 4 optimizer steps, 30 steps in all.
+TRAIN = ["train", "jobs/quickstart.yaml", "train.method=standard_finetune", "train.epochs=3",
          "train.eval_every_steps=4", "train.batch_size=16", "tag=faults"]
 
 
