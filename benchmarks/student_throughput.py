@@ -144,7 +144,6 @@ def flops_per_token(model) -> tuple[int, int]:
 
 def run_raydsbs(config: Config, run: RunDir, args) -> dict:
     """(a): the raydsbs Trainer and Learner, one process (no Ray), over ``args.samples`` examples."""
-    from raydsbs.student.batching import StudentFormat
     from raydsbs.student.train_loop import Trainer
 
     device = torch.device(args.device)
@@ -165,9 +164,8 @@ def run_raydsbs(config: Config, run: RunDir, args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    fmt = StudentFormat(**trainer.format.to_dict())
     result = {"samples": steps * config.train.batch_size, "seconds": round(seconds, 1), "steps": steps,
-              "tokens": sum(tokens), **held_out_losses(learner.module, fmt, config, run)}
+              "tokens": sum(tokens), **held_out_losses(learner.module, trainer.format, config, run)}
     per_encoder, per_decoder = flops_per_token(learner.module)
     result["model_tflops_per_s"] = round((per_encoder * tokens[0] + per_decoder * tokens[1]) / seconds / 1e12, 3)
     return result

@@ -83,7 +83,6 @@ def presets() -> int:
 
 def predict(args) -> int:
     """Label and rationale of each input from a trained student."""
-    from raydsbs.student.batching import StudentFormat
     from raydsbs.student.inference import generate
     from raydsbs.student.model import load_student
 
@@ -102,8 +101,7 @@ def predict(args) -> int:
         print(f"error: no trained student at {folder}; run `raydsbs train` first", file=sys.stderr)
         return 2
     inputs = args.input or [line.strip() for line in sys.stdin if line.strip()]
-    model, tokenizer, student_format = load_student(folder)
-    fmt = StudentFormat(**student_format)
+    model, tokenizer, fmt = load_student(folder)
     outputs = {task: generate(model, tokenizer, fmt, inputs, task, args.max_new_tokens)
                for task in ("label", "rationale")}
     for text, label, rationale in zip(inputs, outputs["label"], outputs["rationale"]):

@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import StudentFormat
 from raydsbs.student.inference import generate
 from raydsbs.student.launcher import canonical
 from raydsbs.student.learner import MODEL_SUBDIR
@@ -34,8 +33,7 @@ def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
         return json.loads(metrics_file.read_text())
     config = canonical(config)
     task = get_task(config.task.name)
-    model, tokenizer, student_format = load_student(folder / MODEL_SUBDIR)
-    fmt = StudentFormat(**student_format)
+    model, tokenizer, fmt = load_student(folder / MODEL_SUBDIR)
     metrics: dict = {"training": folder.name, "method": config.train.method,
                      "train_fraction": config.train.train_fraction,
                      "rationale_weight": config.train.rationale_weight, "seed": config.train.seed,

@@ -28,15 +28,15 @@ def generate(model, tokenizer, fmt: StudentFormat, questions: list[str], task: s
         sources = token_ids(tokenizer, prompts, fmt.max_input_tokens, special=seq2seq)
         if seq2seq:
             input_ids = pad_rows(sources, pad)
+            attention_mask = (input_ids != pad).long()
             first = torch.tensor([[model.config.decoder_start_token_id] + fmt.marker_ids(tokenizer, task)] * len(sources))
             kwargs = {"decoder_input_ids": first}
             given = first.shape[1]
         else:  # left-padded prompts: every continuation starts at the same column
             width = max(len(s) for s in sources)
             input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sources])
+            attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sources])
             kwargs, given = {}, width
-        attention_mask = (input_ids != pad).long() if seq2seq else \
-            torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sources])
         with torch.no_grad():
             generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                                        do_sample=False, pad_token_id=pad, eos_token_id=eos, **kwargs)

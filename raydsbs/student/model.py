@@ -143,17 +143,19 @@ def build_student(config: StudentConfig, tokenizer, train: TrainConfig | None = 
     return model
 
 
-def save_student(model, tokenizer, folder: Path, student_format: dict) -> None:
+def save_student(model, tokenizer, folder: Path, fmt) -> None:
     """A self-contained folder: weights (safetensors), tokenizer, and how prompts and targets are written."""
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    (folder / FORMAT_FILE).write_text(json.dumps(student_format, indent=2))
+    (folder / FORMAT_FILE).write_text(json.dumps(fmt.to_dict(), indent=2))
 
 
 def load_student(folder: Path):
-    """(model, tokenizer, format) of a folder written by :func:`save_student`."""
+    """(model, tokenizer, StudentFormat) of a folder written by :func:`save_student`."""
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    student_format = json.loads((folder / FORMAT_FILE).read_text())
-    auto = AutoModelForSeq2SeqLM if student_format["kind"] == "seq2seq" else AutoModelForCausalLM
-    return auto.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), student_format
+    from raydsbs.student.batching import StudentFormat
+
+    fmt = StudentFormat(**json.loads((folder / FORMAT_FILE).read_text()))
+    auto = AutoModelForSeq2SeqLM if fmt.kind == "seq2seq" else AutoModelForCausalLM
+    return auto.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), fmt

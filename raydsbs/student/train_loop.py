@@ -89,7 +89,7 @@ class Trainer:
         return _mean_over_workers(total, count)
 
     def save_model(self, model, folder: Path) -> None:
-        save_student(model, self.tokenizer, folder, self.format.to_dict())
+        save_student(model, self.tokenizer, folder, self.format)
 
 
 class RunningMeans:
