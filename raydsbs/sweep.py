@@ -14,13 +14,12 @@ a single ``raydsbs train`` may have made it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
 from pathlib import Path
 
-from raydsbs.config import Config, ConfigError, with_overrides
+from raydsbs.config import Config, ConfigError, config_hash, with_overrides
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 
@@ -65,8 +64,7 @@ def run_trial(params: dict, base: dict, run_dir: str) -> None:
 def experiment_name(config: Config) -> str:
     """The Tune experiment of this sweep: named by everything its trials depend on, so a rerun of the same
     sweep restores it, and a sweep over other values (on the same run directory) starts its own."""
-    canonical = json.dumps({"base": config.model_dump(mode="json"), "grid": config.sweep.grid}, sort_keys=True)
-    return "trials-" + hashlib.sha256(canonical.encode()).hexdigest()[:8]
+    return "trials-" + config_hash(config)  # the config holds the grid too
 
 
 def sweep(config: Config, run: RunDir) -> list[dict]:
