@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "predict":
             sub.add_argument("--model", help="a trained student's model folder (instead of CONFIG)")
             sub.add_argument("--input", action="append", help="an input text (repeatable); default: lines of stdin")
+            sub.add_argument("--trust-remote-code", action="store_true",
+                             help="let a --model folder with its own modelling code run it (off by default)")
             sub.add_argument("--max-new-tokens", type=int, default=128, help="generation limit of each output")
     return parser
 
@@ -86,6 +88,7 @@ def predict(args) -> int:
     from raydsbs.student.inference import generate
     from raydsbs.student.model import load_student
 
+    trust_remote_code = args.trust_remote_code
     if args.model:
         folder = Path(args.model)
     elif args.config:
@@ -94,6 +97,7 @@ def predict(args) -> int:
 
         config, run = resolve(args.config, args.overrides)
         folder = run.training(training_name(canonical(config))) / MODEL_SUBDIR
+        trust_remote_code = trust_remote_code or config.student.trust_remote_code
     else:
         print("error: give a config or run directory, or --model FOLDER", file=sys.stderr)
         return 2
@@ -101,7 +105,7 @@ def predict(args) -> int:
         print(f"error: no trained student at {folder}; run `raydsbs train` first", file=sys.stderr)
         return 2
     inputs = args.input or [line.strip() for line in sys.stdin if line.strip()]
-    model, tokenizer, fmt = load_student(folder)
+    model, tokenizer, fmt = load_student(folder, trust_remote_code)
     outputs = {task: generate(model, tokenizer, fmt, inputs, task, args.max_new_tokens)
                for task in ("label", "rationale")}
     for text, label, rationale in zip(inputs, outputs["label"], outputs["rationale"]):

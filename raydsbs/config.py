@@ -101,6 +101,14 @@ class TeacherConfig(Section):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica.")
     cpus_per_replica: float = Field(1.0, gt=0, description="CPUs each replica reserves when no GPU is used.")
     use_gpu: bool = Field(False, description="Give each replica a GPU (clusters) instead of CPUs.")
+    replica_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each replica's bundles also reserve (one bundle per "
+        "GPU), e.g. {teacher_node: 1} to keep replicas on the nodes that declare that resource, one per node."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Let teacher.model run the Python code shipped with it (a hub model's own modelling files). "
+        "Off: such a model fails to load instead of running unreviewed code."
+    )
     kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the CPU engine (VLLM_CPU_KVCACHE_SPACE).")
     endpoint: str | None = Field(None, description="openai backend: base URL, e.g. http://host:8000/v1.")
     api: Literal["completions", "chat"] = Field("completions", description="openai backend: /completions or /chat/completions.")
@@ -133,6 +141,9 @@ class StudentConfig(Section):
     task_marker: Literal["input", "output"] = Field(
         "input", description="input: the paper's 'predict: x' / 'explain: x' prefixes, two encoder passes; output: "
         "the marker starts the target, so a seq2seq encoder runs once for both tasks."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Let student.pretrained run the Python code shipped with it. Off: such a model fails to load."
     )
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout of a student built from config (pretrained ones keep theirs).")
     vocab_size: int = Field(1000, ge=64, description="Size of the tokenizer trained on the run's own texts (no pretrained).")
@@ -245,6 +256,18 @@ class Config(Section):
             raise ValueError(FP16_T5_ERROR)
         return self
 
+    @model_validator(mode="after")
+    def _enough_exemplars(self):
+        from raydsbs.tasks import get_task
+
+        if self.teacher.backend == "replay":
+            return self
+        available = len(get_task(self.task.name).exemplars())
+        if self.teacher.num_shots > available:
+            raise ValueError(f"teacher.num_shots={self.teacher.num_shots}, but task {self.task.name} has {available} "
+                             f"exemplars: lower num_shots or add exemplars to the task")
+        return self
+
 
 class ConfigError(ValueError):
     """Every problem of a config, each naming the key, the value and what is allowed."""
@@ -289,6 +312,8 @@ def _problems(error: ValidationError, tree: dict) -> list[str]:
         shown = "(missing)" if item["type"] == "missing" else repr(value)
         if item["type"] == "extra_forbidden":
             problems.append(f"{key} = {shown}: unknown key")
+        elif not key:  # a check across sections: its message names the keys
+            problems.append(item["msg"].removeprefix("Value error, "))
         else:
             problems.append(f"{key} = {shown}: {item['msg']}")
     return problems

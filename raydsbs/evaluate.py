@@ -33,7 +33,7 @@ def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
         return json.loads(metrics_file.read_text())
     config = canonical(config)
     task = get_task(config.task.name)
-    model, tokenizer, fmt = load_student(folder / MODEL_SUBDIR)
+    model, tokenizer, fmt = load_student(folder / MODEL_SUBDIR, config.student.trust_remote_code)
     metrics: dict = {"training": folder.name, "method": config.train.method,
                      "train_fraction": config.train.train_fraction,
                      "rationale_weight": config.train.rationale_weight, "seed": config.train.seed,

@@ -97,7 +97,8 @@ def student_kind(config: StudentConfig) -> Kind:
 
     from raydsbs.teacher.model_cache import resolve_model
 
-    return "seq2seq" if AutoConfig.from_pretrained(resolve_model(source)).is_encoder_decoder else "causal"
+    loaded = AutoConfig.from_pretrained(resolve_model(source), trust_remote_code=config.trust_remote_code)
+    return "seq2seq" if loaded.is_encoder_decoder else "causal"
 
 
 def _from_config(preset: StudentPreset, tokenizer, dropout: float):
@@ -135,7 +136,8 @@ def build_student(config: StudentConfig, tokenizer, train: TrainConfig | None = 
         from raydsbs.teacher.model_cache import resolve_model
 
         auto = AutoModelForSeq2SeqLM if student_kind(config) == "seq2seq" else AutoModelForCausalLM
-        model = auto.from_pretrained(resolve_model(source), dtype="float32")  # fp32 master weights; autocast does bf16
+        model = auto.from_pretrained(resolve_model(source), dtype="float32",  # fp32 master weights; autocast does bf16
+                                     trust_remote_code=config.trust_remote_code)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
     if train is not None:
@@ -150,12 +152,17 @@ def save_student(model, tokenizer, folder: Path, fmt) -> None:
     (folder / FORMAT_FILE).write_text(json.dumps(fmt.to_dict(), indent=2))
 
 
-def load_student(folder: Path):
-    """(model, tokenizer, StudentFormat) of a folder written by :func:`save_student`."""
+def load_student(folder: Path, trust_remote_code: bool = False):
+    """(model, tokenizer, StudentFormat) of a folder written by :func:`save_student`.
+
+    A student with its own modelling code loads only with ``trust_remote_code``
+    (``student.trust_remote_code`` of the run that trained it).
+    """
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from raydsbs.student.batching import StudentFormat
 
     fmt = StudentFormat(**json.loads((folder / FORMAT_FILE).read_text()))
     auto = AutoModelForSeq2SeqLM if fmt.kind == "seq2seq" else AutoModelForCausalLM
-    return auto.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), fmt
+    return (auto.from_pretrained(folder, trust_remote_code=trust_remote_code),
+            AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code), fmt)

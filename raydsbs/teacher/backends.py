@@ -61,9 +61,12 @@ def _vllm_processor(config: TeacherConfig):
         "tensor_parallel_size": config.tensor_parallel_size,
         "enforce_eager": not config.use_gpu,  # CUDA graphs don't exist on CPU; eager starts faster
         "dtype": "bfloat16",
+        "trust_remote_code": config.trust_remote_code,
     }
+    custom = dict(config.replica_resources)
     resources = (
-        {"bundle_per_worker": {"GPU": 1}} if config.use_gpu else {"bundles": [{"CPU": config.cpus_per_replica}]}
+        {"bundle_per_worker": {"GPU": 1, **custom}, "strategy": "STRICT_PACK"} if config.use_gpu
+        else {"bundles": [{"CPU": config.cpus_per_replica, **custom}]}
     )
     processor_config = vLLMEngineProcessorConfig(
         model_source=resolve_model(config.model),
