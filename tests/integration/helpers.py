@@ -1,0 +1,93 @@
+"""Helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # ray, raydsbs and python of this environment
+
+
+def last_checkpoint_step(out: Path) -> int:
+    """The step of the latest checkpoint Ray Train has registered (files on disk alone may not be, yet)."""
+    steps = []
+    for snapshot in out.glob("*/student/ray/*/checkpoint_manager_snapshot.json"):
+        try:
+            steps.append(json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # being written, or nothing registered yet
+    return max(steps, default=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class TokenHead:
+    """A Ray head on 127.0.0.1 started by cluster/local-head.sh, with token authentication on."""
+
+    dashboard: str  # http://127.0.0.1:PORT: the jobs API
+    gcs: str  # 127.0.0.1:PORT: what ray.init and `raydsbs doctor` connect to
+    token: str
+    home: Path  # HOME of the clients: no ~/.ray/auth_token of the machine's user leaks in
+
+    def env(self, token: str | None = "cluster's") -> dict:
+        """A user's shell: PATH to this venv, and the cluster's token, another token, or (None) none."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+        env.update(PATH=f"{BIN}:{env['PATH']}", HOME=str(self.home))
+        if token is not None:
+            env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token if token == "cluster's" else token)
+        return env
+
+    def ray(self, *args: str, token: str | None = "cluster's", timeout: float = 120) -> subprocess.CompletedProcess:
+        """The `ray` command line against this head, e.g. ``head.ray("job", "list")``."""
+        args = [*args[:2], "--address", self.dashboard, *args[2:]] if args[0] == "job" else list(args)
+        return subprocess.run([str(BIN / "ray"), *args], env=self.env(token), cwd=REPO, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+
+
+@contextmanager
+def token_head(home: Path, num_cpus: int = 4):
+    """Start a head as a user would (cluster/local-head.sh), wait until its jobs API answers, stop it after."""
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    head = TokenHead(f"http://127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}", secrets.token_hex(16), home)
+    env = head.env()
+    env.update(RAYDSBS_HEAD_PORT=head.gcs.rsplit(":", 1)[1], RAYDSBS_DASHBOARD_PORT=head.dashboard.rsplit(":", 1)[1])
+    log_path = home / "head.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(["bash", str(REPO / "cluster" / "local-head.sh"), f"--num-cpus={num_cpus}",
+                                    f"--temp-dir={temp_dir}", "--block"],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while head.ray("job", "list").returncode != 0:
+                assert process.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the head did not come up"
+                time.sleep(2)
+            yield head
+        finally:
+            # The head and every Ray process it started; workers leave its process group, not its tree.
+            tree = psutil.Process(process.pid).children(recursive=True)
+            os.killpg(process.pid, signal.SIGKILL)
+            for child in tree:
+                with suppress(psutil.NoSuchProcess):
+                    child.kill()
+            process.wait()
+            shutil.rmtree(temp_dir, ignore_errors=True)
