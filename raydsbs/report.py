@@ -169,6 +169,8 @@ def _teacher_lines(teacher: dict) -> list[str]:
     return [
         f"- rows sent to the teacher: {teacher['rows']}; kept {teacher['kept']}; rejected: {rejected or 'none'}",
         f"- teacher accuracy against gold on the train split: {100 * teacher['teacher_accuracy_train']:.1f} %",
+        *([f"- teacher accuracy on the test split (its released completions): "
+           f"{100 * teacher['teacher_accuracy_test']:.1f} %"] if "teacher_accuracy_test" in teacher else []),
         f"- generated tokens: {teacher['generated_tokens']} in {teacher.get('seconds', '?')} s "
         f"({teacher.get('generated_tokens_per_s', '?')} tokens/s)",
     ]
@@ -213,7 +215,9 @@ def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
     rows = summarize(trainings, keys)
     summary = run.read_summary()
     teacher = summary.get("teacher", {})
-    teacher_accuracy = teacher.get("teacher_accuracy_train")
+    # The students are scored on the test split; so is the teacher where its test outputs exist (replayed files).
+    teacher_split = "test" if "teacher_accuracy_test" in teacher else "train"
+    teacher_accuracy = teacher.get(f"teacher_accuracy_{teacher_split}")
     images = draw_plots(rows, keys, teacher_accuracy, run.plots)
     table = results_table(rows, keys)
     corpus = summary.get("corpus", {})
@@ -222,7 +226,7 @@ def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
              f"config hash {config_hash(config)}.",
              f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / "
              f"{corpus.get('test', '?')} test rows. Model selection used the validation split only; the test split "
-             f"was scored once per model. The teacher line is its few-shot accuracy on the train split."]
+             f"was scored once per model. The teacher line is its few-shot accuracy on the {teacher_split} split."]
     sections = [("Teacher", _teacher_lines(teacher)),
                 ("Smallest training set that beats the teacher",
                  smallest_fraction_beating(rows, keys, teacher_accuracy)),

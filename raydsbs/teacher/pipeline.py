@@ -190,7 +190,26 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
                 rejects.write_table(pa.Table.from_pylist(rejected_rows, schema=_schema(REJECT_COLUMNS)))
     if config.teacher.samples > 1:
         summary["rejected_samples"] = dict(sorted(sample_reasons.items()))
+    if (test_accuracy := released_test_accuracy(config, run)) is not None:
+        summary["teacher_accuracy_test"] = test_accuracy
     return summary
+
+
+def released_test_accuracy(config: Config, run: RunDir) -> float | None:
+    """The teacher's few-shot accuracy on this run's test rows when it replays the paper's released completions,
+    which cover the test split too (the line students are compared with in the paper); None otherwise: other
+    teachers only ever see the train split."""
+    teacher = config.teacher
+    if teacher.backend != "replay" or teacher.replay_file or not config.task.data_dir:
+        return None
+    from raydsbs.data.released import completions_by_id
+
+    completions = completions_by_id(config.task.data_dir, config.task.name)
+    rules = get_task(config.task.name).completion_rules(config.task.parser)
+    test = pq.read_table(run.corpus_file("test"), columns=["id", "gold"]).to_pylist()
+    scored = [rules.answers_match(rules.parse_completion(completions[row["id"]]).label, row["gold"])
+              for row in test if row["id"] in completions]
+    return round(sum(scored) / len(scored), 4) if scored else None
 
 
 _TYPES = {"teacher_correct": pa.bool_(), "vote_share": pa.float64(), "samples": pa.int64()}

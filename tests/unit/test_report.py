@@ -60,6 +60,15 @@ def test_the_teacher_is_the_baseline_and_its_smallest_beating_fraction_is_named(
     assert "step by step (λ=1), student=t5-tiny: beats the teacher from 50 % of the train split" in text
     assert "standard finetune, student=t5-tiny: does not beat the teacher (best 40.5 % at 100 %)" in text
     assert "12345 generated tokens" in text and "16 trainings, 8.0 min of training" in text
+    assert "few-shot accuracy on the train split" in text
+
+
+def test_the_teacher_line_is_its_test_accuracy_when_its_test_outputs_exist(run):
+    """Replaying the paper's files, the teacher's test-split accuracy is known: students are compared with it."""
+    run.update_summary("teacher", {**TEACHER, "teacher_accuracy_test": 0.6})
+    text = write_report(Config(), run)[0].read_text()
+    assert "few-shot accuracy on the test split" in text and "released completions): 60.0 %" in text
+    assert "step by step (λ=1), student=t5-tiny: beats the teacher from 100 % of the train split" in text
 
 
 def test_plots_and_html_page(run):
