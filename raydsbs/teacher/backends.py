@@ -145,7 +145,11 @@ class OpenAIClient:
             return json.loads(response.read())
 
     def complete(self, prompt: str, seed: int) -> tuple[str, int, str]:
-        """(completion, generated tokens, error) for one prompt."""
+        """(completion, generated tokens, error) for one prompt; the error never holds the API key."""
+        text, tokens, error = self._complete(prompt, seed)
+        return text, tokens, error.replace(self.api_key, "[key redacted]") if self.api_key else error
+
+    def _complete(self, prompt: str, seed: int) -> tuple[str, int, str]:
         body = self._payload(prompt, seed)
         for attempt in range(self.config.max_retries + 1):
             try:

@@ -54,7 +54,9 @@ class _Handler(BaseHTTPRequestHandler):
         with server.lock:
             server.in_flight -= 1
         if "TOO LONG" in prompt:
-            return self._reply(400, {"error": {"message": "prompt exceeds the context"}})
+            # Like some proxies, it echoes the request's headers in its error: the key among them.
+            return self._reply(400, {"error": {"message": "prompt exceeds the context",
+                                               "request_headers": dict(self.headers)}})
         if attempt == 1:
             status = 429 if prompt.endswith("3") else 503
             return self._reply(status, {"error": {"message": "busy"}}, {"Retry-After": "0"})
@@ -88,6 +90,7 @@ def test_retries_errors_concurrency_and_key(server, monkeypatch):
     assert out["completion"][0] == " Reasoning for prompt 0. So the answer is 8."
     assert list(out["generated_tokens"][:10]) == [7] * 10
     assert out["error"][10].startswith("http 400") and "exceeds the context" in out["error"][10]
+    assert "sk-test-123" not in out["error"][10] and "[key redacted]" in out["error"][10]  # errors go to rejects
     assert server.attempts["TOO LONG prompt"] == 1  # a 400 is not retried
     assert 1 < server.max_in_flight <= 3
     assert server.auth_headers == {"Bearer sk-test-123"}
