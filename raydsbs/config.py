@@ -215,6 +215,20 @@ class EvalConfig(Section):
     max_new_tokens: int = Field(16, ge=1, description="Tokens generated for a label.")
 
 
+class Range(Section):
+    low: float = Field(description="Smallest value drawn.")
+    high: float = Field(description="Largest value drawn.")
+    log: bool = Field(False, description="Draw uniformly on a log scale (learning rates, λ across magnitudes).")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+
 class SweepConfig(Section):
     grid: dict[str, list[Any]] = Field(
         default_factory=lambda: {
@@ -222,10 +236,33 @@ class SweepConfig(Section):
             "train.train_fraction": [0.5, 1.0],
             "train.rationale_weight": [1.0],
         },
-        description="Dotted config key -> values; the sweep trains every combination.",
+        description="Dotted config key -> values; grid search trains every combination, random search draws one "
+        "value of each key per trial.",
     )
+    search: Literal["grid", "random"] = Field(
+        "grid", description="grid: every combination of sweep.grid; random: sweep.num_samples trials, each drawing "
+        "from sweep.grid's lists and sweep.ranges."
+    )
+    ranges: dict[str, Range] = Field(
+        default_factory=dict, description="random search: dotted config key -> {low, high, log}, a number drawn "
+        "per trial, e.g. train.rationale_weight: {low: 0.1, high: 10, log: true}."
+    )
+    num_samples: int = Field(8, ge=1, description="random search: how many trials are drawn.")
+    seed: int = Field(0, description="random search: seed of the draws, so a rerun draws the same trials.")
+    scheduler: Literal["none", "asha"] = Field(
+        "none", description="asha: stop trials whose validation label loss trails the others' at the same point "
+        "(ASHA; trials report it at each checkpoint, train.eval_every_steps)."
+    )
+    grace_reports: int = Field(2, ge=1, description="asha: checkpoints every trial reaches before it can be stopped.")
     cpus_per_trial: float = Field(0.1, ge=0, description="CPUs the trial's driver reserves (its workers reserve their own).")
     max_concurrent_trials: int = Field(1, ge=1, description="Trials run at once.")
+
+    @model_validator(mode="after")
+    def _ranges_need_random_search(self):
+        if self.ranges and self.search != "random":
+            raise ValueError("sweep.ranges are drawn by random search: set sweep.search=random, or list values "
+                             "in sweep.grid")
+        return self
 
 
 class RayConfig(Section):

@@ -5,6 +5,12 @@
         train.method: [step_by_step, standard_finetune]
         train.train_fraction: [0.5, 1.0]
 
+Grid search trains every combination; random search (``sweep.search: random``)
+draws ``sweep.num_samples`` trials from the grid's lists and ``sweep.ranges``.
+With ``sweep.scheduler: asha`` every trial's Ray Train run relays its
+validation label loss to Tune at each checkpoint, and ASHA stops the trials
+that trail; a stopped trial leaves no model and no result row.
+
 An interrupted sweep started again with the same command is restored with
 ``Tuner.restore``: finished trials are not rerun, and an unfinished trial's
 Ray Train run continues from its latest checkpoint. Trials also skip
@@ -22,6 +28,7 @@ from pathlib import Path
 from raydsbs.config import Config, ConfigError, config_hash, with_overrides
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
+from raydsbs.student.train_loop import SELECTION_METRIC
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +39,9 @@ _RESULT_KEYS = {"training", "method", "train_fraction", "rationale_weight", "see
 def check_grid(config: Config) -> None:
     """Every combination of the grid must be a valid config; all problems are reported at once."""
     problems = []
-    for key, values in config.sweep.grid.items():
+    values_to_check = dict(config.sweep.grid)
+    values_to_check.update({key: [bounds.low, bounds.high] for key, bounds in config.sweep.ranges.items()})
+    for key, values in values_to_check.items():
         if not isinstance(values, list) or not values:
             problems.append(f"sweep.grid.{key} = {values!r}: expected a non-empty list of values")
             continue
@@ -54,7 +63,11 @@ def run_trial(params: dict, base: dict, run_dir: str) -> None:
 
     config = with_overrides(Config.model_validate(base), params)
     run = RunDir(run_dir)
-    metrics = evaluate_student(config, run, train_student(config, run))
+    folder = train_student(config, run, report_to_tune=config.sweep.scheduler != "none")
+    metrics = evaluate_student(config, run, folder)
+    if config.sweep.scheduler != "none":  # the scheduler's metric must be in every report, the last one too
+        history = json.loads((folder / "training.json").read_text()).get("kept_checkpoints") or []
+        metrics = {**metrics, SELECTION_METRIC: min((m[SELECTION_METRIC] for m in history), default=None)}
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "metrics.json").write_text(json.dumps(metrics))
         # A checkpoint with the report keeps Result.metrics filled in under Train V2.
@@ -65,6 +78,38 @@ def experiment_name(config: Config) -> str:
     """The Tune experiment of this sweep: named by everything its trials depend on, so a rerun of the same
     sweep restores it, and a sweep over other values (on the same run directory) starts its own."""
     return "trials-" + config_hash(config)  # the config holds the grid too
+
+
+def param_space(config: Config) -> dict:
+    """Tune's search space: grid_search over the grid's lists, or random draws from them and the ranges."""
+    from ray import tune
+
+    if config.sweep.search == "grid":
+        return {key: tune.grid_search(values) for key, values in config.sweep.grid.items()}
+    space = {key: tune.choice(values) for key, values in config.sweep.grid.items()}
+    for key, bounds in config.sweep.ranges.items():
+        space[key] = (tune.loguniform if bounds.log else tune.uniform)(bounds.low, bounds.high)
+    return space
+
+
+def tune_config(config: Config):
+    """How many trials, drawn how, run how many at once, and stopped by what."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    sweep_config = config.sweep
+    scheduler = None
+    if sweep_config.scheduler == "asha":
+        # training_iteration counts a trial's reports: one per checkpoint of its Ray Train run.
+        scheduler = ASHAScheduler(metric=SELECTION_METRIC, mode="min", time_attr="training_iteration",
+                                  grace_period=sweep_config.grace_reports, max_t=10_000)
+    return tune.TuneConfig(
+        num_samples=sweep_config.num_samples if sweep_config.search == "random" else 1,
+        search_alg=BasicVariantGenerator(random_state=sweep_config.seed, max_concurrent=sweep_config.max_concurrent_trials),
+        scheduler=scheduler,
+        max_concurrent_trials=sweep_config.max_concurrent_trials,
+    )
 
 
 def sweep(config: Config, run: RunDir) -> list[dict]:
@@ -81,19 +126,17 @@ def sweep(config: Config, run: RunDir) -> list[dict]:
         logger.info("sweep %s was interrupted; restoring it (finished trials are kept)", experiment.name)
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={key: tune.grid_search(values) for key, values in config.sweep.grid.items()},
-            tune_config=tune.TuneConfig(max_concurrent_trials=config.sweep.max_concurrent_trials),
-            run_config=tune.RunConfig(name=experiment.name, storage_path=str(run.sweep)),
-        )
+        tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
+                           run_config=tune.RunConfig(name=experiment.name, storage_path=str(run.sweep)))
     grid = tuner.fit()
     failed = [result.error for result in grid if result.error]
-    results = [result.metrics for result in grid if not result.error and result.metrics]
-    results = [{key: value for key, value in metrics.items() if key in _RESULT_KEYS} for metrics in results]
+    finished = [result.metrics for result in grid if not result.error and result.metrics]
+    results = [{key: value for key, value in metrics.items() if key in _RESULT_KEYS}
+               for metrics in finished if "test_accuracy" in metrics]  # a trial ASHA stopped has no final result
     run.sweep.mkdir(parents=True, exist_ok=True)
     (run.sweep / "results.json").write_text(json.dumps(results, indent=2))
-    run.update_summary("sweep", {"trials": len(grid), "failed": len(failed)})
+    run.update_summary("sweep", {"trials": len(grid), "failed": len(failed),
+                                 "stopped_early": len(finished) - len(results)})
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(grid)} sweep trials failed; first error: {failed[0]}")
     return results

@@ -75,8 +75,11 @@ def warn_if_undersized(config: Config) -> None:
                        preset.zero_stage, f" ({preset.note})" if preset.note else "", gpus, config.train.zero_stage)
 
 
-def train_student(config: Config, run: RunDir) -> Path:
-    """Train (or find already trained) the student of ``config``; returns its folder with ``model/``."""
+def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> Path:
+    """Train (or find already trained) the student of ``config``; returns its folder with ``model/``.
+
+    ``report_to_tune``: inside a Tune trial, relay each checkpoint's metrics to Tune (for its scheduler).
+    """
     config = canonical(config)
     folder = run.training(training_name(config))
     if (folder / MODEL_SUBDIR / "config.json").is_file():
@@ -89,6 +92,7 @@ def train_student(config: Config, run: RunDir) -> Path:
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
 
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -101,6 +105,7 @@ def train_student(config: Config, run: RunDir) -> Path:
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC,
                                                checkpoint_score_order="min"),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
+            callbacks=[TuneReportCallback()] if report_to_tune else None,
         ),
     )
     started = time.monotonic()

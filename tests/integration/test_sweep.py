@@ -1,5 +1,6 @@
-"""A sweep killed midway (driver, Ray and trials) and started again with the same command: Tuner.restore
-picks it up, the finished training is not redone, and the missing ones are trained."""
+"""Sweeps for real. One killed midway (driver, Ray and trials) and started again with the same command:
+Tuner.restore picks it up, the finished training is not redone, and the missing ones are trained. One
+with the ASHA scheduler: the trial whose validation loss trails is stopped early and leaves no result."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.helpers import REPO
 SWEEP = ["sweep", "jobs/quickstart.yaml", "tag=sweep", "train.method=standard_finetune", "train.epochs=2",
          "sweep.grid={train.train_fraction: [0.5, 1.0]}"]
 
@@ -47,3 +48,20 @@ def test_a_killed_sweep_resumes_and_trains_only_what_is_missing(tmp_path):
     assert first.stat().st_mtime == trained_at  # the finished training was kept, not redone
     (results,) = tmp_path.glob("*/sweep/results.json")
     assert sorted(r["train_fraction"] for r in json.loads(results.read_text())) == [0.5, 1.0]
+
+
+def test_asha_stops_the_trial_that_trails(tmp_path):
+    # Two trials in order: a learning rate that learns, then one that barely moves. Each reports its
+    # validation label loss every 2 steps; at the first rung the second trails the first and stops.
+    command = [sys.executable, "-m", "raydsbs", "sweep", "jobs/quickstart.yaml", f"output_dir={tmp_path}",
+               "tag=asha", "train.method=standard_finetune", "train.epochs=3", "train.eval_every_steps=2",
+               "sweep.scheduler=asha", "sweep.grace_reports=1", "sweep.grid={train.learning_rate: [3.0e-3, 1.0e-8]}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = tmp_path.iterdir()
+    results = json.loads((run_dir / "sweep/results.json").read_text())
+    assert len(results) == 1  # the stopped trial has no final result
+    summary = json.loads((run_dir / "summary.json").read_text())["sweep"]
+    assert summary == {"trials": 2, "failed": 0, "stopped_early": 1}
+    trained = [p for p in (run_dir / "student").glob("standard_finetune-*") if (p / "model/config.json").is_file()]
+    assert [p.name for p in trained] == [results[0]["training"]]
