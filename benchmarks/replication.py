@@ -9,9 +9,11 @@ per task, the sweep included. It writes
     benchmarks/results/replication.json         every cell: mean and sd over seeds, the teacher's accuracy
     benchmarks/results/replication_<task>.png   accuracy against training-set size, per method
     benchmarks/results/replication_<task>.md    the run's report
+    benchmarks/results/replication.md           the README's tables: test accuracy per method and fraction
 
     .venv/bin/python benchmarks/replication.py                      # both tasks, ~1 hour on 2 cores
     .venv/bin/python benchmarks/replication.py --tasks svamp --smoke  # one fraction, one seed, one epoch
+    .venv/bin/python benchmarks/replication.py --render               # replication.md again from the JSON
 """
 
 from __future__ import annotations
@@ -89,13 +91,41 @@ def print_table(task: str, result: dict) -> None:
               f"{100 * cell['test_accuracy_mean']:>10.1f} ± {100 * cell['test_accuracy_sd']:.1f}")
 
 
+def markdown(summary: dict) -> str:
+    """One table per task: rows are training-set fractions, columns the methods (test accuracy %, mean ± sd)."""
+    lines = []
+    for task, result in summary["tasks"].items():
+        methods = sorted({cell["method"] for cell in result["cells"]})
+        fractions = sorted({cell["train_fraction"] for cell in result["cells"]})
+        by_key = {(cell["method"], cell["train_fraction"]): cell for cell in result["cells"]}
+        rows = result["rows"]
+        lines += [f"**{task.upper()}**: student {result['student']}, {result['epochs']} epochs, "
+                  f"{rows['train']} train / {rows['val']} val / {rows['test']} test rows, "
+                  f"{result['wall_s'] / 60:.0f} min. Teacher (PaLM-540B, replayed) on the same test rows: "
+                  f"{100 * result['teacher_accuracy_test']:.1f} % (the paper, with its parser: "
+                  f"{100 * result['teacher_accuracy_test_paper']:.1f} %).", "",
+                  "| train fraction | " + " | ".join(method.replace("_", " ") for method in methods) + " |",
+                  "|---" * (len(methods) + 1) + "|"]
+        for fraction in fractions:
+            cells = [by_key.get((method, fraction)) for method in methods]
+            lines.append(f"| {100 * fraction:g} % | " + " | ".join(
+                f"{100 * c['test_accuracy_mean']:.1f} ± {100 * c['test_accuracy_sd']:.1f}" if c else "–"
+                for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "replication",
                         help="where the run directories go (a rerun resumes them)")
     parser.add_argument("--smoke", action="store_true", help="one fraction, one seed, one epoch: checks the path")
+    parser.add_argument("--render", action="store_true", help="only write replication.md from replication.json")
     args = parser.parse_args()
+    if args.render:
+        (RESULTS / "replication.md").write_text(markdown(json.loads((RESULTS / "replication.json").read_text())))
+        return 0
 
     extra = SMOKE if args.smoke else []
     output_dir = args.output_dir / ("smoke" if args.smoke else "full")
@@ -113,8 +143,12 @@ def main() -> int:
         print_table(task, result)
         if not args.smoke:
             shutil.copy(run_dir / "plots" / "accuracy_vs_fraction.png", RESULTS / f"replication_{task}.png")
-            shutil.copy(run_dir / "report.md", RESULTS / f"replication_{task}.md")
+            report = (run_dir / "report.md").read_text()  # its plot beside it, under the name it has here
+            (RESULTS / f"replication_{task}.md").write_text(
+                report.replace("(plots/accuracy_vs_fraction.png)", f"(replication_{task}.png)"))
         results_file.write_text(json.dumps(summary, indent=2) + "\n")
+        if not args.smoke:
+            (RESULTS / "replication.md").write_text(markdown(summary))
     print(f"\nwrote {results_file}")
     return 0
 
