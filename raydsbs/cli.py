@@ -28,7 +28,8 @@ STAGES = {
     "generate": "the teacher writes a rationale and a label for each train row",
     "train": "train one student (train.method) on Ray Train",
     "evaluate": "score the trained student on the val and test splits",
-    "sweep": "Ray Tune over the sweep.grid keys, each trial a Ray Train run",
+    "sweep": "Ray Tune over sweep.grid (grid or random search, optional ASHA): the teacher's outputs first if a "
+             "method needs them, each trial a Ray Train run, then the report",
     "report": "report.md and plots from the run's evaluated students",
     "predict": "print the trained student's label and rationale for each input (--input, or lines of stdin)",
     "presets": "list the student presets: size, GPUs and ZeRO stage each needs",
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stage = getattr(pipeline, "run_all" if args.command == "run" else f"stage_{args.command}")
     outcome = stage(config, run)
-    if args.command in ("run", "report"):
+    if args.command in ("run", "sweep", "report"):
         report, table = outcome
         print(f"\n{table}\n\nreport: {report}\nplots:  {run.plots}\nrun:    {run.root}")
     else:

@@ -32,11 +32,14 @@ def stage_evaluate(config: Config, run: RunDir) -> dict:
     return evaluate_student(config, run, stage_train(config, run))
 
 
-def stage_sweep(config: Config, run: RunDir) -> list[dict]:
+def stage_sweep(config: Config, run: RunDir) -> tuple[Path, str]:
+    """The teacher's outputs (when a swept method needs them), every trial, then the report."""
     from raydsbs.sweep import sweep
 
     write_corpus(config.task, run)
-    return sweep(config, run)
+    _teacher_if_needed(config, run)
+    sweep(config, run)
+    return stage_report(config, run)
 
 
 def stage_report(config: Config, run: RunDir) -> tuple[Path, str]:
@@ -45,14 +48,18 @@ def stage_report(config: Config, run: RunDir) -> tuple[Path, str]:
     return write_report(config, run)
 
 
-def run_all(config: Config, run: RunDir) -> tuple[Path, str]:
-    """generate -> train -> evaluate -> sweep -> report."""
+def _teacher_if_needed(config: Config, run: RunDir) -> None:
     from raydsbs.student.batching import needs_teacher
 
     methods = [config.train.method, *config.sweep.grid.get("train.method", [])]
     if any(needs_teacher(method) for method in methods):
         stage_generate(config, run)
+
+
+def run_all(config: Config, run: RunDir) -> tuple[Path, str]:
+    """generate -> train -> evaluate -> sweep -> report."""
+    _teacher_if_needed(config, run)
     stage_evaluate(config, run)
     if config.sweep.grid:
-        stage_sweep(config, run)
+        return stage_sweep(config, run)
     return stage_report(config, run)

@@ -65,3 +65,4 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
     assert summary == {"trials": 2, "failed": 0, "stopped_early": 1}
     trained = [p for p in (run_dir / "student").glob("standard_finetune-*") if (p / "model/config.json").is_file()]
     assert [p.name for p in trained] == [results[0]["training"]]
+    assert "report:" in result.stdout and (run_dir / "report.md").is_file()  # one sweep command ends in the report
