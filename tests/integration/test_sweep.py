@@ -54,7 +54,7 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
     # Two trials in order: a learning rate that learns, then one that barely moves. Each reports its
     # validation label loss every 2 steps; at the first rung the second trails the first and stops.
     command = [sys.executable, "-m", "raydsbs", "sweep", "jobs/quickstart.yaml", f"output_dir={tmp_path}",
-               "tag=asha", "train.method=standard_finetune", "train.epochs=3", "train.eval_every_steps=2",
+               "tag=asha", "train.method=standard_finetune", "train.epochs=1", "train.eval_every_steps=2",
                "sweep.scheduler=asha", "sweep.grace_reports=1", "sweep.grid={train.learning_rate: [3.0e-3, 1.0e-8]}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
