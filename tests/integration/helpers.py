@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from raydsbs.teacher.model_cache import cache_dir
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # ray, raydsbs and python of this environment
 
@@ -51,6 +53,8 @@ class TokenHead:
     def env(self, token: str | None = "cluster's") -> dict:
         """A user's shell: PATH to this venv, and the cluster's token, another token, or (None) none."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+        # the converted bundled teacher stays where the other tests find it, not under the fake HOME
+        env.setdefault("RAYDSBS_CACHE_DIR", str(cache_dir()))
         env.update(PATH=f"{BIN}:{env['PATH']}", HOME=str(self.home))
         if token is not None:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token if token == "cluster's" else token)
