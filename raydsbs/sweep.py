@@ -63,10 +63,11 @@ def run_trial(params: dict, base: dict, run_dir: str) -> None:
 
     config = with_overrides(Config.model_validate(base), params)
     run = RunDir(run_dir)
-    folder = train_student(config, run, report_to_tune=config.sweep.scheduler != "none")
-    metrics = evaluate_student(config, run, folder)
-    if config.sweep.scheduler != "none":  # the scheduler's metric must be in every report, the last one too
-        history = json.loads((folder / "training.json").read_text()).get("kept_checkpoints") or []
+    scheduled = config.sweep.scheduler != "none"
+    trained = train_student(config, run, report_to_tune=scheduled)
+    metrics = evaluate_student(config, run, trained)
+    if scheduled:  # the scheduler's metric must be in every report, the last one too
+        history = json.loads((trained / "training.json").read_text()).get("kept_checkpoints") or []
         metrics = {**metrics, SELECTION_METRIC: min((m[SELECTION_METRIC] for m in history), default=None)}
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "metrics.json").write_text(json.dumps(metrics))
