@@ -178,11 +178,11 @@ def run_reference(config: Config, run: RunDir, args) -> dict:
     from raydsbs.student.batching import MARKERS, StudentFormat
     from raydsbs.student.model import build_student
     from raydsbs.student.tokenizer import load_tokenizer
-    from raydsbs.student.train_loop import load_training_data
+    from raydsbs.student.tokenized import training_data
 
     tokenizer = load_tokenizer(config.student, run.tokenizer)
     fmt = StudentFormat("seq2seq", "input", config.student.max_input_tokens)  # "predict: x" / "explain: x"
-    train, _ = load_training_data(config, run, tokenizer, fmt)
+    train, _ = training_data(config, run, tokenizer, fmt)
     features = [{"label": {"input_ids": e.label.source, "labels": e.label.target},
                  "rationale": {"input_ids": e.rationale.source, "labels": e.rationale.target}} for e in train]
     torch.manual_seed(config.train.seed)

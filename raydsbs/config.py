@@ -171,7 +171,10 @@ class TrainConfig(Section):
         1.0, ge=0, description="λ in loss = label_loss + λ · rationale_loss (paper's code: α=0.5 ↔ λ=1)."
     )
     train_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the train split used (the paper's data-size axis).")
-    epochs: int = Field(20, ge=1, description="Passes over the training set.")
+    epochs: int = Field(20, ge=1, description="Passes over the training set (unless train.max_steps is set).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Train this many optimizer steps, over as many passes as that takes, instead of "
+        "train.epochs: the same budget at every training-set fraction, as in the paper.")
     batch_size: int = Field(32, ge=1, description="Examples per worker per step (each example gives 1 or 2 task rows).")
     learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")

@@ -9,6 +9,7 @@
       teacher/distill.parquet     kept rows: id, question, gold, rationale, teacher_label, ...
       teacher/rejects.parquet     dropped rows: id, reason, detail, completion
       student/tokenizer/          trained on the run's own texts (no pretrained student)
+      student/tokenized/          training and validation examples as token ids, shared by trainings
       student/<training>/         Ray Train checkpoints, model/ (selected on val), metrics.json
       sweep/                      Ray Tune trials and results.json
       report.md, plots/

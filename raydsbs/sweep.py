@@ -13,13 +13,16 @@ that trail; a stopped trial leaves no model and no result row.
 
 An interrupted sweep started again with the same command is restored with
 ``Tuner.restore``: finished trials are not rerun, and an unfinished trial's
-Ray Train run continues from its latest checkpoint. Trials also skip
+Ray Train run continues from its latest checkpoint. The trials share the
+tokenized training data: the sweep writes it once, before the first trial
+starts, for each method and student the grid names (student/tokenized/). Trials also skip
 trainings whose model already exists in the run directory (another sweep or
 a single ``raydsbs train`` may have made it).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import tempfile
@@ -28,11 +31,14 @@ from pathlib import Path
 from raydsbs.config import Config, ConfigError, config_hash, with_overrides
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
+from raydsbs.student.launcher import prepare_training_data
 from raydsbs.student.train_loop import SELECTION_METRIC
 
 logger = logging.getLogger(__name__)
 
 # What a trial reports that the report reads; Tune adds its own bookkeeping keys.
+# Train keys that change which targets the student learns, hence its tokenized data (with every student.* key).
+_DATA_KEYS = {"train.method", "train.label_source"}
 _RESULT_KEYS = {"training", "method", "train_fraction", "rationale_weight", "seed", "val_accuracy", "test_accuracy"}
 
 
@@ -52,6 +58,19 @@ def check_grid(config: Config) -> None:
                 problems += [f"sweep.grid.{key}: {problem}" for problem in error.problems]
     if problems:
         raise ConfigError("sweep.grid", problems)
+
+
+def data_variants(config: Config) -> list[Config]:
+    """One config per distinct tokenized dataset the grid's trials read: the product of the grid's values for
+    the keys that change the token ids (the method and label source, the student's settings), nothing else."""
+    keys = [key for key in config.sweep.grid if key.startswith("student.") or key in _DATA_KEYS]
+    variants = {}
+    for values in itertools.product(*(config.sweep.grid[key] for key in keys)):
+        variant = with_overrides(config, dict(zip(keys, values)))
+        fingerprint = json.dumps([variant.student.model_dump(mode="json"), variant.train.method,
+                                  variant.train.label_source if variant.train.method == "step_by_step" else None])
+        variants.setdefault(fingerprint, variant)
+    return list(variants.values())
 
 
 def run_trial(params: dict, base: dict, run_dir: str) -> None:
@@ -116,6 +135,8 @@ def tune_config(config: Config):
 def sweep(config: Config, run: RunDir) -> list[dict]:
     """Run every grid combination; returns the metrics of each trial (also in sweep/results.json)."""
     check_grid(config)
+    for variant in data_variants(config):  # tokenized once here, read by every trial
+        prepare_training_data(variant, run)
     start_ray(config.ray)
     from ray import tune
 

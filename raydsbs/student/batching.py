@@ -95,12 +95,12 @@ def training_examples(method: str, label_source: str, corpus: list[dict], distil
     raise ValueError(f"unknown method {method!r}")
 
 
-def subsample(items: list, fraction: float, seed: int) -> list:
-    """The first ``fraction`` of a seeded permutation: smaller fractions are subsets of larger ones."""
-    order = list(range(len(items)))
+def subsample_indices(count: int, fraction: float, seed: int) -> list[int]:
+    """The first ``fraction`` of a seeded permutation of ``range(count)``, in order: smaller fractions are
+    subsets of larger ones."""
+    order = list(range(count))
     random.Random(seed).shuffle(order)
-    keep = max(1, round(fraction * len(items)))
-    return [items[i] for i in sorted(order[:keep])]
+    return sorted(order[: max(1, round(fraction * count))])
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 from raydsbs.config import Config, TrainConfig, config_hash, to_yaml, with_overrides
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import needs_teacher
-from raydsbs.student.tokenizer import train_tokenizer
+from raydsbs.student.batching import needs_teacher, student_format
+from raydsbs.student.tokenized import prepare_tokenized
+from raydsbs.student.tokenizer import load_tokenizer, train_tokenizer
 from raydsbs.student.learner import MODEL_SUBDIR, STATE_FILE
-from raydsbs.student.model import PRESETS, pretrained_source
+from raydsbs.student.model import PRESETS, pretrained_source, student_kind
 from raydsbs.student.train_loop import SELECTION_METRIC, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -56,11 +57,16 @@ def prepare_tokenizer(config: Config, run: RunDir) -> None:
     train_tokenizer(texts, config.student.vocab_size, run.tokenizer)
 
 
-def require_teacher_outputs(config: Config, run: RunDir) -> None:
+def prepare_training_data(config: Config, run: RunDir) -> None:
+    """The run's tokenizer and the tokenized examples of ``config``'s training, made once on the driver: the
+    workers (and the other trials of a sweep over the same rows) read them instead of each tokenizing."""
     if needs_teacher(config.train.method) and not run.distill_file.is_file():
         raise FileNotFoundError(
             f"{config.train.method} needs the teacher's outputs ({run.distill_file}); run `raydsbs generate` first"
         )
+    prepare_tokenizer(config, run)
+    fmt = student_format(config.student, student_kind(config.student))
+    prepare_tokenized(config, run, load_tokenizer(config.student, run.tokenizer), fmt)
 
 
 def warn_if_undersized(config: Config) -> None:
@@ -85,10 +91,9 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
     if (folder / MODEL_SUBDIR / "config.json").is_file():
         logger.info("student %s exists; skipping training", folder.name)
         return folder
-    require_teacher_outputs(config, run)
+    prepare_training_data(config, run)
     warn_if_undersized(config)
     start_ray(config.ray)
-    prepare_tokenizer(config, run)
 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

@@ -15,37 +15,20 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import pyarrow.parquet as pq
 import torch
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import (EncodedExample, StudentFormat, TrainingExample, collate, encode, epoch_batches,
-                                      needs_teacher, student_format, subsample, training_examples)
+from raydsbs.student.batching import EncodedExample, collate, epoch_batches, student_format
 from raydsbs.student.learner import Learner, Progress
 from raydsbs.student.model import build_student, save_student, student_kind
+from raydsbs.student.tokenized import training_data
 from raydsbs.student.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
 SELECTION_METRIC = "val_label_loss"  # model selection looks at validation only, never test
 Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint folder of this rank or None)
-
-
-def _read(path: Path) -> list[dict]:
-    """Rows in id order (the teacher writes its outputs as they stream), so subsampling is reproducible."""
-    return pq.read_table(path).sort_by("id").to_pylist()
-
-
-def load_training_data(config: Config, run: RunDir, tokenizer, fmt: StudentFormat):
-    """(train examples encoded, val examples encoded): the method's rows, subsampled, and gold-labelled val."""
-    distill = _read(run.distill_file) if needs_teacher(config.train.method) else []
-    examples = training_examples(config.train.method, config.train.label_source, _read(run.corpus_file("train")), distill)
-    if not examples:
-        raise ValueError(f"no training rows for method {config.train.method}: the teacher kept no rows in {run.distill_file}")
-    examples = subsample(examples, config.train.train_fraction, config.train.seed)
-    val = [TrainingExample(row["question"], row["gold"]) for row in _read(run.corpus_file("val"))]
-    return encode(examples, tokenizer, config.student, fmt), encode(val, tokenizer, config.student, fmt)
 
 
 def _mean_over_workers(total: float, count: int) -> float:
@@ -65,7 +48,7 @@ class Trainer:
         self.tokenizer = load_tokenizer(config.student, run.tokenizer)
         kind = student_kind(config.student)
         self.format = student_format(config.student, kind)
-        self.train_set, self.val_set = load_training_data(config, run, self.tokenizer, self.format)
+        self.train_set, self.val_set = training_data(config, run, self.tokenizer, self.format)
         torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every rerun
         model = build_student(config.student, self.tokenizer, config.train)
         self.start_id = model.config.decoder_start_token_id if kind == "seq2seq" else None
@@ -133,7 +116,13 @@ def fit(config: Config, run: RunDir, report: Report, rank: int = 0, world: int =
             learner.save(Path(folder), state, rank, trainer.save_model)
             report(metrics, Path(folder) if learner.writes_checkpoint(rank) else None)
 
-    for epoch in range(progress.epoch, train.epochs):
+    epochs = train.epochs
+    if train.max_steps:  # as many passes as the step budget takes
+        if progress.optimizer_steps >= train.max_steps:  # restarted after its last checkpoint
+            return
+        batches_per_epoch = len(trainer.batches(trainer.train_set, seed=0))  # the same in every epoch
+        epochs = math.ceil(train.max_steps * train.gradient_accumulation_steps / batches_per_epoch)
+    for epoch in range(progress.epoch, epochs):
         batches = trainer.batches(trainer.train_set, seed=train.seed * 1000 + epoch)
         first = progress.batch if epoch == progress.epoch else 0
         for index in range(first, len(batches)):
@@ -143,8 +132,12 @@ def fit(config: Config, run: RunDir, report: Report, rank: int = 0, world: int =
             if not boundary:
                 continue
             progress.optimizer_steps += 1
-            if train.eval_every_steps and progress.optimizer_steps % train.eval_every_steps == 0 \
-                    and index + 1 < len(batches):
+            last_batch = index + 1 == len(batches)
+            if progress.optimizer_steps == train.max_steps:  # the budget ends here, maybe mid-epoch
+                next_epoch, next_batch = (epoch + 1, 0) if last_batch else (epoch, index + 1)
+                checkpoint(next_epoch, next_batch)
+                return
+            if train.eval_every_steps and progress.optimizer_steps % train.eval_every_steps == 0 and not last_batch:
                 checkpoint(epoch, index + 1)
         checkpoint(epoch + 1, 0)
 

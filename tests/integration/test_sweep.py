@@ -66,3 +66,7 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
     trained = [p for p in (run_dir / "student").glob("standard_finetune-*") if (p / "model/config.json").is_file()]
     assert [p.name for p in trained] == [results[0]["training"]]
     assert "report:" in result.stdout and (run_dir / "report.md").is_file()  # one sweep command ends in the report
+    # The trials share one tokenized dataset, written by the sweep before Tune started.
+    (tokenized,) = (run_dir / "student/tokenized").iterdir()
+    (tuner,) = run_dir.glob("sweep/trials-*/tuner.pkl")
+    assert (tokenized / "train.parquet").stat().st_mtime < tuner.stat().st_mtime

@@ -1,0 +1,103 @@
+"""The student's training data: tokenized once per run and shared by trials; and the max_steps budget."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from raydsbs.config import Config, with_overrides
+from raydsbs.rundir import RunDir
+from raydsbs.student.batching import encode, student_format, subsample_indices, training_examples
+from raydsbs.student.launcher import prepare_training_data
+from raydsbs.student.tokenized import read_tokenized, tokenized_dir
+from raydsbs.student.tokenizer import load_tokenizer
+from raydsbs.student.train_loop import fit
+from raydsbs.tasks.arith import generate_problems
+
+
+
+def _write(path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+@pytest.fixture
+def run(tmp_path) -> RunDir:
+    """A run with 40 train rows (written out of id order, as the teacher streams them), 8 val rows, and
+    the teacher's outputs for 30 of the train rows."""
+    run = RunDir(tmp_path)
+    problems = [{"id": f"r{i:03d}", "question": q, "gold": str(a)} for i, (q, a) in enumerate(generate_problems(48, seed=3))]
+    _write(run.corpus_file("train"), problems[:40][::-1])
+    _write(run.corpus_file("val"), problems[40:])
+    _write(run.distill_file, [{**row, "rationale": f"so it is {row['gold']}", "teacher_label": row["gold"] + "0"}
+                              for row in problems[:30][::-1]])
+    return run
+
+
+def _config(**overrides) -> Config:
+    base = {"student.preset": "t5-tiny", "student.vocab_size": 300, "train.num_workers": 1,
+            "train.cpus_per_worker": 1.0, "train.batch_size": 4}
+    return with_overrides(Config(), {**base, **overrides})
+
+
+def _folder(config: Config, run: RunDir):
+    return tokenized_dir(config, run, student_format(config.student, "seq2seq"))
+
+
+def test_trials_that_differ_in_fraction_seed_or_weight_share_one_tokenized_folder(run):
+    config = _config(**{"train.method": "step_by_step"})
+    prepare_training_data(config, run)
+    (folder,) = (run.student / "tokenized").iterdir()
+    written = (folder / "train.parquet").stat().st_mtime_ns
+    for overrides in ({"train.train_fraction": 0.25}, {"train.seed": 7}, {"train.rationale_weight": 0.3},
+                      {"train.learning_rate": 1e-4}, {"train.max_steps": 5}):
+        trial = with_overrides(config, overrides)
+        prepare_training_data(trial, run)
+        assert _folder(trial, run) == folder
+    assert [p.name for p in (run.student / "tokenized").iterdir()] == [folder.name]
+    assert (folder / "train.parquet").stat().st_mtime_ns == written  # read, never rewritten
+
+
+def test_what_a_trial_reads_is_what_it_would_have_tokenized_itself(run):
+    config = _config(**{"train.method": "step_by_step", "train.label_source": "teacher"})
+    prepare_training_data(config, run)
+    tokenizer = load_tokenizer(config.student, run.tokenizer)
+    by_id = lambda path: pq.read_table(path).sort_by("id").to_pylist()  # noqa: E731
+    examples = training_examples("step_by_step", "teacher", by_id(run.corpus_file("train")), by_id(run.distill_file))
+    keep = subsample_indices(len(examples), 0.25, seed=5)
+    expected = encode([examples[i] for i in keep], tokenizer, config.student, student_format(config.student, "seq2seq"))
+
+    train, val = read_tokenized(_folder(config, run), fraction=0.25, seed=5)
+    assert train == expected and len(train) == round(0.25 * 30)
+    assert all(example.rationale is not None for example in train)
+    assert len(val) == 8 and all(example.rationale is None for example in val)  # val: gold labels only
+    half, _ = read_tokenized(_folder(config, run), fraction=0.5, seed=5)
+    assert set(map(repr, train)) <= set(map(repr, half))  # smaller fractions stay subsets of larger ones
+
+
+def test_other_targets_other_lengths_or_new_teacher_outputs_get_their_own_folder(run):
+    config = _config(**{"train.method": "step_by_step"})
+    prepare_training_data(config, run)
+    folders = {_folder(config, run)}
+    for overrides in ({"train.label_source": "teacher"}, {"train.method": "standard_distill"},
+                      {"train.method": "standard_finetune"}, {"student.max_rationale_tokens": 16}):
+        folders.add(_folder(with_overrides(config, overrides), run))
+    assert len(folders) == 5
+    rows = pq.read_table(run.distill_file).to_pylist()
+    _write(run.distill_file, rows[:-1])  # the teacher's outputs were made again
+    assert _folder(config, run) not in folders
+
+
+def test_max_steps_trains_that_many_steps_over_as_many_passes_as_it_takes(run):
+    # 40 rows in batches of 4: 10 steps per pass; 23 steps end 3 batches into the third pass.
+    config = _config(**{"train.method": "standard_finetune", "train.max_steps": 23, "train.epochs": 1})
+    prepare_training_data(config, run)
+    reports = []
+    fit(config, run, lambda metrics, folder: reports.append((metrics["step"], metrics["epoch"])))
+    assert reports == [(10, 0), (20, 1), (23, 2)]
+
+    at_the_end = with_overrides(config, {"train.max_steps": 20})  # the budget ends with a pass: one report there
+    reports.clear()
+    fit(at_the_end, run, lambda metrics, folder: reports.append(metrics["step"]))
+    assert reports == [10, 20]
