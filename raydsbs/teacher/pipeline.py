@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 
 import numpy as np
 import pyarrow as pa
@@ -144,52 +143,104 @@ def _sample_batches(run: RunDir, columns: list[str]):
         yield from unsent.select(columns).to_batches()
 
 
+_ROWS_AT_ONCE = 8192  # rows turned into Python objects at a time by the selection
+_DECIDED = pa.schema([("position", pa.int64()), ("request_id", pa.string()), ("reason", pa.string()),
+                      ("detail", pa.string()), ("teacher_label", pa.string()), ("teacher_correct", pa.bool_()),
+                      ("vote_share", pa.float64()), ("samples", pa.int64())])
+
+
+def _short_columns(run: RunDir) -> pa.Table:
+    """Every sample's short columns, once per request id (a block written twice by a killed run counts
+    once), with its position in the read order and a hash of its input in place of the input."""
+    tables, offset = [], 0
+    for batch in _sample_batches(run, [*DECISION_COLUMNS, "generated_tokens"]):
+        keys = pa.array([question_key(question) for question in batch.column("question").to_pylist()], pa.int64())
+        positions = pa.array(range(offset, offset + batch.num_rows), pa.int64())
+        tables.append(pa.Table.from_batches([batch]).drop_columns(["question"])
+                      .append_column("question_key", keys).append_column("position", positions))
+        offset += batch.num_rows
+    if not tables:  # nothing was asked of the teacher
+        numbers = {"position", "sample", "question_key", "generated_tokens"}
+        return pa.table({name: pa.array([], pa.int64() if name in numbers else pa.bool_() if name == "teacher_correct"
+                                         else pa.string()) for name in [*Sample._fields, "generated_tokens"]})
+    samples = pa.concat_tables(tables)
+    firsts = samples.group_by("request_id", use_threads=False).aggregate([("position", "min")])["position_min"]
+    return samples.filter(pc.is_in(samples["position"], value_set=firsts.combine_chunks()))
+
+
+def _in_id_order(samples: pa.Table):
+    """The samples as :class:`Sample` records sorted by (id, sample), a slice at a time."""
+    samples = samples.sort_by([("id", "ascending"), ("sample", "ascending")]).select(list(Sample._fields))
+    for start in range(0, samples.num_rows, _ROWS_AT_ONCE):
+        for row in samples.slice(start, _ROWS_AT_ONCE).to_pylist():
+            yield Sample(**row)
+
+
+def _decide(samples: pa.Table, config: Config) -> pa.Table:
+    """One decision per row as Arrow columns (about a hundred bytes a row), in the order of the files."""
+    rules = get_task(config.task.name).completion_rules(config.task.parser)
+    chunks, rows = [], []
+    for decision in select_rows(_in_id_order(samples), rules, config.teacher):
+        rows.append({**decision._asdict(), "position": decision.sample.position,
+                     "request_id": decision.sample.request_id})
+        if len(rows) == _ROWS_AT_ONCE:
+            chunks.append(pa.Table.from_pylist(rows, schema=_DECIDED))
+            rows = []
+    chunks.append(pa.Table.from_pylist(rows, schema=_DECIDED))
+    return pa.concat_tables(chunks).sort_by("position")
+
+
+def _counts(column: pa.ChunkedArray) -> dict[str, int]:
+    """How often each non-empty value occurs, by value."""
+    counted = pc.value_counts(column.filter(pc.not_equal(column, ""))).to_pylist()
+    return dict(sorted((entry["values"], entry["counts"]) for entry in counted))
+
+
+def _output(rows: pa.Table, decisions: pa.Table, columns: list[str]) -> pa.Table:
+    """The output file's columns: the decision's where it has them, the sample's texts otherwise."""
+    schema = _schema(columns)
+    return pa.table([(decisions if name in decisions.column_names else rows)[name].cast(schema.field(name).type)
+                     for name in columns], schema=schema)
+
+
 def _write_outputs(config: Config, run: RunDir) -> dict:
     """Vote, filter and de-duplicate the samples into distill.parquet and rejects.parquet; returns the counts.
 
-    Two passes over the samples: the decisions from the short columns (each
-    request id once: a block written twice by a killed run counts once), then
-    the long texts streamed into the output files. Rows are in id order when
-    read back sorted (the trainer does); the files hold them as they stream.
+    Two passes over the samples, in the same order: the decisions from the
+    short columns, then the long texts streamed into the output files, each
+    row taken by its position. Rows are in id order when read back sorted
+    (the trainer does); the files hold them as they stream.
     """
-    samples, seen, tokens = [], set(), 0
-    for batch in _sample_batches(run, [*DECISION_COLUMNS, "generated_tokens"]):
-        for row in batch.to_pylist():
-            if row["request_id"] not in seen:
-                seen.add(row["request_id"])
-                tokens += row["generated_tokens"]
-                samples.append(Sample(row["request_id"], row["id"], row["sample"], question_key(row["question"]),
-                                      row["gold"], row["teacher_label"], row["teacher_correct"], row["reason"],
-                                      row["detail"]))
-    sample_reasons = Counter(sample.reason for sample in samples if sample.reason)
-    rules = get_task(config.task.name).completion_rules(config.task.parser)
-    kept, rejected = select_rows(samples, rules, config.teacher)
-    del samples, seen
-
-    decided = [*kept.values(), *rejected.values()]
+    samples = _short_columns(run)
+    decided = _decide(samples, config)
+    kept = pc.equal(decided["reason"], "")
     summary = {
-        "rows": len(decided),
-        "kept": len(kept),
-        "rejected": dict(sorted(Counter(entry["reason"] for entry in rejected.values()).items())),
-        "teacher_accuracy_train": round(sum(e["teacher_correct"] for e in decided) / len(decided), 4) if decided else 0.0,
-        "generated_tokens": int(tokens),
+        "rows": decided.num_rows,
+        "kept": pc.sum(kept).as_py() or 0,
+        "rejected": _counts(decided["reason"]),
+        "teacher_accuracy_train": round(pc.mean(decided["teacher_correct"].cast(pa.float64())).as_py() or 0.0, 4),
+        "generated_tokens": int(pc.sum(samples["generated_tokens"]).as_py() or 0),
         "samples_per_row": config.teacher.samples,
     }
+    if config.teacher.samples > 1:
+        summary["rejected_samples"] = _counts(samples["reason"])
+    del samples
+    positions = decided["position"].to_numpy()
     with pq.ParquetWriter(run.distill_file, _schema(DISTILL_COLUMNS)) as distill, \
             pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects:
+        offset = 0
         for batch in _sample_batches(run, ["request_id", "id", "question", "gold", "rationale", "completion"]):
-            kept_rows, rejected_rows = [], []
-            for row in batch.to_pylist():  # pop: a request id written twice goes out once
-                if (entry := kept.pop(row["request_id"], None)) is not None:
-                    kept_rows.append({**entry, **row})
-                elif (entry := rejected.pop(row["request_id"], None)) is not None:
-                    rejected_rows.append({**entry, **row})
-            if kept_rows:
-                distill.write_table(pa.Table.from_pylist(kept_rows, schema=_schema(DISTILL_COLUMNS)))
-            if rejected_rows:  # from_pylist with a schema keeps only the schema's columns
-                rejects.write_table(pa.Table.from_pylist(rejected_rows, schema=_schema(REJECT_COLUMNS)))
-    if config.teacher.samples > 1:
-        summary["rejected_samples"] = dict(sorted(sample_reasons.items()))
+            low, high = np.searchsorted(positions, [offset, offset + batch.num_rows])
+            decisions = decided.slice(low, high - low)
+            rows = pa.Table.from_batches([batch]).take(pa.array(positions[low:high] - offset))
+            offset += batch.num_rows
+            if not rows.num_rows:
+                continue
+            if not rows["request_id"].combine_chunks().equals(decisions["request_id"].combine_chunks()):
+                raise RuntimeError(f"the files in {run.teacher} changed while they were read; run the command again")
+            keep = pc.equal(decisions["reason"], "")
+            distill.write_table(_output(rows.filter(keep), decisions.filter(keep), DISTILL_COLUMNS))
+            rejects.write_table(_output(rows.filter(pc.invert(keep)), decisions.filter(pc.invert(keep)), REJECT_COLUMNS))
     if (test_accuracy := released_test_accuracy(config, run)) is not None:
         summary["teacher_accuracy_test"] = test_accuracy
     return summary

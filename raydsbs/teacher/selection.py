@@ -12,22 +12,25 @@ Per row, in order:
    dropped (``duplicate_input``).
 
 :func:`select_rows` decides on the short columns only (ids, labels, reasons,
-questions); the caller then streams the long ones (rationales, completions)
-into the output files, so memory does not grow with completion length.
+input hashes), streaming over rows sorted by id; the caller keeps the
+decisions as Arrow columns and streams the long ones (rationales,
+completions) into the output files, so the driver holds about a hundred
+bytes per row, whatever the completions' length.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from itertools import groupby
-from typing import NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 from raydsbs.config import TeacherConfig
 
 
 class Sample(NamedTuple):
-    """What the decisions need of one parsed sample: short fields only, so 100k rows fit in a few tens of MB."""
+    """What the decisions need of one parsed sample: short fields only (the texts stay on disk)."""
 
+    position: int  # where the sample lies in the stage's output files, read in order
     request_id: str
     id: str
     sample: int
@@ -37,6 +40,18 @@ class Sample(NamedTuple):
     teacher_correct: bool
     reason: str
     detail: str
+
+
+class Decision(NamedTuple):
+    """What becomes of one row: kept (reason "") or rejected, and the sample whose texts go out for it."""
+
+    sample: Sample
+    reason: str
+    detail: str
+    teacher_label: str
+    teacher_correct: bool
+    vote_share: float
+    samples: int
 
 
 def question_key(question: str) -> int:
@@ -63,23 +78,17 @@ def _vote(samples: list[Sample], rules) -> tuple[Sample, float] | None:
     return first_of[winner][1], votes[winner] / len(usable)
 
 
-def select_rows(samples: list[Sample], rules, config: TeacherConfig) -> tuple[dict[str, dict], dict[str, dict]]:
-    """(kept, rejected), each keyed by the request id of the sample that stands for its row.
-
-    A kept entry holds teacher_label, teacher_correct, vote_share and samples;
-    a rejected one reason, detail and teacher_correct. ``rules`` reads and
-    scores answers (a task, or the authors' rules).
-    """
-    kept, rejected = {}, {}
+def select_rows(samples: Iterable[Sample], rules, config: TeacherConfig) -> Iterator[Decision]:
+    """One decision per row, streaming: ``samples`` come sorted by (id, sample), so only one row's samples
+    and the set of input hashes seen are held. ``rules`` reads and scores answers (a task, or the authors')."""
     seen_inputs: set[int] = set()
-    samples = sorted(samples, key=lambda s: (s.id, s.sample))
     for _, group in groupby(samples, key=lambda s: s.id):
         group = list(group)
         vote = _vote(group, rules)
         if vote is None:
             first = group[0]
-            rejected[first.request_id] = {"reason": first.reason, "detail": first.detail,
-                                          "teacher_correct": bool(first.teacher_correct)}
+            yield Decision(first, first.reason, first.detail, first.teacher_label, bool(first.teacher_correct), 0.0,
+                           len(group))
             continue
         chosen, share = vote
         correct = bool(rules.answers_match(chosen.teacher_label, chosen.gold))
@@ -89,9 +98,4 @@ def select_rows(samples: list[Sample], rules, config: TeacherConfig) -> tuple[di
         elif config.deduplicate and chosen.question_key in seen_inputs:
             reason, detail = "duplicate_input", "the same input as an earlier row"
         seen_inputs.add(chosen.question_key)
-        if reason:
-            rejected[chosen.request_id] = {"reason": reason, "detail": detail, "teacher_correct": correct}
-        else:
-            kept[chosen.request_id] = {"teacher_label": chosen.teacher_label, "teacher_correct": correct,
-                                       "vote_share": round(share, 4), "samples": len(group)}
-    return kept, rejected
+        yield Decision(chosen, reason, detail, chosen.teacher_label, correct, round(share, 4), len(group))
