@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -62,7 +63,6 @@ def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int, replay: bool = F
     import ray
 
     from raydsbs.config import with_overrides
-    from raydsbs.data.corpus import write_corpus
     from raydsbs.rundir import open_run
     from raydsbs.teacher.pipeline import generate
 
@@ -70,10 +70,13 @@ def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int, replay: bool = F
         config = _config(out, rows, max_new_tokens, num_shots)
         if replay:  # a stand-in teacher: the pipeline at scale without the engine's cost
             config = with_overrides(config, {"teacher.backend": "replay", "teacher.replay_file": f"{out}/replay.parquet"})
+        # The corpus is written by a process of its own: the driver's peak memory is the stage's.
+        setup = multiprocessing.get_context("spawn").Process(target=_prepare, args=(config, replay))
+        setup.start()
+        setup.join()
+        if setup.exitcode:
+            raise RuntimeError(f"writing the corpus of {rows} rows failed")
         run = open_run(config)
-        write_corpus(config.task, run)
-        if replay:
-            _write_stand_in_completions(run, config.teacher.replay_file)
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=bool(os.environ.get("BENCH_VERBOSE")))
         started = time.perf_counter()
         summary = generate(config, run)  # requests, engine start, generation, parse, writes, selection
@@ -81,6 +84,16 @@ def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int, replay: bool = F
         ray.shutdown()
     return {"rows": summary["rows"], "generated_tokens": summary["generated_tokens"], "seconds": seconds,
             "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _prepare(config, replay: bool) -> None:
+    from raydsbs.data.corpus import write_corpus
+    from raydsbs.rundir import open_run
+
+    run = open_run(config)
+    write_corpus(config.task, run)
+    if replay:
+        _write_stand_in_completions(run, config.teacher.replay_file)
 
 
 def _write_stand_in_completions(run, path: str) -> None:

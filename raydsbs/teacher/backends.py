@@ -36,6 +36,7 @@ Backend = Callable[["ray.data.Dataset", TeacherConfig, TaskConfig], "ray.data.Da
 # Columns a backend carries from request to output (the prompt is dropped: it is in requests/).
 PASSTHROUGH = ["request_id", "id", "sample", "question", "gold"]
 STOP = ["\n\nQ:", "\nQ:"]  # the start of the next few-shot example
+OUR_REQUEST_ID = "raydsbs_request_id"
 
 
 def _sampling(config: TeacherConfig, seed: int) -> dict:
@@ -88,9 +89,12 @@ def _vllm_processor(config: TeacherConfig):
     )
     return build_processor(
         processor_config,
-        preprocess=lambda row: {**row, "sampling_params": _sampling(config, row["seed"])},
+        # The engine stage writes its own counter into "request_id": ours travels under another name.
+        preprocess=lambda row: {**row, "sampling_params": _sampling(config, row["seed"]),
+                                OUR_REQUEST_ID: row["request_id"]},
         postprocess=lambda row: {
             **{column: row[column] for column in PASSTHROUGH},
+            "request_id": row[OUR_REQUEST_ID],
             "completion": row.get("generated_text") or "",
             "generated_tokens": int(row.get("num_generated_tokens") or 0),
             "error": str(row.get("__inference_error__") or ""),

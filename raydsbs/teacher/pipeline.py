@@ -133,7 +133,9 @@ def _sample_batches(run: RunDir, columns: list[str]):
     """Record batches of every parsed sample, then of the requests that were never sent (as unparsed samples)."""
     if any(run.generations.glob("*.parquet")):
         yield from pads.dataset(run.generations, format="parquet").to_batches(columns=columns)
-    unsent = pads.dataset(run.requests, format="parquet").to_table(filter=pc.field("reason") != "")
+    requests = pads.dataset(run.requests, format="parquet")
+    unsent = requests.to_table(columns=[c for c in columns if c in requests.schema.names],  # never the prompts
+                               filter=pc.field("reason") != "")
     if unsent.num_rows:
         blank = {"completion": "", "rationale": "", "teacher_label": ""}
         for column in columns:
@@ -149,16 +151,34 @@ _DECIDED = pa.schema([("position", pa.int64()), ("request_id", pa.string()), ("r
                       ("vote_share", pa.float64()), ("samples", pa.int64())])
 
 
+def _in_tables(run: RunDir, columns: list[str]):
+    """The samples' ``columns`` as tables of about _ROWS_AT_ONCE rows, in file order (the stage writes a
+    file per teacher.rows_per_checkpoint rows; one table each would cost more than its rows)."""
+    def joined(batches: list[pa.RecordBatch]) -> pa.Table:  # parsed and unsent samples' types may differ
+        tables = [pa.Table.from_batches([batch]) for batch in batches]
+        return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+
+    pending, count = [], 0
+    for batch in _sample_batches(run, columns):
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= _ROWS_AT_ONCE:
+            yield joined(pending)
+            pending, count = [], 0
+    if pending:
+        yield joined(pending)
+
+
 def _short_columns(run: RunDir) -> pa.Table:
     """Every sample's short columns, once per request id (a block written twice by a killed run counts
     once), with its position in the read order and a hash of its input in place of the input."""
     tables, offset = [], 0
-    for batch in _sample_batches(run, [*DECISION_COLUMNS, "generated_tokens"]):
-        keys = pa.array([question_key(question) for question in batch.column("question").to_pylist()], pa.int64())
-        positions = pa.array(range(offset, offset + batch.num_rows), pa.int64())
-        tables.append(pa.Table.from_batches([batch]).drop_columns(["question"])
-                      .append_column("question_key", keys).append_column("position", positions))
-        offset += batch.num_rows
+    for table in _in_tables(run, [*DECISION_COLUMNS, "generated_tokens"]):
+        keys = pa.array([question_key(question) for question in table["question"].to_pylist()], pa.int64())
+        positions = pa.array(range(offset, offset + table.num_rows), pa.int64())
+        tables.append(table.drop_columns(["question"]).append_column("question_key", keys)
+                      .append_column("position", positions))
+        offset += table.num_rows
     if not tables:  # nothing was asked of the teacher
         numbers = {"position", "sample", "question_key", "generated_tokens"}
         return pa.table({name: pa.array([], pa.int64() if name in numbers else pa.bool_() if name == "teacher_correct"
@@ -229,11 +249,11 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
     with pq.ParquetWriter(run.distill_file, _schema(DISTILL_COLUMNS)) as distill, \
             pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects:
         offset = 0
-        for batch in _sample_batches(run, ["request_id", "id", "question", "gold", "rationale", "completion"]):
-            low, high = np.searchsorted(positions, [offset, offset + batch.num_rows])
+        for table in _in_tables(run, ["request_id", "id", "question", "gold", "rationale", "completion"]):
+            low, high = np.searchsorted(positions, [offset, offset + table.num_rows])
             decisions = decided.slice(low, high - low)
-            rows = pa.Table.from_batches([batch]).take(pa.array(positions[low:high] - offset))
-            offset += batch.num_rows
+            rows = table.take(pa.array(positions[low:high] - offset))
+            offset += table.num_rows
             if not rows.num_rows:
                 continue
             if not rows["request_id"].combine_chunks().equals(decisions["request_id"].combine_chunks()):

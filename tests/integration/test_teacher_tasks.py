@@ -58,6 +58,10 @@ def test_esnli_on_vllm_with_two_samples_and_a_prompt_too_long(tmp_path):
     assert all(r["teacher_label"] in {"entailment", "neutral", "contradiction"} and r["samples"] == 2 for r in kept)
     assert all(r["vote_share"] in (0.5, 1.0) for r in kept)
     assert summary["generated_tokens"] > 0 and "rejected_samples" in summary
+    # Each generation carries the request id it was asked under (Ray Data's checkpoints are keyed by it).
+    requests = pq.read_table(run_dir / "teacher/requests", columns=["request_id", "reason"]).to_pylist()
+    generated = pq.read_table(run_dir / "teacher/generations", columns=["request_id"])["request_id"].to_pylist()
+    assert sorted(generated) == sorted(r["request_id"] for r in requests if not r["reason"])
 
 
 def test_anli_and_a_yaml_task_replay_their_own_rationale_files(tmp_path):
