@@ -77,9 +77,7 @@ def _vllm_processor(config: TeacherConfig):
         # small or slow-starting input may never get past the first replica.
         concurrency=(config.replicas, config.replicas),
         placement_group_config=resources,
-        # Ray starts its workers at nice 15 so they yield to its control plane; an engine replica is the
-        # machine's main work and runs at normal priority, as `vllm serve` would (a Ray job's driver does too).
-        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib), "RAY_worker_niceness": "0"}},
+        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(config.kv_cache_gib)}},
         # Raw few-shot prompts need no chat template; the engine tokenizes itself,
         # and separate tokenize stages can starve for CPUs on small machines.
         chat_template_stage=False,

@@ -69,7 +69,7 @@ def test_teacher_replicas_spread_over_nodes_and_a_lost_node_costs_no_row(cluster
     # Both replicas hold their node's slot at the same time: generation runs on two nodes.
     _wait(lambda: all(_available(node, "teacher_slot") == 0 for node in teacher_nodes), process, "both replicas")
     generations = lambda: list(tmp_path.glob("nodes-*/teacher/generations/*.parquet"))  # noqa: E731
-    _wait(lambda: len(generations()) >= 2, process, "the first outputs")
+    _wait(lambda: len(generations()) >= 2, process, "the first outputs", timeout=600)
 
     cluster.remove_node(teacher_nodes[0], allow_graceful=False)  # the node dies with its replica
     cluster.add_node(num_cpus=2, resources={"teacher_slot": 1})  # and, as an autoscaler would, a new one comes
