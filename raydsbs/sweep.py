@@ -32,6 +32,7 @@ from raydsbs.config import Config, ConfigError, config_hash, with_overrides
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.student.launcher import prepare_training_data
+from raydsbs.student.tokenized import learned_targets
 from raydsbs.student.train_loop import SELECTION_METRIC
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,7 @@ def data_variants(config: Config) -> list[Config]:
     variants = {}
     for values in itertools.product(*(config.sweep.grid[key] for key in keys)):
         variant = with_overrides(config, dict(zip(keys, values)))
-        fingerprint = json.dumps([variant.student.model_dump(mode="json"), variant.train.method,
-                                  variant.train.label_source if variant.train.method == "step_by_step" else None])
+        fingerprint = json.dumps([variant.student.model_dump(mode="json"), learned_targets(variant)])
         variants.setdefault(fingerprint, variant)
     return list(variants.values())
 

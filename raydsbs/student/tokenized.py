@@ -48,7 +48,7 @@ def _source_files(config: Config, run: RunDir) -> list[Path]:
     return files + [run.distill_file] if needs_teacher(config.train.method) else files
 
 
-def _targets(config: Config) -> str:
+def learned_targets(config: Config) -> str:
     """What the method learns: the only part of ``train`` the token ids depend on."""
     method = config.train.method
     return f"{method}-{config.train.label_source}" if method == "step_by_step" else method
@@ -59,10 +59,10 @@ def tokenized_dir(config: Config, run: RunDir, fmt: StudentFormat) -> Path:
     student = config.student
     tokenizer = pretrained_source(student) or _file_digest(run.tokenizer / "tokenizer.json")
     key = {"tokenizer": tokenizer, "format": fmt.to_dict(), "max_label_tokens": student.max_label_tokens,
-           "max_rationale_tokens": student.max_rationale_tokens, "targets": _targets(config),
+           "max_rationale_tokens": student.max_rationale_tokens, "targets": learned_targets(config),
            "files": {path.name: _file_digest(path) for path in _source_files(config, run)}}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    return run.student / "tokenized" / f"{_targets(config)}-{digest}"
+    return run.student / "tokenized" / f"{learned_targets(config)}-{digest}"
 
 
 def _read_rows(path: Path) -> list[dict]:

@@ -146,9 +146,8 @@ def _sample_batches(run: RunDir, columns: list[str]):
 
 
 _ROWS_AT_ONCE = 8192  # rows turned into Python objects at a time by the selection
-_DECIDED = pa.schema([("position", pa.int64()), ("request_id", pa.string()), ("reason", pa.string()),
-                      ("detail", pa.string()), ("teacher_label", pa.string()), ("teacher_correct", pa.bool_()),
-                      ("vote_share", pa.float64()), ("samples", pa.int64())])
+_DECIDED_COLUMNS = ["position", "request_id", "reason", "detail", "teacher_label", "teacher_correct", "vote_share",
+                    "samples"]
 
 
 def _in_tables(run: RunDir, columns: list[str]):
@@ -199,14 +198,16 @@ def _in_id_order(samples: pa.Table):
 def _decide(samples: pa.Table, config: Config) -> pa.Table:
     """One decision per row as Arrow columns (about a hundred bytes a row), in the order of the files."""
     rules = get_task(config.task.name).completion_rules(config.task.parser)
+    schema = _schema(_DECIDED_COLUMNS)
     chunks, rows = [], []
     for decision in select_rows(_in_id_order(samples), rules, config.teacher):
-        rows.append({**decision._asdict(), "position": decision.sample.position,
-                     "request_id": decision.sample.request_id})
+        chosen = decision.sample
+        rows.append({**decision._asdict(), "position": chosen.position, "request_id": chosen.request_id,
+                     "teacher_label": chosen.teacher_label})
         if len(rows) == _ROWS_AT_ONCE:
-            chunks.append(pa.Table.from_pylist(rows, schema=_DECIDED))
+            chunks.append(pa.Table.from_pylist(rows, schema=schema))
             rows = []
-    chunks.append(pa.Table.from_pylist(rows, schema=_DECIDED))
+    chunks.append(pa.Table.from_pylist(rows, schema=schema))
     return pa.concat_tables(chunks).sort_by("position")
 
 
@@ -258,7 +259,7 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
                 continue
             if not rows["request_id"].combine_chunks().equals(decisions["request_id"].combine_chunks()):
                 raise RuntimeError(f"the files in {run.teacher} changed while they were read; run the command again")
-            keep = pc.equal(decisions["reason"], "")
+            keep = kept.slice(low, high - low)
             distill.write_table(_output(rows.filter(keep), decisions.filter(keep), DISTILL_COLUMNS))
             rejects.write_table(_output(rows.filter(pc.invert(keep)), decisions.filter(pc.invert(keep)), REJECT_COLUMNS))
     if (test_accuracy := released_test_accuracy(config, run)) is not None:
@@ -283,7 +284,7 @@ def released_test_accuracy(config: Config, run: RunDir) -> float | None:
     return round(sum(scored) / len(scored), 4) if scored else None
 
 
-_TYPES = {"teacher_correct": pa.bool_(), "vote_share": pa.float64(), "samples": pa.int64()}
+_TYPES = {"teacher_correct": pa.bool_(), "vote_share": pa.float64(), "samples": pa.int64(), "position": pa.int64()}
 
 
 def _schema(columns: list[str]) -> pa.Schema:

@@ -43,12 +43,11 @@ class Sample(NamedTuple):
 
 
 class Decision(NamedTuple):
-    """What becomes of one row: kept (reason "") or rejected, and the sample whose texts go out for it."""
+    """What becomes of one row: kept (reason "") or rejected, and the sample whose label and texts go out for it."""
 
     sample: Sample
     reason: str
     detail: str
-    teacher_label: str
     teacher_correct: bool
     vote_share: float
     samples: int
@@ -87,8 +86,7 @@ def select_rows(samples: Iterable[Sample], rules, config: TeacherConfig) -> Iter
         vote = _vote(group, rules)
         if vote is None:
             first = group[0]
-            yield Decision(first, first.reason, first.detail, first.teacher_label, bool(first.teacher_correct), 0.0,
-                           len(group))
+            yield Decision(first, first.reason, first.detail, bool(first.teacher_correct), 0.0, len(group))
             continue
         chosen, share = vote
         correct = bool(rules.answers_match(chosen.teacher_label, chosen.gold))
@@ -98,4 +96,4 @@ def select_rows(samples: Iterable[Sample], rules, config: TeacherConfig) -> Iter
         elif config.deduplicate and chosen.question_key in seen_inputs:
             reason, detail = "duplicate_input", "the same input as an earlier row"
         seen_inputs.add(chosen.question_key)
-        yield Decision(chosen, reason, detail, chosen.teacher_label, correct, round(share, 4), len(group))
+        yield Decision(chosen, reason, detail, correct, round(share, 4), len(group))

@@ -16,7 +16,7 @@ def select(samples, task, config) -> tuple[dict, dict]:
     """(kept, rejected) by the request id of the sample that stands for each row; samples come in any order."""
     kept, rejected = {}, {}
     for decision in select_rows(sorted(samples, key=lambda s: (s.id, s.sample)), task, config):
-        entry = {"teacher_label": decision.teacher_label, "teacher_correct": decision.teacher_correct,
+        entry = {"teacher_label": decision.sample.teacher_label, "teacher_correct": decision.teacher_correct,
                  "vote_share": decision.vote_share, "samples": decision.samples, "reason": decision.reason}
         (rejected if decision.reason else kept)[decision.sample.request_id] = entry
     return kept, rejected
