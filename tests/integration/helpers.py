@@ -35,6 +35,48 @@ def last_checkpoint_step(out: Path) -> int:
     return max(steps, default=0)
 
 
+class Background:
+    """``python -m raydsbs ARGS`` running on its own, in a process group of its own, its output going to a file.
+
+    Never a pipe: a test that waits on the run's files without reading a pipe lets it fill (64 KiB of
+    Ray Data's progress lines), and the run then blocks on its next print forever."""
+
+    def __init__(self, *args: str, log: Path):
+        self.log = log
+        with open(log, "w") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "raydsbs", *args], cwd=REPO, stdout=out,
+                                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def output(self, tail: int = 6000) -> str:
+        return self.log.read_text(errors="replace")[-tail:]
+
+    def wait_for(self, condition, what: str, timeout: float = 300) -> None:
+        """Until ``condition()`` holds; fails with the run's output if the run ends or time runs out first."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                raise AssertionError(f"the run ended before {what}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"timed out waiting for {what}:\n{self.output()}")
+            time.sleep(0.5)
+
+    def kill(self) -> None:
+        """SIGKILL the driver and everything in its process group (a local Ray cluster it started too)."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def finish(self, timeout: float = 900) -> tuple[int, str]:
+        """(return code, whole output) once the run ends by itself."""
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"the run did not end in {timeout:.0f} s:\n{self.output()}") from None
+        return self.process.returncode, self.log.read_text(errors="replace")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

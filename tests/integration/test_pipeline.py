@@ -160,28 +160,21 @@ def _trained(run_dir: Path, preset: str) -> Path:
     return folder
 
 
-def test_a_causal_student_built_from_config_trains_evaluates_and_predicts(head, tiny_run):
-    run_dir, _ = tiny_run
-    raydsbs("evaluate", str(run_dir), "student.preset=llama-tiny", "train.epochs=1", head=head)
-    folder = _trained(run_dir, "llama-tiny")
-    metrics = json.loads((folder / "metrics.json").read_text())
-    assert 0 <= metrics["test_accuracy"] <= 1
-    assert json.loads((folder / "model" / "raydsbs_student.json").read_text())["kind"] == "causal"
-    result = raydsbs("predict", str(run_dir), "student.preset=llama-tiny", "train.epochs=1",
-                     "--input", "Ann has 3 pens and buys 4 more. How many pens does she have?", "--max-new-tokens", "8",
-                     head=head)
-    assert "label:" in result.stdout and "rationale:" in result.stdout
-
-
-def test_a_pretrained_causal_student_fine_tunes_offline(head, tiny_run):
-    """SmolLM2-135M (the bundled teacher's weights) as a student: a real pretrained decoder-only model."""
+def test_a_pretrained_causal_student_fine_tunes_evaluates_and_predicts_offline(head, tiny_run):
+    """SmolLM2-135M (the bundled teacher's weights) as a student: a real pretrained decoder-only model.
+    A Llama built from config (llama-tiny) trains and generates in tests/unit/test_student.py."""
     from transformers import AutoModelForCausalLM
 
     run_dir, _ = tiny_run
-    raydsbs("train", str(run_dir), "student.preset=smollm2-135m", "train.epochs=1", "train.batch_size=4",
-            "train.train_fraction=0.5", "train.learning_rate=5e-5", "student.max_rationale_tokens=32", head=head)
-    model = _trained(run_dir, "smollm2-135m") / "model"
-    assert AutoModelForCausalLM.from_pretrained(model).num_parameters() > 100e6
-    result = raydsbs("predict", "--model", str(model), "--input", "Tom has 2 cats and gets 1 more. How many cats?",
-                     "--max-new-tokens", "8", head=head)
-    assert result.stdout.count("label:") == 1
+    student = ["student.preset=smollm2-135m", "train.epochs=1", "train.batch_size=4", "train.train_fraction=0.5",
+               "train.learning_rate=5e-5", "student.max_rationale_tokens=32"]
+    raydsbs("evaluate", str(run_dir), *student, head=head)
+    folder = _trained(run_dir, "smollm2-135m")
+    assert 0 <= json.loads((folder / "metrics.json").read_text())["test_accuracy"] <= 1
+    assert json.loads((folder / "model" / "raydsbs_student.json").read_text())["kind"] == "causal"
+    assert AutoModelForCausalLM.from_pretrained(folder / "model").num_parameters() > 100e6
+    question = "Ann has 3 pens and buys 4 more. How many pens does she have?"
+    asked = raydsbs("predict", str(run_dir), *student, "--input", question, "--max-new-tokens", "8", head=head)
+    assert "label:" in asked.stdout and "rationale:" in asked.stdout
+    asked = raydsbs("predict", "--model", str(folder / "model"), "--input", question, "--max-new-tokens", "8", head=head)
+    assert asked.stdout.count("label:") == 1

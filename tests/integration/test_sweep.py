@@ -5,48 +5,41 @@ with the ASHA scheduler: the trial whose validation loss trails is stopped early
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
-from tests.integration.helpers import REPO
+from tests.integration.helpers import REPO, Background
+
 SWEEP = ["sweep", "jobs/quickstart.yaml", "tag=sweep", "train.method=standard_finetune", "train.epochs=2",
          "sweep.grid={train.train_fraction: [0.5, 1.0]}"]
 
 
-def _start(out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "raydsbs", *SWEEP, f"output_dir={out}"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+def _start(out: Path, log: str) -> Background:
+    return Background(*SWEEP, f"output_dir={out / 'runs'}", log=out / log)
 
 
 def _models(out: Path) -> list[Path]:
-    return sorted(out.glob("*/student/standard_finetune-*/model/config.json"))
+    return sorted(out.glob("runs/*/student/standard_finetune-*/model/config.json"))
 
 
 def test_a_killed_sweep_resumes_and_trains_only_what_is_missing(tmp_path):
-    process = _start(tmp_path)
-    deadline = time.monotonic() + 600
-    while not (_models(tmp_path) and list(tmp_path.glob("*/sweep/trials-*/experiment_state*.json"))):
-        assert process.poll() is None, process.stdout.read()[-4000:]
-        assert time.monotonic() < deadline, "the first trial did not finish in time"
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    first_run = _start(tmp_path, "first.log")
+    first_run.wait_for(lambda: _models(tmp_path) and list(tmp_path.glob("runs/*/sweep/trials-*/experiment_state*.json")),
+                       "the first trial's model", timeout=600)
+    first_run.kill()
     (first,) = _models(tmp_path)
     trained_at = first.stat().st_mtime
 
-    output, _ = _start(tmp_path).communicate(timeout=900)
-    assert "restoring it" in output, output[-4000:]
+    returncode, output = _start(tmp_path, "again.log").finish()
+    assert returncode == 0 and "restoring it" in output, output[-4000:]
     assert len(_models(tmp_path)) == 2
     assert first.stat().st_mtime == trained_at  # the finished training was kept, not redone
-    (results,) = tmp_path.glob("*/sweep/results.json")
+    (results,) = tmp_path.glob("runs/*/sweep/results.json")
     assert sorted(r["train_fraction"] for r in json.loads(results.read_text())) == [0.5, 1.0]
 
 
