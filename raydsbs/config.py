@@ -122,11 +122,16 @@ class TeacherConfig(Section):
     )
 
     @model_validator(mode="after")
-    def _sampling_needs_temperature(self):
+    def _check_sampling_and_limits(self):
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("teacher.samples > 1 needs teacher.temperature > 0: greedy samples are all the same")
         if self.min_rationale_words > self.max_rationale_words:
             raise ValueError("teacher.min_rationale_words is above teacher.max_rationale_words")
+        if (self.backend == "vllm" and not self.use_gpu and self.temperature > 0
+                and self.max_num_batched_tokens < self.max_model_len):
+            # sampling on a CPU engine prefills each prompt in one step (see teacher/backends.py)
+            raise ValueError("sampling (teacher.temperature > 0) on CPU needs teacher.max_num_batched_tokens >= "
+                             f"teacher.max_model_len ({self.max_num_batched_tokens} < {self.max_model_len})")
         return self
 
 

@@ -24,10 +24,30 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # ray, raydsbs and python of this environment
 
 
-def last_checkpoint_step(out: Path) -> int:
-    """The step of the latest checkpoint Ray Train has registered (files on disk alone may not be, yet)."""
+# Premise / hypothesis / label rows in the NLI datasets' own columns (label 0 entailment, 1 neutral, 2 contradiction).
+NLI_ROWS = [
+    {"premise": "A man is playing a guitar on stage.", "hypothesis": "A man is performing music.", "label": 0},
+    {"premise": "Two dogs run across a snowy field.", "hypothesis": "The dogs are sleeping indoors.", "label": 2},
+    {"premise": "A girl reads a book in the library.", "hypothesis": "The girl is studying for a test.", "label": 1},
+    {"premise": "A chef cuts vegetables in a kitchen.", "hypothesis": "Someone is preparing food.", "label": 0},
+    {"premise": "People walk along a beach at sunset.", "hypothesis": "It is midnight.", "label": 2},
+    {"premise": "A boy kicks a ball in the park.", "hypothesis": "The boy plays for a school team.", "label": 1},
+]
+
+
+
+
+def jsonl(path: Path, rows: list[dict]) -> str:
+    """Rows written as a JSONL file (a user's local data); its path."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def last_checkpoint_step(out: Path, training: str = "*") -> int:
+    """The step of the latest checkpoint Ray Train has registered for the trainings named like ``training``
+    in the run directories under ``out`` (files on disk alone may not be registered yet)."""
     steps = []
-    for snapshot in out.glob("*/student/ray/*/checkpoint_manager_snapshot.json"):
+    for snapshot in out.glob(f"*/student/ray/{training}/checkpoint_manager_snapshot.json"):
         try:
             steps.append(json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"])
         except (json.JSONDecodeError, KeyError, TypeError):

@@ -1,16 +1,15 @@
-"""Several Ray nodes on one machine (ray.cluster_utils.Cluster), each a separate raylet:
-teacher replicas spread over the nodes, a node lost mid-generation costs no row and
-repeats none, and a training whose worker node dies resumes from its checkpoint."""
+"""Several Ray nodes on one machine (ray.cluster_utils.Cluster), each a separate raylet: vLLM
+teacher replicas spread over the nodes, a node lost mid-generation costs no request and repeats
+none, and a training whose worker node dies resumes from its checkpoint."""
 
 from __future__ import annotations
 
 import json
 
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
-from tests.integration.helpers import Background, last_checkpoint_step
+from tests.integration.helpers import NLI_ROWS, Background, jsonl, last_checkpoint_step
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +34,27 @@ def _available(node, resource: str) -> float:
     return available_resources_per_node().get(node.node_id, {}).get(resource, 0.0)
 
 
-def test_teacher_replicas_spread_over_nodes_and_a_lost_node_costs_no_row(cluster, tmp_path):
+def test_esnli_on_vllm_replicas_on_two_nodes_with_two_samples_a_prompt_too_long_and_a_lost_node(cluster, tmp_path):
+    """The teacher on a real cluster: e-SNLI through two vLLM replicas, one on each of two nodes, two
+    sampled completions per row (majority vote) and one prompt over the model's context; a node dies
+    mid-generation with its replica and a new one comes. Every request is answered exactly once."""
     # Two teacher nodes, each with room for one vLLM replica (the custom resource pins one per node).
     teacher_nodes = [cluster.add_node(num_cpus=2, resources={"teacher_slot": 1}) for _ in range(2)]
     cluster.wait_for_nodes()
-    command = ["generate", "jobs/quickstart.yaml", f"output_dir={tmp_path}", "tag=nodes", f"ray.address={cluster.address}",
-               "task.num_train=64", "task.num_val=8", "teacher.replicas=2", "teacher.replica_resources={teacher_slot: 1}",
-               "teacher.batch_size=4", "teacher.rows_per_checkpoint=8", "teacher.max_new_tokens=32"]
+    rows = [{**row, "premise": f"{row['premise'][:-1]}, scene {i}."} for i in range(11) for row in NLI_ROWS][:63]
+    long_row = {"premise": "word " * 3000, "hypothesis": "Something.", "label": 1}
+    files = {split: jsonl(tmp_path / f"{split}.jsonl", split_rows) for split, split_rows in
+             {"train": rows + [long_row], "val": NLI_ROWS[:1], "test": NLI_ROWS[:2]}.items()}
+    command = ["generate", "jobs/quickstart.yaml", f"output_dir={tmp_path / 'runs'}", "tag=nodes",
+               f"ray.address={cluster.address}", "task.name=esnli",
+               *(f"task.{split}_file={path}" for split, path in files.items()),
+               "teacher.samples=2", "teacher.temperature=0.7", "teacher.max_new_tokens=32", "teacher.num_shots=3",
+               "teacher.replicas=2", "teacher.replica_resources={teacher_slot: 1}", "teacher.batch_size=4",
+               "teacher.rows_per_checkpoint=8"]
     run = Background(*command, log=tmp_path / "first.log")
     # Both replicas hold their node's slot at the same time: generation runs on two nodes.
     run.wait_for(lambda: all(_available(node, "teacher_slot") == 0 for node in teacher_nodes), "both replicas")
-    generations = lambda: list(tmp_path.glob("nodes-*/teacher/generations/*.parquet"))  # noqa: E731
+    generations = lambda: list(tmp_path.glob("runs/*/teacher/generations/*.parquet"))  # noqa: E731
     run.wait_for(lambda: len(generations()) >= 2, "the first outputs")
 
     cluster.remove_node(teacher_nodes[0], allow_graceful=False)  # the node dies with its replica
@@ -53,18 +62,29 @@ def test_teacher_replicas_spread_over_nodes_and_a_lost_node_costs_no_row(cluster
     returncode, output = run.finish()
     # Ray Data restarts the lost replica on the new node and retries its unwritten batches, and the
     # run usually finishes by itself. When it gives up instead, the same command goes on from the
-    # checkpointed ids (as after a killed run: test_teacher_resume.py). Either way: every row once.
+    # checkpointed request ids (as after a killed run: test_teacher_resume.py). Either way: each once.
     if returncode != 0:
         returncode, output = Background(*command, log=tmp_path / "again.log").finish()
     assert returncode == 0, output[-6000:]
 
-    (run_dir,) = tmp_path.glob("nodes-*")
+    (run_dir,) = tmp_path.glob("runs/*")
+    # Every request the engine was sent (two per row, none for the prompt too long) came back once: Ray
+    # Data's checkpoints and the de-duplication are keyed by these ids, so they must survive ray.data.llm.
+    requests = pq.read_table(run_dir / "teacher/requests", columns=["request_id", "reason"]).to_pylist()
+    generated = pq.read_table(run_dir / "teacher/generations", columns=["request_id"])["request_id"].to_pylist()
+    assert sorted(generated) == sorted(r["request_id"] for r in requests if not r["reason"])
+    assert len(generated) == 2 * len(rows)
     train_ids = pq.read_table(run_dir / "corpus/train.parquet", columns=["id"])["id"].to_pylist()
-    generated = pads.dataset(run_dir / "teacher/generations", format="parquet").to_table(columns=["id"])["id"]
-    assert sorted(generated.to_pylist()) == sorted(train_ids)  # every row once: none lost, none twice
-    kept = pq.read_table(run_dir / "teacher/distill.parquet", columns=["id"])["id"].to_pylist()
-    rejected = pq.read_table(run_dir / "teacher/rejects.parquet", columns=["id"])["id"].to_pylist()
-    assert sorted(kept + rejected) == sorted(train_ids)
+    kept = pq.read_table(run_dir / "teacher/distill.parquet").to_pylist()
+    rejected = pq.read_table(run_dir / "teacher/rejects.parquet").to_pylist()
+    assert sorted([r["id"] for r in kept] + [r["id"] for r in rejected]) == sorted(train_ids)
+    too_long = [r for r in rejected if r["reason"] == "prompt_too_long"]
+    assert len(too_long) == 1 and "exceeds teacher.max_model_len=2048" in too_long[0]["detail"]
+    assert all(r["teacher_label"] in {"entailment", "neutral", "contradiction"} and r["samples"] == 2 for r in kept)
+    assert all(r["vote_share"] in (0.5, 1.0) for r in kept)
+    summary = json.loads((run_dir / "summary.json").read_text())["teacher"]
+    assert summary["rows"] == len(rows) + 1 and summary["samples_per_row"] == 2
+    assert summary["generated_tokens"] > 0 and "rejected_samples" in summary
 
 
 def test_a_training_whose_worker_node_dies_resumes_from_its_checkpoint(cluster, tmp_path):

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.integration
 
 TINY = [
     "tag=tiny", "task.num_train=24", "task.num_val=8", "task.num_test=8", "teacher.max_new_tokens=48",
-    "train.epochs=2", "train.batch_size=8",
-    "sweep.grid={train.method: [step_by_step, standard_finetune], train.train_fraction: [0.5]}",
+    "train.epochs=2", "train.batch_size=8", "sweep.max_concurrent_trials=2",
+    # step_by_step on all the data is the main training: its trial finds the model there and trains nothing
+    "sweep.grid={train.method: [step_by_step, standard_finetune], train.train_fraction: [1.0]}",
 ]
 JOB_ID = "raydsbs-quickstart"
 
@@ -99,9 +100,8 @@ def test_run_writes_every_output(tiny_run):
                  "plots/accuracy_vs_fraction.png", "sweep/results.json", "summary.json"]:
         assert (run_dir / path).is_file(), path
     trained = sorted(p.parent.parent.name for p in run_dir.glob("student/*/model/config.json"))
-    assert len(trained) == 3, trained  # the main training (fraction 1) and two sweep trials
-    assert [name.split("-")[:2] for name in trained] == [
-        ["standard_finetune", "f0.5"], ["step_by_step", "f0.5"], ["step_by_step", "f1"]]
+    assert len(trained) == 2, trained  # the main training, which one trial reused, and the other trial's
+    assert [name.split("-")[:2] for name in trained] == [["standard_finetune", "f1"], ["step_by_step", "f1"]]
     assert all((run_dir / "student" / name / "metrics.json").is_file() for name in trained)
 
 
@@ -122,7 +122,7 @@ def test_teacher_outputs_account_for_every_row(tiny_run):
 def test_report_and_metrics_agree(tiny_run):
     run_dir, _ = tiny_run
     results = json.loads((run_dir / "sweep/results.json").read_text())
-    assert {(r["method"], r["train_fraction"]) for r in results} == {("step_by_step", 0.5), ("standard_finetune", 0.5)}
+    assert {(r["method"], r["train_fraction"]) for r in results} == {("step_by_step", 1.0), ("standard_finetune", 1.0)}
     for result in results:
         assert 0.0 <= result["test_accuracy"] <= 1.0
     report = (run_dir / "report.md").read_text()
@@ -133,7 +133,7 @@ def test_a_stage_reruns_alone_on_the_run_directory(head, tiny_run):
     run_dir, _ = tiny_run
     before = sorted(p.name for p in (run_dir / "student").iterdir())
     result = raydsbs("report", str(run_dir), head=head)
-    assert "| step_by_step | 1 | 0.5 |" in result.stdout
+    assert "| step_by_step | 1 | 1 |" in result.stdout
     raydsbs("evaluate", str(run_dir), head=head)  # the trained student exists: nothing is retrained or deleted
     assert sorted(p.name for p in (run_dir / "student").iterdir()) == before
 
@@ -160,7 +160,7 @@ def _trained(run_dir: Path, preset: str) -> Path:
     return folder
 
 
-def test_a_pretrained_causal_student_fine_tunes_evaluates_and_predicts_offline(head, tiny_run):
+def test_a_pretrained_causal_student_fine_tunes_evaluates_and_predicts_offline(head, tiny_run, capsys):
     """SmolLM2-135M (the bundled teacher's weights) as a student: a real pretrained decoder-only model.
     A Llama built from config (llama-tiny) trains and generates in tests/unit/test_student.py."""
     from transformers import AutoModelForCausalLM
@@ -173,8 +173,12 @@ def test_a_pretrained_causal_student_fine_tunes_evaluates_and_predicts_offline(h
     assert 0 <= json.loads((folder / "metrics.json").read_text())["test_accuracy"] <= 1
     assert json.loads((folder / "model" / "raydsbs_student.json").read_text())["kind"] == "causal"
     assert AutoModelForCausalLM.from_pretrained(folder / "model").num_parameters() > 100e6
+    # `raydsbs predict` needs no cluster: it runs here, by the run directory's config and by the model folder.
+    from raydsbs.cli import main
+
     question = "Ann has 3 pens and buys 4 more. How many pens does she have?"
-    asked = raydsbs("predict", str(run_dir), *student, "--input", question, "--max-new-tokens", "8", head=head)
-    assert "label:" in asked.stdout and "rationale:" in asked.stdout
-    asked = raydsbs("predict", "--model", str(folder / "model"), "--input", question, "--max-new-tokens", "8", head=head)
-    assert asked.stdout.count("label:") == 1
+    assert main(["predict", str(run_dir), *student, "--input", question, "--max-new-tokens", "8"]) == 0
+    asked = capsys.readouterr().out
+    assert "label:" in asked and "rationale:" in asked
+    assert main(["predict", "--model", str(folder / "model"), "--input", question, "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.count("label:") == 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,67 +14,60 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def generate(*args: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "raydsbs", "generate", *args],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+def _teacher_metrics(port: int) -> dict[str, list[str]]:
+    """The ``ray_raydsbs_teacher*`` lines of the node's Prometheus endpoint (what the Ray dashboard reads),
+    once the parse stage's counters have arrived there."""
+    found = {}
+    for _ in range(60):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+        found = {}
+        for line in text.splitlines():
+            if line.startswith("ray_raydsbs_teacher"):
+                found.setdefault(line.split("{")[0], []).append(line)
+        if "ray_raydsbs_teacher_samples_total" in found and "ray_raydsbs_teacher_rejected_samples_total" in found:
+            break
+        time.sleep(1)
+    return found
 
 
-def test_svamp_replay_generates_a_distillation_set(tmp_path, dss_data):
-    generate("jobs/quickstart.yaml", f"output_dir={tmp_path}", "task.name=svamp", f"task.data_dir={dss_data / 'svamp'}",
-             "task.num_train=1000", "task.num_val=100", "task.num_test=200", "teacher.backend=replay")
-    (run_dir,) = tmp_path.iterdir()
-    kept = pq.read_table(run_dir / "teacher/distill.parquet").to_pylist()
-    rejected = pq.read_table(run_dir / "teacher/rejects.parquet").to_pylist()
-    assert len(kept) + len(rejected) == 700  # 800 train rows less 100 for validation
-    assert {r["reason"] for r in rejected} <= {"no_answer_stated", "unparsable_answer"}
-    assert all("\nQ:" not in r["rationale"] for r in kept)
-    summary = json.loads((run_dir / "summary.json").read_text())["teacher"]
-    assert 0.7 < summary["teacher_accuracy_train"] < 0.85
-    assert summary["teacher_accuracy_test"] == 0.775  # all 200 test rows; the authors' parser gives 0.740
-
-    # A run stopped after every completion was written but before the selection
-    # reruns to the same rows, from the written generations.
-    (run_dir / "teacher/distill.parquet").unlink()
-    (run_dir / "teacher/rejects.parquet").unlink()
-    generate(str(run_dir))
-    again = pq.read_table(run_dir / "teacher/distill.parquet").to_pylist()
-    assert again == kept
-
-
-def test_teacher_progress_shows_as_ray_metrics(tmp_path, dss_data):
-    """The parse stage's counters reach the node's Prometheus endpoint, which the Ray dashboard reads."""
-    import time
-    import urllib.request
-
+def test_svamp_replay_generates_a_distillation_set_and_shows_its_progress_as_ray_metrics(tmp_path, dss_data):
     import ray
 
     from raydsbs.config import load_config
     from raydsbs.data.corpus import write_corpus
     from raydsbs.rundir import open_run
-    from raydsbs.teacher.pipeline import generate as generate_in_process
+    from raydsbs.teacher.pipeline import generate
 
-    config = load_config("jobs/quickstart.yaml", [f"output_dir={tmp_path}", "task.name=svamp",
-                                                  f"task.data_dir={dss_data / 'svamp'}", "teacher.backend=replay"])
+    config = load_config("jobs/quickstart.yaml", [
+        f"output_dir={tmp_path}", "task.name=svamp", f"task.data_dir={dss_data / 'svamp'}", "task.num_train=1000",
+        "task.num_val=100", "task.num_test=200", "teacher.backend=replay"])
     run = open_run(config)
     write_corpus(config.task, run)
     ray.init(num_cpus=4)
     try:
-        summary = generate_in_process(config, run)
-        port = ray._private.worker.global_worker.node.metrics_export_port
-        found = {}
-        for _ in range(60):
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-            found = {}
-            for line in text.splitlines():
-                if line.startswith("ray_raydsbs_teacher"):
-                    found.setdefault(line.split("{")[0], []).append(line)
-            if "ray_raydsbs_teacher_samples_total" in found and "ray_raydsbs_teacher_rejected_samples_total" in found:
-                break
-            time.sleep(1)
-        (samples,) = found["ray_raydsbs_teacher_samples_total"]
-        assert samples.endswith(f" {float(summary['rows'])}")
-        assert any('reason="no_answer_stated"' in line for line in found["ray_raydsbs_teacher_rejected_samples_total"])
-        assert "ray_raydsbs_teacher_generated_tokens_per_s" in found
+        summary = generate(config, run)
+        found = _teacher_metrics(ray._private.worker.global_worker.node.metrics_export_port)
     finally:
         ray.shutdown()
+    (samples,) = found["ray_raydsbs_teacher_samples_total"]
+    assert samples.endswith(f" {float(summary['rows'])}")
+    assert any('reason="no_answer_stated"' in line for line in found["ray_raydsbs_teacher_rejected_samples_total"])
+    assert "ray_raydsbs_teacher_generated_tokens_per_s" in found
+
+    kept = pq.read_table(run.root / "teacher/distill.parquet").to_pylist()
+    rejected = pq.read_table(run.root / "teacher/rejects.parquet").to_pylist()
+    assert len(kept) + len(rejected) == 700  # 800 train rows less 100 for validation
+    assert {r["reason"] for r in rejected} <= {"no_answer_stated", "unparsable_answer"}
+    assert all("\nQ:" not in r["rationale"] for r in kept)
+    written = json.loads((run.root / "summary.json").read_text())["teacher"]
+    assert 0.7 < written["teacher_accuracy_train"] < 0.85
+    assert written["teacher_accuracy_test"] == 0.775  # all 200 test rows; the authors' parser gives 0.740
+
+    # A run stopped after every completion was written but before the selection
+    # reruns to the same rows, from the written generations (`raydsbs generate RUN_DIR`).
+    (run.root / "teacher/distill.parquet").unlink()
+    (run.root / "teacher/rejects.parquet").unlink()
+    result = subprocess.run([sys.executable, "-m", "raydsbs", "generate", str(run.root)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert pq.read_table(run.root / "teacher/distill.parquet").to_pylist() == kept

@@ -39,6 +39,14 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
+def test_sampling_on_a_cpu_engine_needs_room_to_prefill_a_whole_prompt_in_one_step():
+    sampling = ["teacher.temperature=0.7", "teacher.max_num_batched_tokens=1024", "teacher.max_model_len=2048"]
+    with pytest.raises(ConfigError, match="teacher.max_num_batched_tokens >= teacher.max_model_len"):
+        load_config(None, sampling)
+    load_config(None, [*sampling, "teacher.use_gpu=true"])  # CUDA engines split prefills safely
+    load_config(None, [*sampling, "teacher.backend=openai"])  # the server's own settings apply
+
+
 def test_run_directory_is_tag_plus_hash_and_keeps_config(tmp_path):
     config = load_config(None, [f"output_dir={tmp_path}", "tag=demo"])
     run = open_run(config)
