@@ -19,7 +19,8 @@ def cluster():
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # No dashboard: nothing here reads it, and on 2 cores its processes slow the engines' start.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     ray.init(address=cluster.address)  # this process only watches: it reserves nothing
     try:
         yield cluster

@@ -129,13 +129,18 @@ def test_report_and_metrics_agree(tiny_run):
     assert "standard_finetune" in report and "step_by_step" in report and "plots/accuracy_vs_fraction.png" in report
 
 
-def test_a_stage_reruns_alone_on_the_run_directory(head, tiny_run):
+def test_a_stage_reruns_alone_on_the_run_directory(head, tiny_run, capsys):
     run_dir, _ = tiny_run
     before = sorted(p.name for p in (run_dir / "student").iterdir())
     result = raydsbs("report", str(run_dir), head=head)
     assert "| step_by_step | 1 | 1 |" in result.stdout
     raydsbs("evaluate", str(run_dir), head=head)  # the trained student exists: nothing is retrained or deleted
     assert sorted(p.name for p in (run_dir / "student").iterdir()) == before
+    # `raydsbs predict RUN_DIR` asks the student the run's config names (it needs no cluster: it runs here)
+    from raydsbs.cli import main
+
+    assert main(["predict", str(run_dir), "--input", "Tom has 2 cats and gets 1 more. How many cats?"]) == 0
+    assert "label:" in capsys.readouterr().out
 
 
 def test_deepspeed_zero_3_with_parameter_offload_bf16_and_accumulation_trains_a_loadable_student(head, tiny_run):
@@ -160,25 +165,34 @@ def _trained(run_dir: Path, preset: str) -> Path:
     return folder
 
 
-def test_a_pretrained_causal_student_fine_tunes_evaluates_and_predicts_offline(head, tiny_run, capsys):
-    """SmolLM2-135M (the bundled teacher's weights) as a student: a real pretrained decoder-only model.
-    A Llama built from config (llama-tiny) trains and generates in tests/unit/test_student.py."""
+def test_a_pretrained_causal_student_fine_tunes_evaluates_and_predicts_offline(tiny_run, tmp_path, capsys):
+    """SmolLM2-135M (the bundled teacher's weights) as a student: a real pretrained decoder-only model on the
+    tiny run's teacher outputs, fine-tuned by the training loop Ray Train's workers run (here in this
+    process: Ray Train itself is exercised by the T5 students above), evaluated, and asked through
+    `raydsbs predict`. A Llama built from config (llama-tiny) trains and generates in tests/unit/test_student.py."""
+    import shutil
+
     from transformers import AutoModelForCausalLM
 
-    run_dir, _ = tiny_run
-    student = ["student.preset=smollm2-135m", "train.epochs=1", "train.batch_size=4", "train.train_fraction=0.5",
-               "train.learning_rate=5e-5", "student.max_rationale_tokens=32"]
-    raydsbs("evaluate", str(run_dir), *student, head=head)
-    folder = _trained(run_dir, "smollm2-135m")
-    assert 0 <= json.loads((folder / "metrics.json").read_text())["test_accuracy"] <= 1
-    assert json.loads((folder / "model" / "raydsbs_student.json").read_text())["kind"] == "causal"
-    assert AutoModelForCausalLM.from_pretrained(folder / "model").num_parameters() > 100e6
-    # `raydsbs predict` needs no cluster: it runs here, by the run directory's config and by the model folder.
     from raydsbs.cli import main
+    from raydsbs.evaluate import evaluate_student
+    from raydsbs.rundir import RunDir
+    from raydsbs.student.launcher import prepare_training_data
+    from raydsbs.student.learner import MODEL_SUBDIR
+    from raydsbs.student.train_loop import fit
+
+    run = RunDir(tiny_run[0])
+    config = run.load_config(["student.preset=smollm2-135m", "train.max_steps=2", "train.batch_size=4",
+                              "train.learning_rate=5e-5", "train.cpus_per_worker=2", "student.max_rationale_tokens=32"])
+    prepare_training_data(config, run)
+    trained = tmp_path / "smollm2"
+    fit(config, run, lambda metrics, folder: shutil.copytree(folder, trained, dirs_exist_ok=True))
+    model = trained / MODEL_SUBDIR
+    assert json.loads((model / "raydsbs_student.json").read_text())["kind"] == "causal"
+    assert AutoModelForCausalLM.from_pretrained(model).num_parameters() > 100e6
+    assert 0 <= evaluate_student(config, run, trained)["test_accuracy"] <= 1
 
     question = "Ann has 3 pens and buys 4 more. How many pens does she have?"
-    assert main(["predict", str(run_dir), *student, "--input", question, "--max-new-tokens", "8"]) == 0
+    assert main(["predict", "--model", str(model), "--input", question, "--max-new-tokens", "8"]) == 0
     asked = capsys.readouterr().out
-    assert "label:" in asked and "rationale:" in asked
-    assert main(["predict", "--model", str(folder / "model"), "--input", question, "--max-new-tokens", "8"]) == 0
-    assert capsys.readouterr().out.count("label:") == 1
+    assert asked.count("label:") == 1 and "rationale:" in asked

