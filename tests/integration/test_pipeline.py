@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 TINY = [
     "tag=tiny", "task.num_train=24", "task.num_val=8", "task.num_test=8", "teacher.max_new_tokens=48",
-    "train.epochs=2", "train.batch_size=8", "sweep.max_concurrent_trials=2",
+    "train.epochs=2", "train.batch_size=16", "train.num_workers=1", "sweep.max_concurrent_trials=2",
     # step_by_step on all the data is the main training: its trial finds the model there and trains nothing
     "sweep.grid={train.method: [step_by_step, standard_finetune], train.train_fraction: [1.0]}",
 ]

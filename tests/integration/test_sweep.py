@@ -18,10 +18,12 @@ from tests.integration.helpers import REPO, Background, last_checkpoint_step
 
 pytestmark = pytest.mark.integration
 
-# standard_finetune needs no teacher. Batches of 32 on each of 2 DDP workers: 3 optimizer steps an epoch
-# on half the 320 training rows, 5 on all of them; a checkpoint every 4 steps and at the end.
+# standard_finetune needs no teacher. One worker (two DDP workers resume in test_multinode.py), batches of
+# 64: 3 optimizer steps an epoch on half the 320 training rows, 5 on all of them; a checkpoint every 4
+# steps and at the end.
 SWEEP = ["sweep", "jobs/quickstart.yaml", "tag=sweep", "train.method=standard_finetune", "train.epochs=3",
-         "train.eval_every_steps=4", "sweep.grid={train.train_fraction: [0.5, 1.0]}"]
+         "train.num_workers=1", "train.batch_size=64", "train.eval_every_steps=4",
+         "sweep.grid={train.train_fraction: [0.5, 1.0]}"]
 
 
 def _start(out: Path, log: str) -> Background:
@@ -58,10 +60,12 @@ def test_a_killed_sweep_keeps_what_finished_and_resumes_what_was_interrupted(tmp
 
 
 def test_asha_stops_the_trial_that_trails(tmp_path):
-    # Two trials in order: a learning rate that learns, then one that barely moves. Each reports its
-    # validation label loss every 2 steps; at the first rung the second trails the first and stops.
+    # Two trials in order: a learning rate that learns, then one that barely moves. Each (one worker, 5
+    # steps of 64 rows) reports its validation label loss every 2 steps; at the first rung the second
+    # trails the first and stops.
     command = [sys.executable, "-m", "raydsbs", "sweep", "jobs/quickstart.yaml", f"output_dir={tmp_path}",
                "tag=asha", "train.method=standard_finetune", "train.epochs=1", "train.eval_every_steps=2",
+               "train.num_workers=1", "train.batch_size=64",
                "sweep.scheduler=asha", "sweep.grace_reports=1", "sweep.grid={train.learning_rate: [3.0e-3, 1.0e-8]}"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
