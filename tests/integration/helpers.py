@@ -35,8 +35,6 @@ NLI_ROWS = [
 ]
 
 
-
-
 def jsonl(path: Path, rows: list[dict]) -> str:
     """Rows written as a JSONL file (a user's local data); its path."""
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))

@@ -1,6 +1,6 @@
 """Sweeps for real. One killed midway (driver, Ray, trials and their Ray Train workers, all SIGKILLed) and
 started again with the same command: Tuner.restore picks it up, the finished training is kept, the
-interrupted one goes on from its last checkpoint, and the report has both. One with the ASHA scheduler:
+interrupted one goes on from its last checkpoint, and the results have both. One with the ASHA scheduler:
 the trial whose validation loss trails is stopped early and leaves no result. A training worker lost
 with its node mid-run is tested in test_multinode.py."""
 
