@@ -23,6 +23,7 @@ from raydsbs.tasks import SPLITS, Example, RejectedRow, get_task
 logger = logging.getLogger(__name__)
 
 CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("question", pa.string()), ("gold", pa.string())])
+ROW_GROUP_ROWS = 8192  # the unit a reader decodes at once: later stages stream the corpus a row group at a time
 REJECT_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 
@@ -59,7 +60,7 @@ def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
                 continue
             seen.add(example.id)
             kept.append(asdict(example))
-        pq.write_table(pa.Table.from_pylist(kept, CORPUS_SCHEMA), run.corpus_file(split))
+        pq.write_table(pa.Table.from_pylist(kept, CORPUS_SCHEMA), run.corpus_file(split), row_group_size=ROW_GROUP_ROWS)
         counts[split] = len(kept)
     pq.write_table(pa.Table.from_pylist(rejects, REJECT_SCHEMA), run.corpus / "rejects.parquet")
     reasons = Counter(reject["reason"] for reject in rejects)

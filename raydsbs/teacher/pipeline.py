@@ -29,7 +29,7 @@ from raydsbs.rundir import RunDir
 from raydsbs.tasks import get_task
 from raydsbs.teacher.backends import BACKENDS
 from raydsbs.teacher.requests import write_requests
-from raydsbs.teacher.selection import DECISION_COLUMNS, DISTILL_COLUMNS, REJECT_COLUMNS, Sample, question_key, select_rows
+from raydsbs.teacher.selection import DECISION_COLUMNS, DISTILL_COLUMNS, REJECT_COLUMNS, Sample, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ class ParseSamples:
         if tokens:
             self.tokens.inc(tokens, self.tags)
         self.tokens_per_s.set(self.total_tokens / max(time.perf_counter() - self.started, 1e-9), self.tags)
-        out = {column: batch[column] for column in ("request_id", "id", "sample", "question", "gold", "completion",
-                                                     "generated_tokens")}
+        out = {column: batch[column] for column in ("request_id", "id", "sample", "question", "question_key", "gold",
+                                                     "completion", "generated_tokens")}
         out.update(rationale=np.array(rationales, dtype=object), teacher_label=np.array(labels, dtype=object),
                    teacher_correct=np.array(correct, dtype=bool), reason=np.array(reasons, dtype=object),
                    detail=np.array(details, dtype=object))
@@ -130,9 +130,12 @@ def _generate(config: Config, run: RunDir) -> float:
 
 
 def _sample_batches(run: RunDir, columns: list[str]):
-    """Record batches of every parsed sample, then of the requests that were never sent (as unparsed samples)."""
-    if any(run.generations.glob("*.parquet")):
-        yield from pads.dataset(run.generations, format="parquet").to_batches(columns=columns)
+    """Record batches of every parsed sample, then of the requests that were never sent (as unparsed samples).
+
+    The stage writes a file per teacher.rows_per_checkpoint rows; they are read one at a time, in name
+    order (a dataset scan over thousands of small files kept several times their size in the driver)."""
+    for path in sorted(run.generations.glob("*.parquet")):
+        yield from pq.ParquetFile(path).iter_batches(columns=columns)
     requests = pads.dataset(run.requests, format="parquet")
     unsent = requests.to_table(columns=[c for c in columns if c in requests.schema.names],  # never the prompts
                                filter=pc.field("reason") != "")
@@ -170,13 +173,10 @@ def _in_tables(run: RunDir, columns: list[str]):
 
 def _short_columns(run: RunDir) -> pa.Table:
     """Every sample's short columns, once per request id (a block written twice by a killed run counts
-    once), with its position in the read order and a hash of its input in place of the input."""
+    once), with its position in the read order."""
     tables, offset = [], 0
     for table in _in_tables(run, [*DECISION_COLUMNS, "generated_tokens"]):
-        keys = pa.array([question_key(question) for question in table["question"].to_pylist()], pa.int64())
-        positions = pa.array(range(offset, offset + table.num_rows), pa.int64())
-        tables.append(table.drop_columns(["question"]).append_column("question_key", keys)
-                      .append_column("position", positions))
+        tables.append(table.append_column("position", pa.array(range(offset, offset + table.num_rows), pa.int64())))
         offset += table.num_rows
     if not tables:  # nothing was asked of the teacher
         numbers = {"position", "sample", "question_key", "generated_tokens"}

@@ -1,6 +1,7 @@
 """Teacher requests: one row per (input row, sample), built once per run.
 
-    corpus/train.parquet -> teacher/requests/ (request_id, id, sample, seed, question, gold, prompt, reason, detail)
+    corpus/train.parquet -> teacher/requests/ (request_id, id, sample, seed, question, question_key, gold, prompt,
+    reason, detail)
 
 ``request_id`` (``<id>#<sample>``) is the key of row-level resume: the
 generation pass checkpoints it. A request that can't be sent (its prompt is
@@ -28,12 +29,13 @@ from raydsbs.config import Config, TeacherConfig
 from raydsbs.rundir import RunDir
 from raydsbs.tasks import get_task
 from raydsbs.teacher.prompts import build_prompt
+from raydsbs.teacher.selection import question_key
 
 CHUNK_ROWS = 8192
 REQUEST_SCHEMA = pa.schema([
     ("request_id", pa.string()), ("id", pa.string()), ("sample", pa.int64()), ("seed", pa.int64()),
-    ("question", pa.string()), ("gold", pa.string()), ("prompt", pa.string()), ("reason", pa.string()),
-    ("detail", pa.string()),
+    ("question", pa.string()), ("question_key", pa.int64()), ("gold", pa.string()), ("prompt", pa.string()),
+    ("reason", pa.string()), ("detail", pa.string()),
 ])
 
 
@@ -83,11 +85,12 @@ class RequestBuilder:
     def build(self, rows: list[dict]) -> pa.Table:
         prompts = [build_prompt(self.task, row["question"], self.teacher.num_shots) for row in rows]
         too_long = self._too_long(prompts)
+        keys = [question_key(row["question"]) for row in rows]  # made here, so the selection never reads the inputs
         requests = [
             {"request_id": request_id(row["id"], sample), "id": row["id"], "sample": sample,
-             "seed": sample_seed(self.teacher.seed, row["id"], sample), "question": row["question"], "gold": row["gold"],
+             "seed": sample_seed(self.teacher.seed, row["id"], sample), "question": row["question"], "question_key": key, "gold": row["gold"],
              "prompt": prompt, "reason": "prompt_too_long" if detail else "", "detail": detail}
-            for row, prompt, detail in zip(rows, prompts, too_long)
+            for row, prompt, detail, key in zip(rows, prompts, too_long, keys)
             for sample in range(self.teacher.samples)
         ]
         return pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA)

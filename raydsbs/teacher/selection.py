@@ -20,6 +20,7 @@ bytes per row, whatever the completions' length.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from itertools import groupby
 from typing import Iterable, Iterator, NamedTuple
@@ -54,11 +55,14 @@ class Decision(NamedTuple):
 
 
 def question_key(question: str) -> int:
-    return hash(" ".join(question.lower().split()))
+    """A 64-bit hash of the input, lower-cased and with whitespace collapsed; the same in every process
+    (Python's ``hash`` of a string is salted per process, and the keys are made in several)."""
+    normalized = " ".join(question.lower().split()).encode()
+    return int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "big", signed=True)
 
 
 # The columns a Sample is read from.
-DECISION_COLUMNS = ["request_id", "id", "sample", "question", "gold", "teacher_label", "teacher_correct", "reason", "detail"]
+DECISION_COLUMNS = ["request_id", "id", "sample", "question_key", "gold", "teacher_label", "teacher_correct", "reason", "detail"]
 DISTILL_COLUMNS = ["id", "question", "gold", "rationale", "teacher_label", "teacher_correct", "vote_share", "samples"]
 REJECT_COLUMNS = ["id", "reason", "detail", "completion"]
 

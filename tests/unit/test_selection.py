@@ -50,3 +50,15 @@ def test_gold_filter_and_duplicate_inputs():
     assert [(k, r["reason"]) for k, r in rejected.items()] == [("b#0", "duplicate_input"), ("c#0", "disagrees_with_gold")]
     kept, rejected = select(samples, task, TeacherConfig(deduplicate=False))
     assert list(kept) == ["a#0", "b#0", "c#0"] and rejected == {}
+
+
+def test_input_keys_are_the_same_in_every_process():
+    """Keys are written with the requests and compared by a later process (a rerun, the final selection):
+    Python's per-process salted string hash would not match."""
+    import subprocess
+    import sys
+
+    here = [question_key("How many  apples?"), question_key("how many apples?")]
+    there = subprocess.run([sys.executable, "-c", "from raydsbs.teacher.selection import question_key as k; "
+                            "print(k('How many  apples?'))"], capture_output=True, text=True, check=True).stdout
+    assert here[0] == here[1] == int(there)

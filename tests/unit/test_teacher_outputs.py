@@ -10,19 +10,22 @@ from raydsbs.config import load_config
 from raydsbs.rundir import open_run
 from raydsbs.teacher.pipeline import _write_outputs
 from raydsbs.teacher.requests import REQUEST_SCHEMA
+from raydsbs.teacher.selection import question_key
 
 
 def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path):
     config = load_config(None, [f"output_dir={tmp_path}"])
     run = open_run(config)
     run.requests.mkdir(parents=True)
-    requests = [{"request_id": f"r{i}#0", "id": f"r{i}", "sample": 0, "seed": 0, "question": f"Q{i}?", "gold": str(i),
+    requests = [{"request_id": f"r{i}#0", "id": f"r{i}", "sample": 0, "seed": 0, "question": f"Q{i}?",
+                 "question_key": question_key(f"Q{i}?"), "gold": str(i),
                  "prompt": "p", "reason": "prompt_too_long" if i == 3 else "", "detail": "too long" if i == 3 else ""}
                 for i in range(4)]
     pq.write_table(pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA), run.requests / "part-000000.parquet")
     run.generations.mkdir()
     generated = pa.Table.from_pylist([
-        {"request_id": f"r{i}#0", "id": f"r{i}", "sample": 0, "question": f"Q{i}?", "gold": str(i),
+        {"request_id": f"r{i}#0", "id": f"r{i}", "sample": 0, "question": f"Q{i}?", "question_key": question_key(f"Q{i}?"),
+         "gold": str(i),
          "completion": f" Think. So the answer is {i}.", "generated_tokens": 5, "rationale": "Think.",
          "teacher_label": str(i), "teacher_correct": True, "reason": "", "detail": ""} for i in range(3)])
     pq.write_table(generated, run.generations / "a.parquet")
