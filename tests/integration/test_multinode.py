@@ -42,7 +42,8 @@ def test_esnli_on_vllm_replicas_on_two_nodes_with_two_samples_a_prompt_too_long_
     # Two teacher nodes, each with room for one vLLM replica (the custom resource pins one per node).
     teacher_nodes = [cluster.add_node(num_cpus=2, resources={"teacher_slot": 1}) for _ in range(2)]
     cluster.wait_for_nodes()
-    rows = [{**row, "premise": f"{row['premise'][:-1]}, scene {i}."} for i in range(11) for row in NLI_ROWS][:63]
+    # 31 rows x 2 samples: more prompt tokens in flight than one engine step holds (what split prefills).
+    rows = [{**row, "premise": f"{row['premise'][:-1]}, scene {i}."} for i in range(6) for row in NLI_ROWS][:31]
     long_row = {"premise": "word " * 3000, "hypothesis": "Something.", "label": 1}
     files = {split: jsonl(tmp_path / f"{split}.jsonl", split_rows) for split, split_rows in
              {"train": rows + [long_row], "val": NLI_ROWS[:1], "test": NLI_ROWS[:2]}.items()}
