@@ -86,3 +86,62 @@ def test_nli_tasks_format_pairs_and_parse_choices(name):
 def test_offline_hub_task_says_how_to_use_local_files():
     with pytest.raises(Exception, match="task.train_file"):
         get_task("esnli").load_splits(TaskConfig(name="esnli"))
+
+
+# Rows shaped as the four hub datasets serve them (their dataset cards' columns; a few fields each).
+HUB_ROWS = {
+    ("esnli/esnli", None): [{"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": 0,
+                             "explanation_1": "A dog is an animal.", "explanation_2": "", "explanation_3": ""},
+                            {"premise": "A cat sleeps.", "hypothesis": "A cat naps.", "label": -1,  # SNLI: no gold
+                             "explanation_1": "", "explanation_2": "", "explanation_3": ""}],
+    ("facebook/anli", None): [{"uid": "a1", "premise": "Paris is in France.", "hypothesis": "Paris is in Spain.",
+                               "label": 2, "reason": ""}],
+    ("cos_e", "v1.11"): [{"id": "q1", "question": "Where do you keep milk?",
+                          "choices": ["fridge", "oven", "shelf", "car", "bed"], "answer": "fridge",
+                          "abstractive_explanation": "", "extractive_explanation": ""}],
+    ("ChilleD/SVAMP", None): [{"ID": "chal-1", "Body": "Tom has 8 apples and eats 5.", "Question": "How many are left?",
+                               "Equation": "( 8.0 - 5.0 )", "Answer": 3.0, "Type": "Subtraction",
+                               "question_concat": "Tom has 8 apples and eats 5. How many are left?"}],
+}
+
+
+@pytest.fixture
+def hub_stand_in(monkeypatch):
+    """A stand-in for the ``datasets`` package (the hub cannot be reached from here): it records what
+    it was asked for and serves HUB_ROWS for every split."""
+    import sys
+    import types
+
+    asked = []
+
+    def load_dataset(name, config=None, split=None):
+        asked.append((name, config, split))
+        return list(HUB_ROWS[(name, config)])
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    return asked
+
+
+@pytest.mark.parametrize("task, calls, question, gold", [
+    ("esnli", [("esnli/esnli", None, "train"), ("esnli/esnli", None, "validation"), ("esnli/esnli", None, "test")],
+     "Premise: A dog runs.\nHypothesis: An animal moves.\nDoes the premise entail the hypothesis?", "entailment"),
+    ("anli", [("facebook/anli", None, "train_r1"), ("facebook/anli", None, "dev_r1"), ("facebook/anli", None, "test_r1")],
+     "Premise: Paris is in France.\nHypothesis: Paris is in Spain.\nDoes the premise entail the hypothesis?",
+     "contradiction"),
+    ("cqa", [("cos_e", "v1.11", "train"), ("cos_e", "v1.11", "validation")], None, "fridge"),
+    ("svamp", [("ChilleD/SVAMP", None, "train"), ("ChilleD/SVAMP", None, "test")],
+     "Tom has 8 apples and eats 5. How many are left?", "( 8.0 - 5.0 )"),
+])
+def test_the_papers_tasks_read_the_hub_datasets_columns(hub_stand_in, task, calls, question, gold):
+    splits = get_task(task).load_splits(TaskConfig(name=task))
+    assert sorted(hub_stand_in) == sorted(calls)
+    example = splits["test"][0]
+    assert isinstance(example, Example) and example.gold == gold
+    if question:
+        assert example.question == question
+    else:  # CQA: the question and its five choices, lettered
+        assert example.question.startswith("Where do you keep milk?") and "(a) fridge" in example.question
+    assert get_task(task).answers_match(gold, example.gold)
+    if task == "esnli":  # SNLI's pairs without a gold label (-1) are rejected rows with a reason, not a crash
+        rejected = [row for row in splits["test"] if isinstance(row, RejectedRow)]
+        assert [row.reason for row in rejected] == ["unknown_label"]
