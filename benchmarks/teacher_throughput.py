@@ -16,6 +16,8 @@ with short generations and reports throughput and the driver's peak memory.
     .venv/bin/python benchmarks/teacher_throughput.py                  # 512 prompts, c on 64
     .venv/bin/python benchmarks/teacher_throughput.py --scale 1000 10000            # vLLM, short generations
     .venv/bin/python benchmarks/teacher_throughput.py --scale 1000 10000 100000 --scale-backend replay
+    BENCH_TEACHER_OVERRIDES="teacher.rows_per_checkpoint=2048" .venv/bin/python benchmarks/teacher_throughput.py \
+        --scale 1000 10000 100000 --scale-backend replay        # config overrides for every run, e.g. the cluster jobs' block size
 
 Writes benchmarks/results/teacher_throughput.json.
 """
@@ -209,8 +211,10 @@ def main() -> None:
             print(f"{'':>18}  {rows} rows: {measured['rows_per_s']} rows/s, driver peak RSS "
                   f"{measured['driver_peak_rss_mib']:.0f} MiB", flush=True)
             scale.append(measured)
-        results[f"scale_{args.scale_backend}"] = {"backend": args.scale_backend, "max_new_tokens": args.scale_max_new_tokens,
-                                                  "num_shots": 0, "runs": scale}
+        overrides = os.environ.get("BENCH_TEACHER_OVERRIDES", "").split()
+        key = "_".join([f"scale_{args.scale_backend}", *(o.split(".")[-1].replace("=", "_") for o in overrides)])
+        results[key] = {"backend": args.scale_backend, "max_new_tokens": args.scale_max_new_tokens, "num_shots": 0,
+                        "overrides": overrides, "runs": scale}
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {RESULTS.relative_to(ROOT)}")
