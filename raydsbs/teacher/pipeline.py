@@ -15,7 +15,11 @@ metrics (``raydsbs_teacher_*``) that show in the Ray dashboard.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+import uuid
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +33,7 @@ from raydsbs.rundir import RunDir
 from raydsbs.tasks import get_task
 from raydsbs.teacher.backends import BACKENDS
 from raydsbs.teacher.requests import write_requests
-from raydsbs.teacher.selection import DECISION_COLUMNS, DISTILL_COLUMNS, REJECT_COLUMNS, Sample, select_rows
+from raydsbs.teacher.selection import DISTILL_COLUMNS, REJECT_COLUMNS, Sample, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +153,11 @@ def _sample_batches(run: RunDir, columns: list[str]):
 
 
 _ROWS_AT_ONCE = 8192  # rows turned into Python objects at a time by the selection
+_SAMPLES_PER_BUCKET = 16384  # samples decided at once: this, not the corpus, bounds the driver's memory
+_SAMPLE_COLUMNS = ["request_id", "id", "sample", "question", "question_key", "gold", "completion", "generated_tokens",
+                   "rationale", "teacher_label", "teacher_correct", "reason", "detail"]
+_TEXT_COLUMNS = ["id", "question", "gold", "rationale", "completion"]
+_SHORT_COLUMNS = [column for column in _SAMPLE_COLUMNS if column not in {"question", "completion", "rationale"}]
 _DECIDED_COLUMNS = ["position", "request_id", "reason", "detail", "teacher_label", "teacher_correct", "vote_share",
                     "samples"]
 
@@ -171,18 +180,43 @@ def _in_tables(run: RunDir, columns: list[str]):
         yield joined(pending)
 
 
-def _short_columns(run: RunDir) -> pa.Table:
-    """Every sample's short columns, once per request id (a block written twice by a killed run counts
-    once), with its position in the read order."""
-    tables, offset = [], 0
-    for table in _in_tables(run, [*DECISION_COLUMNS, "generated_tokens"]):
-        tables.append(table.append_column("position", pa.array(range(offset, offset + table.num_rows), pa.int64())))
+def _into_buckets(run: RunDir, staging: Path) -> list[Path]:
+    """Every sample, spread over bucket files of about _SAMPLES_PER_BUCKET by the hash of its input: a
+    row's samples, a repeated input and a block written twice by a killed run share a bucket, so each
+    bucket is decided on its own."""
+    sent = sum(pq.read_metadata(path).num_rows for path in run.generations.glob("*.parquet"))
+    unsent = pads.dataset(run.requests, format="parquet").count_rows(filter=pc.field("reason") != "")
+    paths = [staging / f"bucket-{number:05d}.parquet" for number in range(max(1, -(-(sent + unsent) // _SAMPLES_PER_BUCKET)))]
+    schema = _schema(_SAMPLE_COLUMNS)
+    writers = [pq.ParquetWriter(path, schema) for path in paths]
+    try:
+        for table in _in_tables(run, _SAMPLE_COLUMNS):
+            table = table.select(_SAMPLE_COLUMNS).cast(schema)
+            buckets = table["question_key"].to_numpy() % len(paths)
+            for bucket in np.unique(buckets):
+                writers[bucket].write_table(table.filter(pa.array(buckets == bucket)))
+    finally:
+        for writer in writers:
+            writer.close()
+    return paths
+
+
+def _with_texts(path: Path, decided: pa.Table, keep: pa.ChunkedArray):
+    """The chosen samples' rows of a bucket file, a row group at a time, with their decisions (sorted by
+    position) and whether they are kept: the long texts are never all in memory."""
+    positions = decided["position"].to_numpy()
+    bucket, offset = pq.ParquetFile(path), 0
+    for group in range(bucket.num_row_groups):
+        table = bucket.read_row_group(group, columns=_TEXT_COLUMNS)
+        low, high = np.searchsorted(positions, [offset, offset + table.num_rows])
+        if high > low:
+            yield table.take(pa.array(positions[low:high] - offset)), decided.slice(low, high - low), keep.slice(low, high - low)
         offset += table.num_rows
-    if not tables:  # nothing was asked of the teacher
-        numbers = {"position", "sample", "question_key", "generated_tokens"}
-        return pa.table({name: pa.array([], pa.int64() if name in numbers else pa.bool_() if name == "teacher_correct"
-                                         else pa.string()) for name in [*Sample._fields, "generated_tokens"]})
-    samples = pa.concat_tables(tables)
+
+
+def _once_per_request(samples: pa.Table) -> pa.Table:
+    """Each request id once (the first; a block written twice by a killed run counts once), with its position."""
+    samples = samples.append_column("position", pa.array(np.arange(samples.num_rows), pa.int64()))
     firsts = samples.group_by("request_id", use_threads=False).aggregate([("position", "min")])["position_min"]
     return samples.filter(pc.is_in(samples["position"], value_set=firsts.combine_chunks()))
 
@@ -196,7 +230,7 @@ def _in_id_order(samples: pa.Table):
 
 
 def _decide(samples: pa.Table, config: Config) -> pa.Table:
-    """One decision per row as Arrow columns (about a hundred bytes a row), in the order of the files."""
+    """One decision per row as Arrow columns, in the samples' order."""
     rules = get_task(config.task.name).completion_rules(config.task.parser)
     schema = _schema(_DECIDED_COLUMNS)
     chunks, rows = [], []
@@ -227,41 +261,44 @@ def _output(rows: pa.Table, decisions: pa.Table, columns: list[str]) -> pa.Table
 def _write_outputs(config: Config, run: RunDir) -> dict:
     """Vote, filter and de-duplicate the samples into distill.parquet and rejects.parquet; returns the counts.
 
-    Two passes over the samples, in the same order: the decisions from the
-    short columns, then the long texts streamed into the output files, each
-    row taken by its position. Rows are in id order when read back sorted
-    (the trainer does); the files hold them as they stream.
+    Two passes, so the driver's memory does not grow with the corpus: the samples are spread over bucket
+    files by their input's hash, then each bucket is decided on its short columns and its chosen rows'
+    texts are streamed out a row group at a time. Rows are in id order when read back sorted (the trainer does); the files hold them
+    bucket by bucket.
     """
-    samples = _short_columns(run)
-    decided = _decide(samples, config)
-    kept = pc.equal(decided["reason"], "")
+    rows = kept = correct = tokens = 0
+    rejected, rejected_samples = Counter(), Counter()
+    staging = run.teacher / f"selection.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        with pq.ParquetWriter(run.distill_file, _schema(DISTILL_COLUMNS)) as distill, \
+                pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects:
+            for path in _into_buckets(run, staging):
+                samples = _once_per_request(pq.read_table(path, columns=_SHORT_COLUMNS))
+                decided = _decide(samples, config)
+                keep = pc.equal(decided["reason"], "")
+                for chosen, decisions, kept_here in _with_texts(path, decided, keep):
+                    distill.write_table(_output(chosen.filter(kept_here), decisions.filter(kept_here), DISTILL_COLUMNS))
+                    rejects.write_table(_output(chosen.filter(pc.invert(kept_here)), decisions.filter(pc.invert(kept_here)),
+                                                REJECT_COLUMNS))
+                rows += decided.num_rows
+                kept += pc.sum(keep.cast(pa.int64())).as_py() or 0
+                correct += pc.sum(decided["teacher_correct"].cast(pa.int64())).as_py() or 0
+                tokens += pc.sum(samples["generated_tokens"]).as_py() or 0
+                rejected.update(_counts(decided["reason"]))
+                rejected_samples.update(_counts(samples["reason"]))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     summary = {
-        "rows": decided.num_rows,
-        "kept": pc.sum(kept).as_py() or 0,
-        "rejected": _counts(decided["reason"]),
-        "teacher_accuracy_train": round(pc.mean(decided["teacher_correct"].cast(pa.float64())).as_py() or 0.0, 4),
-        "generated_tokens": int(pc.sum(samples["generated_tokens"]).as_py() or 0),
+        "rows": rows,
+        "kept": kept,
+        "rejected": dict(sorted(rejected.items())),
+        "teacher_accuracy_train": round(correct / rows, 4) if rows else 0.0,
+        "generated_tokens": tokens,
         "samples_per_row": config.teacher.samples,
     }
     if config.teacher.samples > 1:
-        summary["rejected_samples"] = _counts(samples["reason"])
-    del samples
-    positions = decided["position"].to_numpy()
-    with pq.ParquetWriter(run.distill_file, _schema(DISTILL_COLUMNS)) as distill, \
-            pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects:
-        offset = 0
-        for table in _in_tables(run, ["request_id", "id", "question", "gold", "rationale", "completion"]):
-            low, high = np.searchsorted(positions, [offset, offset + table.num_rows])
-            decisions = decided.slice(low, high - low)
-            rows = table.take(pa.array(positions[low:high] - offset))
-            offset += table.num_rows
-            if not rows.num_rows:
-                continue
-            if not rows["request_id"].combine_chunks().equals(decisions["request_id"].combine_chunks()):
-                raise RuntimeError(f"the files in {run.teacher} changed while they were read; run the command again")
-            keep = kept.slice(low, high - low)
-            distill.write_table(_output(rows.filter(keep), decisions.filter(keep), DISTILL_COLUMNS))
-            rejects.write_table(_output(rows.filter(pc.invert(keep)), decisions.filter(pc.invert(keep)), REJECT_COLUMNS))
+        summary["rejected_samples"] = dict(sorted(rejected_samples.items()))
     if (test_accuracy := released_test_accuracy(config, run)) is not None:
         summary["teacher_accuracy_test"] = test_accuracy
     return summary
@@ -284,7 +321,8 @@ def released_test_accuracy(config: Config, run: RunDir) -> float | None:
     return round(sum(scored) / len(scored), 4) if scored else None
 
 
-_TYPES = {"teacher_correct": pa.bool_(), "vote_share": pa.float64(), "samples": pa.int64(), "position": pa.int64()}
+_TYPES = {"teacher_correct": pa.bool_(), "vote_share": pa.float64(), "samples": pa.int64(), "position": pa.int64(),
+          "sample": pa.int64(), "question_key": pa.int64(), "generated_tokens": pa.int64()}
 
 
 def _schema(columns: list[str]) -> pa.Schema:

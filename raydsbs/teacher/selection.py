@@ -12,10 +12,10 @@ Per row, in order:
    dropped (``duplicate_input``).
 
 :func:`select_rows` decides on the short columns only (ids, labels, reasons,
-input hashes), streaming over rows sorted by id; the caller keeps the
-decisions as Arrow columns and streams the long ones (rationales,
-completions) into the output files, so the driver holds about a hundred
-bytes per row, whatever the completions' length.
+input hashes), streaming over rows sorted by id. The teacher pipeline calls it
+on one bucket of samples at a time: a bucket holds every sample whose input
+hashes to it, so a row's samples and any repeat of its input meet there, and
+the driver's memory is bounded by the bucket, not by the corpus.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from raydsbs.config import TeacherConfig
 class Sample(NamedTuple):
     """What the decisions need of one parsed sample: short fields only (the texts stay on disk)."""
 
-    position: int  # where the sample lies in the stage's output files, read in order
+    position: int  # the sample's row in its bucket
     request_id: str
     id: str
     sample: int
@@ -61,8 +61,6 @@ def question_key(question: str) -> int:
     return int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "big", signed=True)
 
 
-# The columns a Sample is read from.
-DECISION_COLUMNS = ["request_id", "id", "sample", "question_key", "gold", "teacher_label", "teacher_correct", "reason", "detail"]
 DISTILL_COLUMNS = ["id", "question", "gold", "rationale", "teacher_label", "teacher_correct", "vote_share", "samples"]
 REJECT_COLUMNS = ["id", "reason", "detail", "completion"]
 

@@ -1,19 +1,24 @@
 """The teacher's final step on real Parquet files, without Ray: a block written twice by a killed
-run counts once, and requests that were never sent (prompt too long) become rejects."""
+run counts once, and requests that were never sent (prompt too long) become rejects, whether the
+samples are decided in one bucket or in several."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from raydsbs.config import load_config
 from raydsbs.rundir import open_run
+from raydsbs.teacher import pipeline
 from raydsbs.teacher.pipeline import _write_outputs
 from raydsbs.teacher.requests import REQUEST_SCHEMA
 from raydsbs.teacher.selection import question_key
 
 
-def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path):
+@pytest.mark.parametrize("samples_per_bucket", [16384, 1])  # one bucket, or as many as there are inputs
+def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path, monkeypatch, samples_per_bucket):
+    monkeypatch.setattr(pipeline, "_SAMPLES_PER_BUCKET", samples_per_bucket)
     config = load_config(None, [f"output_dir={tmp_path}"])
     run = open_run(config)
     run.requests.mkdir(parents=True)
@@ -32,6 +37,7 @@ def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path):
     pq.write_table(generated.slice(1, 2), run.generations / "b-written-again.parquet")
 
     summary = _write_outputs(config, run)
+    assert not list(run.teacher.glob("selection.partial-*"))  # the bucket files are gone
     kept = pq.read_table(run.distill_file).sort_by("id").to_pylist()
     rejected = pq.read_table(run.rejects_file).to_pylist()
     assert [row["id"] for row in kept] == ["r0", "r1", "r2"]
