@@ -186,15 +186,16 @@ def _into_buckets(run: RunDir, staging: Path) -> list[Path]:
     bucket is decided on its own."""
     sent = sum(pq.read_metadata(path).num_rows for path in run.generations.glob("*.parquet"))
     unsent = pads.dataset(run.requests, format="parquet").count_rows(filter=pc.field("reason") != "")
-    paths = [staging / f"bucket-{number:05d}.parquet" for number in range(max(1, -(-(sent + unsent) // _SAMPLES_PER_BUCKET)))]
+    buckets = max(1, -(-(sent + unsent) // _SAMPLES_PER_BUCKET))
+    paths = [staging / f"bucket-{number:05d}.parquet" for number in range(buckets)]
     schema = _schema(_SAMPLE_COLUMNS)
     writers = [pq.ParquetWriter(path, schema) for path in paths]
     try:
         for table in _in_tables(run, _SAMPLE_COLUMNS):
             table = table.select(_SAMPLE_COLUMNS).cast(schema)
-            buckets = table["question_key"].to_numpy() % len(paths)
-            for bucket in np.unique(buckets):
-                writers[bucket].write_table(table.filter(pa.array(buckets == bucket)))
+            bucket_of = table["question_key"].to_numpy() % buckets
+            for bucket in np.unique(bucket_of):
+                writers[bucket].write_table(table.filter(pa.array(bucket_of == bucket)))
     finally:
         for writer in writers:
             writer.close()
@@ -210,7 +211,8 @@ def _with_texts(path: Path, decided: pa.Table, keep: pa.ChunkedArray):
         table = bucket.read_row_group(group, columns=_TEXT_COLUMNS)
         low, high = np.searchsorted(positions, [offset, offset + table.num_rows])
         if high > low:
-            yield table.take(pa.array(positions[low:high] - offset)), decided.slice(low, high - low), keep.slice(low, high - low)
+            chosen = table.take(pa.array(positions[low:high] - offset))
+            yield chosen, decided.slice(low, high - low), keep.slice(low, high - low)
         offset += table.num_rows
 
 
