@@ -31,7 +31,7 @@ from raydsbs.config import Config
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.tasks import get_task
-from raydsbs.teacher.backends import BACKENDS
+from raydsbs.teacher.backends import BACKENDS, PASSTHROUGH
 from raydsbs.teacher.requests import write_requests
 from raydsbs.teacher.selection import DISTILL_COLUMNS, REJECT_COLUMNS, Sample, select_rows
 
@@ -98,8 +98,7 @@ class ParseSamples:
         if tokens:
             self.tokens.inc(tokens, self.tags)
         self.tokens_per_s.set(self.total_tokens / max(time.perf_counter() - self.started, 1e-9), self.tags)
-        out = {column: batch[column] for column in ("request_id", "id", "sample", "question", "question_key", "gold",
-                                                     "completion", "generated_tokens")}
+        out = {column: batch[column] for column in (*PASSTHROUGH, "completion", "generated_tokens")}
         out.update(rationale=np.array(rationales, dtype=object), teacher_label=np.array(labels, dtype=object),
                    teacher_correct=np.array(correct, dtype=bool), reason=np.array(reasons, dtype=object),
                    detail=np.array(details, dtype=object))
@@ -156,8 +155,9 @@ _ROWS_AT_ONCE = 8192  # rows turned into Python objects at a time by the selecti
 _SAMPLES_PER_BUCKET = 16384  # samples decided at once: this, not the corpus, bounds the driver's memory
 _SAMPLE_COLUMNS = ["request_id", "id", "sample", "question", "question_key", "gold", "completion", "generated_tokens",
                    "rationale", "teacher_label", "teacher_correct", "reason", "detail"]
-_TEXT_COLUMNS = ["id", "question", "gold", "rationale", "completion"]
-_SHORT_COLUMNS = [column for column in _SAMPLE_COLUMNS if column not in {"question", "completion", "rationale"}]
+_LONG_COLUMNS = ["question", "rationale", "completion"]  # left on disk while a bucket is decided
+_SHORT_COLUMNS = [column for column in _SAMPLE_COLUMNS if column not in _LONG_COLUMNS]
+_TEXT_COLUMNS = ["id", "gold", *_LONG_COLUMNS]  # what the output files take from the samples themselves
 _DECIDED_COLUMNS = ["position", "request_id", "reason", "detail", "teacher_label", "teacher_correct", "vote_share",
                     "samples"]
 
@@ -202,9 +202,9 @@ def _into_buckets(run: RunDir, staging: Path) -> list[Path]:
     return paths
 
 
-def _with_texts(path: Path, decided: pa.Table, keep: pa.ChunkedArray):
+def _with_texts(path: Path, decided: pa.Table):
     """The chosen samples' rows of a bucket file, a row group at a time, with their decisions (sorted by
-    position) and whether they are kept: the long texts are never all in memory."""
+    position): the long texts are never all in memory."""
     positions = decided["position"].to_numpy()
     bucket, offset = pq.ParquetFile(path), 0
     for group in range(bucket.num_row_groups):
@@ -212,7 +212,7 @@ def _with_texts(path: Path, decided: pa.Table, keep: pa.ChunkedArray):
         low, high = np.searchsorted(positions, [offset, offset + table.num_rows])
         if high > low:
             chosen = table.take(pa.array(positions[low:high] - offset))
-            yield chosen, decided.slice(low, high - low), keep.slice(low, high - low)
+            yield chosen, decided.slice(low, high - low)
         offset += table.num_rows
 
 
@@ -265,8 +265,8 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
 
     Two passes, so the driver's memory does not grow with the corpus: the samples are spread over bucket
     files by their input's hash, then each bucket is decided on its short columns and its chosen rows'
-    texts are streamed out a row group at a time. Rows are in id order when read back sorted (the trainer does); the files hold them
-    bucket by bucket.
+    texts are streamed out a row group at a time. Rows are in id order when read back sorted (the
+    trainer does); the files hold them bucket by bucket.
     """
     rows = kept = correct = tokens = 0
     rejected, rejected_samples = Counter(), Counter()
@@ -278,16 +278,17 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
             for path in _into_buckets(run, staging):
                 samples = _once_per_request(pq.read_table(path, columns=_SHORT_COLUMNS))
                 decided = _decide(samples, config)
-                keep = pc.equal(decided["reason"], "")
-                for chosen, decisions, kept_here in _with_texts(path, decided, keep):
-                    distill.write_table(_output(chosen.filter(kept_here), decisions.filter(kept_here), DISTILL_COLUMNS))
-                    rejects.write_table(_output(chosen.filter(pc.invert(kept_here)), decisions.filter(pc.invert(kept_here)),
+                for chosen, decisions in _with_texts(path, decided):
+                    keep = pc.equal(decisions["reason"], "")
+                    distill.write_table(_output(chosen.filter(keep), decisions.filter(keep), DISTILL_COLUMNS))
+                    rejects.write_table(_output(chosen.filter(pc.invert(keep)), decisions.filter(pc.invert(keep)),
                                                 REJECT_COLUMNS))
+                bucket_rejected = _counts(decided["reason"])
                 rows += decided.num_rows
-                kept += pc.sum(keep.cast(pa.int64())).as_py() or 0
+                kept += decided.num_rows - sum(bucket_rejected.values())
                 correct += pc.sum(decided["teacher_correct"].cast(pa.int64())).as_py() or 0
                 tokens += pc.sum(samples["generated_tokens"]).as_py() or 0
-                rejected.update(_counts(decided["reason"]))
+                rejected.update(bucket_rejected)
                 rejected_samples.update(_counts(samples["reason"]))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

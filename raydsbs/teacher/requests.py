@@ -88,8 +88,9 @@ class RequestBuilder:
         keys = [question_key(row["question"]) for row in rows]  # made here, so the selection never reads the inputs
         requests = [
             {"request_id": request_id(row["id"], sample), "id": row["id"], "sample": sample,
-             "seed": sample_seed(self.teacher.seed, row["id"], sample), "question": row["question"], "question_key": key, "gold": row["gold"],
-             "prompt": prompt, "reason": "prompt_too_long" if detail else "", "detail": detail}
+             "seed": sample_seed(self.teacher.seed, row["id"], sample), "question": row["question"],
+             "question_key": key, "gold": row["gold"], "prompt": prompt,
+             "reason": "prompt_too_long" if detail else "", "detail": detail}
             for row, prompt, detail, key in zip(rows, prompts, too_long, keys)
             for sample in range(self.teacher.samples)
         ]
