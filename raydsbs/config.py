@@ -8,7 +8,7 @@ A bad config reports every problem at once::
 
     ConfigError: 2 problems in jobs/quickstart.yaml:
       train.rationale_weight = -1: Input should be greater than or equal to 0
-      train.method = 'cot': Input should be 'step_by_step', 'standard_finetune' or 'standard_distill'
+      train.method = 'cot': Input should be 'step_by_step', 'standard_finetune', 'standard_distill' or 'cot_finetune'
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-Method = Literal["step_by_step", "standard_finetune", "standard_distill"]
+Method = Literal["step_by_step", "standard_finetune", "standard_distill", "cot_finetune"]
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 
 
@@ -139,6 +139,16 @@ class TeacherConfig(Section):
         return self
 
 
+class LoraConfig(Section):
+    rank: int = Field(16, ge=1, description="Rank r of each low-rank update.")
+    alpha: float = Field(32.0, gt=0, description="Updates are scaled by alpha / rank.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapters' inputs.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names that get adapters (e.g. [q_proj, v_proj]); all-linear: every linear "
+        "layer but the output head."
+    )
+
+
 class StudentConfig(Section):
     preset: str = Field(
         "t5-tiny", description="A student preset: built from config (t5-tiny, llama-tiny, ...) or pretrained "
@@ -148,8 +158,9 @@ class StudentConfig(Section):
         None, description="Hugging Face name or local folder of any seq2seq or causal student; replaces the preset."
     )
     task_marker: Literal["input", "output"] = Field(
-        "input", description="input: the paper's 'predict: x' / 'explain: x' prefixes, two encoder passes; output: "
-        "the marker starts the target, so a seq2seq encoder runs once for both tasks."
+        "input", description="input: the paper's 'predict: x' / 'explain: x' prefixes, a pass per task; output: the "
+        "marker starts the target, so the input is read once for both tasks (a seq2seq encoder runs once; a causal "
+        "student reads one packed sequence, its two targets masked from each other)."
     )
     trust_remote_code: bool = Field(
         False, description="Let student.pretrained run the Python code shipped with it. Off: such a model fails to load."
@@ -159,6 +170,10 @@ class StudentConfig(Section):
     max_input_tokens: int = Field(160, ge=8, description="Inputs are cut to this many tokens.")
     max_label_tokens: int = Field(16, ge=2, description="Label targets are cut to this many tokens.")
     max_rationale_tokens: int = Field(96, ge=2, description="Rationale targets are cut to this many tokens.")
+    lora: LoraConfig | None = Field(
+        None, description="Train LoRA adapters (peft) instead of every weight, e.g. student.lora={rank: 16}; the "
+        "final model/ has them merged in. None: full fine-tuning."
+    )
 
     @field_validator("preset")
     @classmethod
@@ -171,10 +186,12 @@ class StudentConfig(Section):
 class TrainConfig(Section):
     method: Method = Field(
         "step_by_step",
-        description="step_by_step: labels + rationales; standard_finetune: gold labels only; standard_distill: teacher labels only.",
+        description="step_by_step: labels + rationales as two tasks; standard_finetune: gold labels only; "
+        "standard_distill: teacher labels only; cot_finetune: the rationale then the label as one target.",
     )
     label_source: Literal["gold", "teacher"] = Field(
-        "gold", description="Labels of the label task for step_by_step (the paper reports both)."
+        "gold", description="Labels learned beside the teacher's rationales by step_by_step and cot_finetune "
+        "(the paper reports both)."
     )
     rationale_weight: float = Field(
         1.0, ge=0, description="λ in loss = label_loss + λ · rationale_loss (paper's code: α=0.5 ↔ λ=1)."
@@ -192,7 +209,8 @@ class TrainConfig(Section):
     use_gpu: bool = Field(False, description="One GPU per worker.")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage; 0 trains with plain DDP.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on GPUs, fp32 on CPUs. fp16 needs a GPU and is refused for T5 (it overflows)."
+        "auto", description="auto: bf16 on GPUs and on CPUs with bf16 instructions (avx512_bf16, AMX), else fp32. "
+        "fp16 needs a GPU and is refused for T5 (it overflows)."
     )
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
     offload_optimizer: bool = Field(False, description="ZeRO 1-3: keep optimizer states in CPU memory.")
@@ -215,10 +233,10 @@ class TrainConfig(Section):
             raise ValueError("train.precision=fp16 needs a GPU (train.use_gpu=true); on CPUs use bf16 or fp32")
         return self
 
-    def dtype_name(self) -> str:
-        """The compute precision this run uses: fp32, bf16 or fp16."""
+    def dtype_name(self, cpu_has_bf16: bool = False) -> str:
+        """The compute precision this run uses: fp32, bf16 or fp16 (``auto`` asks the machine that trains)."""
         if self.precision == "auto":
-            return "bf16" if self.use_gpu else "fp32"
+            return "bf16" if self.use_gpu or cpu_has_bf16 else "fp32"
         return self.precision
 
 
@@ -303,6 +321,22 @@ class Config(Section):
         built_t5 = not self.student.pretrained and PRESETS[self.student.preset].kind == "seq2seq"
         if self.train.precision == "fp16" and (built_t5 or is_t5_name(name)):
             raise ValueError(FP16_T5_ERROR)
+        return self
+
+    @model_validator(mode="after")
+    def _lora_fits(self):
+        from raydsbs.student.model import pretrained_source
+
+        if self.student.lora is None:
+            return self
+        if pretrained_source(self.student) is None:
+            raise ValueError(f"student.lora adapts pretrained weights, but student.preset={self.student.preset} is "
+                             "built from config with random weights: train it fully (student.lora=null) or pick a "
+                             "pretrained student (e.g. student.preset=smollm2-135m)")
+        if self.train.zero_stage == 3:
+            raise ValueError("student.lora with train.zero_stage=3 is not supported: ZeRO-3 shards the frozen base "
+                             "weights, which the adapters' merge into model/ needs whole; LoRA's trainable states are "
+                             "small, so use train.zero_stage=2 (or 1, or 0 for DDP)")
         return self
 
     @model_validator(mode="after")

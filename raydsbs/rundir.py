@@ -8,9 +8,11 @@
       teacher/checkpoints/        Ray Data's record of the request ids written (row-level resume)
       teacher/distill.parquet     kept rows: id, question, gold, rationale, teacher_label, ...
       teacher/rejects.parquet     dropped rows: id, reason, detail, completion
+      teacher/heldout.parquet     the teacher's answers on the val and test rows (scored, never trained on)
       student/tokenizer/          trained on the run's own texts (no pretrained student)
       student/tokenized/          training and validation examples as token ids, shared by trainings
-      student/<training>/         Ray Train checkpoints, model/ (selected on val), metrics.json
+      student/<training>/         model/ (selected on val; adapter/ beside it for LoRA), metrics.json
+      student/untrained/<student>/ the untrained student's metrics and predictions (a baseline)
       sweep/                      Ray Tune trials and results.json
       report.md, plots/
       summary.json                counts and figures from every stage
@@ -43,8 +45,10 @@ class RunDir:
     generation_checkpoints = property(lambda self: self.teacher / "checkpoints")
     distill_file = property(lambda self: self.teacher / "distill.parquet")
     rejects_file = property(lambda self: self.teacher / "rejects.parquet")
+    heldout_file = property(lambda self: self.teacher / "heldout.parquet")
     student = property(lambda self: self.root / "student")
     tokenizer = property(lambda self: self.student / "tokenizer")
+    untrained = property(lambda self: self.student / "untrained")
     sweep = property(lambda self: self.root / "sweep")
     report_file = property(lambda self: self.root / "report.md")
     plots = property(lambda self: self.root / "plots")

@@ -7,16 +7,22 @@ input::
     encoder "predict: <question>" -> decoder "<label></s>"
     encoder "explain: <question>" -> decoder "<rationale></s>"
 
-With ``task_marker=output`` the encoder reads the bare question once, and the
-marker opens each target (it is fed to the decoder, never scored)::
+With ``task_marker=output`` the input is read once, and the marker opens each
+target (it is fed, never scored)::
 
     encoder "<question>" -> decoder "predict: <label></s>" and "explain: <rationale></s>"
 
-A causal student reads one sequence per task, scored on the target only::
+A causal student reads one sequence per task with input markers, scored on
+the target only (``"predict: <question>\\n<label></s>"``). With output markers
+both targets follow one copy of the prompt, each masked from the other, so
+the prompt is computed once and each target sees what a row of its own would::
 
-    "predict: <question>\\n<label></s>"    (output marker: "<question>\\npredict: <label></s>")
+    "<question>\\n" "predict: <label></s>" "explain: <rationale></s>"
+    positions 0..P-1     P..P+L-1               P..P+R-1    (the rationale block restarts at P)
 
-Each task of a batch is padded on its own, to its longest row.
+Each task of a batch is padded on its own, to its longest row. An example
+whose row the teacher rejected has no rationale; a batch computes the
+rationale loss over the examples that have one.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ BUCKET_WINDOW = 50  # global batches sorted by length together: similar lengths,
 @dataclass(frozen=True)
 class TrainingExample:
     question: str
-    label: str
+    label: str | None  # None: this row teaches the method nothing (the teacher rejected it)
     rationale: str | None = None  # None: the label task only
 
 
@@ -50,18 +56,22 @@ class StudentFormat:
     max_input_tokens: int
 
     def prompt(self, task: str, question: str) -> str:
-        """The encoder input (seq2seq) or prompt (causal) of ``task`` for ``question``."""
-        if self.kind == "seq2seq":
-            return MARKERS[task] + question if self.task_marker == "input" else question
-        return MARKERS[task] + question + "\n" if self.task_marker == "input" else question + "\n" + MARKERS[task]
+        """The encoder input (seq2seq) or prompt (causal) of ``task``; with output markers, one for both tasks."""
+        text = MARKERS[task] + question if self.task_marker == "input" else question
+        return text + "\n" if self.kind == "causal" else text
 
     def target_marker(self, task: str) -> str:
-        """Text that opens the target and is given, not scored (seq2seq with output markers)."""
-        return MARKERS[task] if self.kind == "seq2seq" and self.task_marker == "output" else ""
+        """Text that opens the target and is given, not scored (output markers)."""
+        return MARKERS[task] if self.task_marker == "output" else ""
 
     def marker_ids(self, tokenizer, task: str) -> list[int]:
         text = self.target_marker(task)
         return token_ids(tokenizer, [text], 64, special=False)[0] if text else []
+
+    @property
+    def packed(self) -> bool:
+        """Whether both tasks share one sequence (a causal student with output markers)."""
+        return self.kind == "causal" and self.task_marker == "output"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,23 +86,47 @@ def needs_teacher(method: str) -> bool:
     return method != "standard_finetune"
 
 
-def training_examples(method: str, label_source: str, corpus: list[dict], distill: list[dict]) -> list[TrainingExample]:
-    """The examples of one method.
+# What each method learns from one train row (``row``: id, question, gold) and the teacher's decision on it
+# (``kept``: the row of teacher/distill.parquet, None when the teacher's output was rejected).
+def _standard_finetune(row: dict, kept: dict | None, gold_labels: bool, answer_marker: str) -> TrainingExample:
+    return TrainingExample(row["question"], row["gold"])
+
+
+def _standard_distill(row: dict, kept: dict | None, gold_labels: bool, answer_marker: str) -> TrainingExample:
+    return TrainingExample(row["question"], kept["teacher_label"] if kept else None)
+
+
+def _step_by_step(row: dict, kept: dict | None, gold_labels: bool, answer_marker: str) -> TrainingExample:
+    label = row["gold"] if gold_labels else (kept or {}).get("teacher_label")
+    return TrainingExample(row["question"], label, kept["rationale"] if kept else None)
+
+
+def _cot_finetune(row: dict, kept: dict | None, gold_labels: bool, answer_marker: str) -> TrainingExample:
+    if kept is None:
+        return TrainingExample(row["question"], None)
+    label = row["gold"] if gold_labels else kept["teacher_label"]
+    return TrainingExample(row["question"], f"{kept['rationale']} {answer_marker} {label}.")
+
+
+METHOD_EXAMPLES = {"step_by_step": _step_by_step, "standard_finetune": _standard_finetune,
+                   "standard_distill": _standard_distill, "cot_finetune": _cot_finetune}
+
+
+def training_examples(method: str, label_source: str, corpus: list[dict], distill: list[dict],
+                      answer_marker: str = "So the answer is") -> list[TrainingExample]:
+    """One example per train row, in the corpus's order, so every method draws the same rows at a fraction.
 
     corpus: rows of corpus/train.parquet (id, question, gold);
     distill: rows of teacher/distill.parquet (id, question, gold, rationale, teacher_label).
-    standard_finetune learns gold labels of the whole train split (it needs no
-    teacher); standard_distill learns the teacher's labels; step_by_step learns
-    labels (gold or teacher) and the teacher's rationales.
+    A row the teacher rejected still gives its gold label to standard_finetune and to step_by_step with gold
+    labels (no rationale); it gives standard_distill, cot_finetune and teacher-labelled step_by_step nothing
+    (``label`` None). cot_finetune's one target is "<rationale> <answer marker> <label>.".
     """
-    if not needs_teacher(method):
-        return [TrainingExample(row["question"], row["gold"]) for row in corpus]
-    if method == "standard_distill":
-        return [TrainingExample(row["question"], row["teacher_label"]) for row in distill]
-    if method == "step_by_step":
-        key = "gold" if label_source == "gold" else "teacher_label"
-        return [TrainingExample(row["question"], row[key], row["rationale"]) for row in distill]
-    raise ValueError(f"unknown method {method!r}")
+    if method not in METHOD_EXAMPLES:
+        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(METHOD_EXAMPLES)}")
+    kept = {row["id"]: row for row in distill}
+    make = METHOD_EXAMPLES[method]
+    return [make(row, kept.get(row["id"]), label_source == "gold", answer_marker) for row in corpus]
 
 
 def subsample_indices(count: int, fraction: float, seed: int) -> list[int]:
@@ -135,21 +169,29 @@ def encode_task(texts_in: list[str], targets: list[str], limit: int, tokenizer, 
     eos = tokenizer.eos_token_id
     marker = fmt.marker_ids(tokenizer, task)
     bodies = token_ids(tokenizer, targets, limit, special=False)
-    rows = []
-    for source, body in zip(sources, bodies):
-        rows.append(TaskRow(source, marker + body[: limit - 1] + [eos], given=len(marker)))
-    return rows
+    return [TaskRow(source, marker + body[: limit - 1] + [eos], given=len(marker))
+            for source, body in zip(sources, bodies)]
 
 
-def encode(examples: list[TrainingExample], tokenizer, config: StudentConfig, fmt: StudentFormat) -> list[EncodedExample]:
-    """Token ids of each example's rows, cut to the configured lengths."""
-    questions = [e.question for e in examples]
-    labels = encode_task(questions, [e.label for e in examples], config.max_label_tokens, tokenizer, fmt, "label")
-    if all(e.rationale is None for e in examples):
-        return [EncodedExample(row) for row in labels]
-    rationales = encode_task(questions, [e.rationale or "" for e in examples], config.max_rationale_tokens,
-                             tokenizer, fmt, "rationale")
-    return [EncodedExample(*pair) for pair in zip(labels, rationales)]
+def encode(examples: list[TrainingExample], tokenizer, config: StudentConfig, fmt: StudentFormat,
+           label_tokens: int | None = None) -> list[EncodedExample | None]:
+    """Token ids of each example's rows, cut to the configured lengths (labels to ``label_tokens`` if given);
+    None for an example without a label."""
+    def task_rows(task: str, targets: list[str | None], limit: int) -> list[TaskRow | None]:
+        present = [i for i, target in enumerate(targets) if target is not None]
+        if not present:
+            return [None] * len(targets)
+        encoded = encode_task([examples[i].question for i in present], [targets[i] for i in present], limit,
+                              tokenizer, fmt, task)
+        rows: list[TaskRow | None] = [None] * len(targets)
+        for i, row in zip(present, encoded):
+            rows[i] = row
+        return rows
+
+    labels = task_rows("label", [e.label for e in examples], label_tokens or config.max_label_tokens)
+    rationales = task_rows("rationale", [e.rationale if e.label is not None else None for e in examples],
+                           config.max_rationale_tokens)
+    return [EncodedExample(label, rationale) if label else None for label, rationale in zip(labels, rationales)]
 
 
 def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -181,16 +223,57 @@ def _causal_task(rows: list[TaskRow], pad_id: int) -> dict[str, torch.Tensor]:
     }
 
 
+def _packed(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Both tasks of each example in one right-padded sequence: prompt, label block, rationale block.
+
+    input_ids, position_ids, label_labels, rationale_labels [B, L]; attention_mask [B, 1, L, L], bool, True
+    where a query may attend: the prompt and the earlier tokens of its own block (a padding position attends
+    to itself only, so no row of the mask is empty).
+    """
+    sequences, positions, blocks, labels = [], [], [], {task: [] for task in TASKS}
+    for example in batch:
+        prompt = example.label.source
+        ids, pos, block = list(prompt), list(range(len(prompt))), [0] * len(prompt)
+        scored = {task: [IGNORE] * len(prompt) for task in TASKS}
+        for number, (task, row) in enumerate(example.rows().items(), start=1):
+            ids += row.target
+            pos += range(len(prompt), len(prompt) + len(row.target))
+            block += [number] * len(row.target)
+            for other in TASKS:
+                scored[other] += _scored(row) if other == task else [IGNORE] * len(row.target)
+        sequences.append(ids)
+        positions.append(pos)
+        blocks.append(block)
+        for task in TASKS:
+            labels[task].append(scored[task])
+    width = max(len(s) for s in sequences)
+    block = pad_rows(blocks, -1)  # -1: padding
+    same_or_prompt = (block[:, :, None] == block[:, None, :]) | (block[:, None, :] == 0)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()  # blocks follow the prompt in sequence order
+    mask = same_or_prompt & causal & (block[:, None, :] >= 0)
+    mask |= torch.eye(width, dtype=torch.bool)  # padding queries see themselves
+    return {"input_ids": pad_rows(sequences, pad_id), "position_ids": pad_rows(positions, 0),
+            "attention_mask": mask[:, None],
+            **{f"{task}_labels": pad_rows(labels[task], IGNORE) for task in TASKS}}
+
+
 def collate(batch: list[EncodedExample], fmt: StudentFormat, pad_id: int, start_id: int) -> dict[str, dict]:
     """One multi-task batch: {task: tensors} for each task present, each padded on its own.
 
-    seq2seq, input markers: {task: input_ids [B, S_task], attention_mask, labels [B, T_task]}
+    seq2seq, input markers: {task: input_ids [B_task, S_task], attention_mask, labels [B_task, T_task]}
     seq2seq, output markers: {"encoder": input_ids [B, S], attention_mask} and
-        {task: decoder_input_ids [B, T_task], labels [B, T_task]} (the encoder runs once)
-    causal: {task: input_ids [B, L_task], attention_mask, labels [B, L_task]} (IGNORE on prompt and padding)
+        {task: decoder_input_ids [B_task, T_task], labels [B_task, T_task]} (the encoder runs once), with
+        "rows" [B_rationale]: which encoder rows the rationale task decodes
+    causal, input markers: {task: input_ids [B_task, L_task], attention_mask, labels} (IGNORE on prompt, padding)
+    causal, output markers: {"packed": see :func:`_packed`}
+    B_rationale counts the examples with a rationale; a task with no rows is left out.
     """
-    tasks = [task for task in TASKS if all(task in e.rows() for e in batch)]
-    columns = {task: [e.rows()[task] for e in batch] for task in tasks}
+    if fmt.packed:
+        return {"packed": _packed(batch, pad_id)}
+    with_rationale = [i for i, e in enumerate(batch) if e.rationale is not None]
+    columns = {"label": [e.label for e in batch]}
+    if with_rationale:
+        columns["rationale"] = [batch[i].rationale for i in with_rationale]
     if fmt.kind == "causal":
         return {task: _causal_task(rows, pad_id) for task, rows in columns.items()}
     shared_encoder = fmt.task_marker == "output"
@@ -198,6 +281,8 @@ def collate(batch: list[EncodedExample], fmt: StudentFormat, pad_id: int, start_
     if shared_encoder:
         input_ids = pad_rows([row.source for row in columns["label"]], pad_id)
         out["encoder"] = {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long()}
+        if "rationale" in out and len(with_rationale) < len(batch):
+            out["rationale"]["rows"] = torch.tensor(with_rationale, dtype=torch.long)
     return out
 
 

@@ -19,13 +19,22 @@ def _strip(rows: torch.Tensor, given: int, eos_id: int) -> list[list[int]]:
 def generate(model, tokenizer, fmt: StudentFormat, questions: list[str], task: str, max_new_tokens: int,
              batch_size: int = 32) -> list[str]:
     """The decoded ``task`` ("label" or "rationale") outputs for ``questions``, in order."""
-    texts = []
+    return [text for text, _ in generate_counted(model, tokenizer, fmt, questions, task, max_new_tokens, batch_size)]
+
+
+def generate_counted(model, tokenizer, fmt: StudentFormat, questions: list[str], task: str, max_new_tokens: int,
+                     batch_size: int = 32) -> list[tuple[str, int]]:
+    """(decoded output, tokens generated up to its end) of ``task`` for each of ``questions``, in order."""
+    outputs = []
     model.eval()
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     seq2seq = fmt.kind == "seq2seq"
     for start in range(0, len(questions), batch_size):
         prompts = [fmt.prompt(task, q) for q in questions[start : start + batch_size]]
         sources = token_ids(tokenizer, prompts, fmt.max_input_tokens, special=seq2seq)
+        if not seq2seq:  # the output marker follows the prompt, as in training
+            marker = fmt.marker_ids(tokenizer, task)
+            sources = [source + marker for source in sources]
         if seq2seq:
             input_ids = pad_rows(sources, pad)
             attention_mask = (input_ids != pad).long()
@@ -40,5 +49,7 @@ def generate(model, tokenizer, fmt: StudentFormat, questions: list[str], task: s
         with torch.no_grad():
             generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                                        do_sample=False, pad_token_id=pad, eos_token_id=eos, **kwargs)
-        texts += tokenizer.batch_decode(_strip(generated, given, eos), skip_special_tokens=True)
-    return [text.strip() for text in texts]
+        answers = _strip(generated, given, eos)
+        texts = tokenizer.batch_decode(answers, skip_special_tokens=True)
+        outputs += [(text.strip(), min(len(ids) + 1, max_new_tokens)) for text, ids in zip(texts, answers)]
+    return outputs

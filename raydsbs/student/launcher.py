@@ -17,23 +17,28 @@ from raydsbs.student.batching import needs_teacher, student_format
 from raydsbs.student.tokenized import prepare_tokenized
 from raydsbs.student.tokenizer import load_tokenizer, train_tokenizer
 from raydsbs.student.learner import MODEL_SUBDIR, STATE_FILE
-from raydsbs.student.model import PRESETS, pretrained_source, student_kind
+from raydsbs.student.lora import ADAPTER_SUBDIR
+from raydsbs.student.model import PRESETS, build_student, pretrained_source, save_student, student_kind
 from raydsbs.student.train_loop import SELECTION_METRIC, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
 
-def canonical(config: Config) -> Config:
-    """The config with the keys a method ignores set to their defaults.
+# The train keys each method ignores: λ weighs a second task only step_by_step has, and the label source
+# only matters beside the teacher's rationales.
+IGNORED_KEYS = {"step_by_step": (), "cot_finetune": ("rationale_weight",),
+                "standard_finetune": ("rationale_weight", "label_source"),
+                "standard_distill": ("rationale_weight", "label_source")}
 
-    λ and the label source only matter for step_by_step, so a sweep over λ
-    trains each standard method once, not once per λ.
-    """
-    if config.train.method == "step_by_step":
+
+def canonical(config: Config) -> Config:
+    """The config with the keys its method ignores set to their defaults, so a sweep over λ trains each
+    other method once, not once per λ."""
+    ignored = IGNORED_KEYS[config.train.method]
+    if not ignored:
         return config
     defaults = TrainConfig()
-    return with_overrides(config, {"train.rationale_weight": defaults.rationale_weight,
-                                   "train.label_source": defaults.label_source})
+    return with_overrides(config, {f"train.{key}": getattr(defaults, key) for key in ignored})
 
 
 def training_name(config: Config) -> str:
@@ -81,6 +86,16 @@ def warn_if_undersized(config: Config) -> None:
                        preset.zero_stage, f" ({preset.note})" if preset.note else "", gpus, config.train.zero_stage)
 
 
+def _write_merged(config: Config, run: RunDir, adapter: Path, target: Path) -> None:
+    """The pretrained student with the adapters in ``adapter`` merged in, saved as a model folder at ``target``."""
+    from raydsbs.student.lora import merge_adapters
+
+    tokenizer = load_tokenizer(config.student, run.tokenizer)
+    base = build_student(config.student, tokenizer)
+    fmt = student_format(config.student, student_kind(config.student))
+    save_student(merge_adapters(base, adapter), tokenizer, target, fmt)
+
+
 def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> Path:
     """Train (or find already trained) the student of ``config``; returns its folder with ``model/``.
 
@@ -106,6 +121,9 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
                                      resources_per_worker={"CPU": config.train.cpus_per_worker}),
         run_config=RunConfig(
             name=folder.name,
+            # Ray starts workers at nice 15; a training worker is the stage's whole work and runs at the normal
+            # priority, as the teacher's engine does (it lost CPU to Ray's own processes otherwise).
+            worker_runtime_env={"env_vars": {"RAY_worker_niceness": "0"}},
             storage_path=str(run.student / "ray"),
             checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC,
                                                checkpoint_score_order="min"),
@@ -120,15 +138,22 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
     history = [metrics for _, metrics in result.best_checkpoints or []]
     folder.mkdir(parents=True, exist_ok=True)
     with best.as_directory() as checkpoint:
+        checkpoint = Path(checkpoint)
         staging = folder / (MODEL_SUBDIR + ".tmp")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(Path(checkpoint) / MODEL_SUBDIR, staging)
+        if (checkpoint / ADAPTER_SUBDIR).is_dir():  # LoRA: model/ is the student with its adapters merged in
+            shutil.copytree(checkpoint / ADAPTER_SUBDIR, folder / ADAPTER_SUBDIR, dirs_exist_ok=True)
+            _write_merged(config, run, checkpoint / ADAPTER_SUBDIR, staging)
+        else:
+            shutil.copytree(checkpoint / MODEL_SUBDIR, staging)
         staging.rename(folder / MODEL_SUBDIR)
-        selected = json.loads((Path(checkpoint) / STATE_FILE).read_text())
+        selected = json.loads((checkpoint / STATE_FILE).read_text())
     with result.checkpoint.as_directory() as latest:
         final_step = json.loads((Path(latest) / STATE_FILE).read_text())["optimizer_steps"]
     (folder / "config.yaml").write_text(to_yaml(config))
-    summary = {"selected": selected, "final_step": final_step, "seconds": seconds, "kept_checkpoints": history}
+    counts = {key: history[-1].get(key) for key in ("examples", "rationales")} if history else {}
+    summary = {"selected": selected, "final_step": final_step, "seconds": seconds, **counts,
+               "kept_checkpoints": history}
     (folder / "training.json").write_text(json.dumps(summary, indent=2))
     logger.info("student %s trained; the checkpoint after %d optimizer steps selected on %s", folder.name,
                 selected["optimizer_steps"], SELECTION_METRIC)

@@ -5,6 +5,7 @@ micro-batch, an optimizer step at each accumulation boundary), ``save`` and
 ``restore`` of a checkpoint folder that holds everything a resumed run needs::
 
     <checkpoint>/model/        the Hugging Face model folder (safetensors; ZeRO-3 shards gathered)
+    <checkpoint>/adapter/      instead of model/ for a LoRA student: its adapters only (peft's folder)
     <checkpoint>/state.json    where training stands: the next epoch and batch, optimizer steps
     <checkpoint>/optimizer.pt  AdamW's state (plain torch and DDP)
     <checkpoint>/deepspeed/    DeepSpeed's own checkpoint, one file per rank (ZeRO)
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from raydsbs.config import TrainConfig
+from raydsbs.student.lora import ADAPTER_SUBDIR, has_adapters, load_adapter_weights
 from raydsbs.student.multitask import MultiTaskModel, multitask_loss
 
 MODEL_SUBDIR = "model"
@@ -39,6 +41,20 @@ class Progress:
     optimizer_steps: int = 0
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this machine's CPU computes bf16 natively (avx512_bf16 or AMX): bf16 autocast then pays."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def compute_dtype(train: TrainConfig) -> str:
+    """fp32, bf16 or fp16: ``train.precision``, with ``auto`` decided by this machine."""
+    return train.dtype_name(cpu_has_bf16=train.precision == "auto" and not train.use_gpu and cpu_has_bf16())
+
+
 def deepspeed_config(train: TrainConfig) -> dict:
     """The DeepSpeed config of a ZeRO stage (1-3), from the train section."""
     zero: dict = {"stage": train.zero_stage}
@@ -46,7 +62,7 @@ def deepspeed_config(train: TrainConfig) -> dict:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": train.use_gpu}
     if train.offload_parameters:
         zero["offload_param"] = {"device": "cpu", "pin_memory": train.use_gpu}
-    dtype = train.dtype_name()
+    dtype = compute_dtype(train)
     config = {
         "train_micro_batch_size_per_gpu": train.batch_size,
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
@@ -83,7 +99,8 @@ class Learner:
     def __init__(self, model: torch.nn.Module, train: TrainConfig, distributed: bool, device: torch.device):
         self.train_config = train
         self.zero_stage = train.zero_stage
-        self.dtype = DTYPES[train.dtype_name()]
+        self.dtype = DTYPES[compute_dtype(train)]
+        self.lora = has_adapters(model)
         self.device = device
         self.scaler = None
         wrapper = MultiTaskModel(model)
@@ -94,7 +111,9 @@ class Learner:
                 _init_single_process_group(train.use_gpu)
             # A torch AdamW unless states are offloaded: DeepSpeed's CPU Adam compiles C++ first.
             optimizer = None if train.offload_optimizer else self._adamw(wrapper)
+            trainable = [p for p in wrapper.parameters() if p.requires_grad]  # a LoRA student's adapters only
             self.engine, self.optimizer, *_ = deepspeed.initialize(model=wrapper, optimizer=optimizer,
+                                                                   model_parameters=trainable,
                                                                    config=deepspeed_config(train))
             self.module = self.engine.module.model
             self.device = self.engine.device
@@ -111,7 +130,8 @@ class Learner:
             self.scaler = torch.amp.GradScaler(device.type)
 
     def _adamw(self, module: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(module.parameters(), lr=self.train_config.learning_rate,
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.train_config.learning_rate,
                                  weight_decay=self.train_config.weight_decay)
 
     def _to_device(self, batch: dict) -> dict:
@@ -177,9 +197,10 @@ class Learner:
         folder.mkdir(parents=True, exist_ok=True)
         with self.full_weights():
             if rank == 0:
-                save_model(self.module, folder / MODEL_SUBDIR)
+                save_model(self.module, folder / (ADAPTER_SUBDIR if self.lora else MODEL_SUBDIR))
         if self.zero_stage:
-            self.engine.save_checkpoint(str(folder / DEEPSPEED_SUBDIR), tag=DEEPSPEED_TAG, save_latest=False)
+            self.engine.save_checkpoint(str(folder / DEEPSPEED_SUBDIR), tag=DEEPSPEED_TAG, save_latest=False,
+                                        exclude_frozen_parameters=self.lora)
         elif rank == 0:
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
         if rank == 0:
@@ -189,9 +210,13 @@ class Learner:
         """Load weights and optimizer state of a checkpoint folder; returns where to continue."""
         if self.zero_stage:
             self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_SUBDIR), tag=DEEPSPEED_TAG,
-                                        load_optimizer_states=True, load_lr_scheduler_states=False)
+                                        load_optimizer_states=True, load_lr_scheduler_states=False,
+                                        load_module_strict=not self.lora)  # LoRA: the frozen weights are not in it
         else:
-            saved = type(self.module).from_pretrained(checkpoint / MODEL_SUBDIR)  # fills tied weights too
-            self.module.load_state_dict(saved.state_dict())
+            if self.lora:
+                load_adapter_weights(self.module, checkpoint / ADAPTER_SUBDIR)
+            else:
+                saved = type(self.module).from_pretrained(checkpoint / MODEL_SUBDIR)  # fills tied weights too
+                self.module.load_state_dict(saved.state_dict())
             self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         return Progress(**json.loads((checkpoint / STATE_FILE).read_text()))

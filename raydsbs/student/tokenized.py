@@ -1,7 +1,9 @@
 """The student's training data, tokenized once per run and shared by every training that reads it.
 
-    student/tokenized/<key>/train.parquet   every training example of one method's rows, in id order
-    student/tokenized/<key>/val.parquet     the gold-labelled validation examples
+    student/tokenized/<key>/train.parquet   every train row's targets for one method, in id order (a row
+                                            the teacher rejected has no rationale, maybe no label)
+    student/tokenized/<key>/val.parquet     the validation examples: gold labels (cot_finetune: the
+                                            teacher's rationales on the validation rows, then the gold label)
 
 The key names everything the token ids depend on: the tokenizer, the
 student's format and length limits, which targets the method learns, and the
@@ -9,7 +11,9 @@ bytes of the files the rows come from. Nothing else goes in, so the trials of
 a sweep over training-set fraction, seed, λ or learning rate share one
 folder: the sweep writes it before its trials start, and each trial (each of
 its workers) reads it and takes its own subsample (``train.train_fraction``,
-``train.seed``). A second run of the same data finds the folder and reads it.
+``train.seed``) of the train rows: every method draws the same rows at the same
+fraction and seed, and keeps those it has a target for. A second run of the
+same data finds the folder and reads it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydsbs.config import Config
@@ -29,6 +34,7 @@ from raydsbs.rundir import RunDir
 from raydsbs.student.batching import (EncodedExample, StudentFormat, TaskRow, TrainingExample, encode, needs_teacher,
                                       subsample_indices, training_examples)
 from raydsbs.student.model import pretrained_source
+from raydsbs.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +51,23 @@ def _file_digest(path: Path) -> str:
 
 def _source_files(config: Config, run: RunDir) -> list[Path]:
     files = [run.corpus_file("train"), run.corpus_file("val")]
+    if config.train.method == "cot_finetune":
+        files.append(run.heldout_file)  # its validation targets are the teacher's rationales
     return files + [run.distill_file] if needs_teacher(config.train.method) else files
 
 
 def learned_targets(config: Config) -> str:
     """What the method learns: the only part of ``train`` the token ids depend on."""
     method = config.train.method
-    return f"{method}-{config.train.label_source}" if method == "step_by_step" else method
+    return f"{method}-{config.train.label_source}" if method in ("step_by_step", "cot_finetune") else method
+
+
+def label_tokens(config: Config) -> int:
+    """How long a label target may be: a label's limit, or a whole chain's for cot_finetune."""
+    student = config.student
+    if config.train.method == "cot_finetune":
+        return student.max_rationale_tokens + student.max_label_tokens
+    return student.max_label_tokens
 
 
 def tokenized_dir(config: Config, run: RunDir, fmt: StudentFormat) -> Path:
@@ -71,21 +87,26 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _examples(config: Config, run: RunDir) -> dict[str, tuple[list[str], list[TrainingExample]]]:
-    """(ids, examples) of each split: the method's training rows, and the validation rows with gold labels."""
+    """(ids, examples) of each split: one per train row (its method's targets), and the validation rows."""
+    method, label_source = config.train.method, config.train.label_source
+    marker = get_task(config.task.name).answer_marker
     corpus = _read_rows(run.corpus_file("train"))
-    distill = _read_rows(run.distill_file) if needs_teacher(config.train.method) else []
-    train = training_examples(config.train.method, config.train.label_source, corpus, distill)
-    if not train:
-        raise ValueError(f"no training rows for method {config.train.method}: the teacher kept no rows in {run.distill_file}")
-    train_rows = distill if needs_teacher(config.train.method) else corpus  # one example per row, in order
+    distill = _read_rows(run.distill_file) if needs_teacher(method) else []
+    train = training_examples(method, label_source, corpus, distill, marker)
+    if all(example.label is None for example in train):
+        raise ValueError(f"no training rows for method {method}: the teacher kept no rows in {run.distill_file}")
     val = _read_rows(run.corpus_file("val"))
-    return {"train": ([row["id"] for row in train_rows], train),
-            "val": ([row["id"] for row in val], [TrainingExample(row["question"], row["gold"]) for row in val])}
+    if method == "cot_finetune":  # validated on its own kind of target: the teacher's chain, with the gold label
+        heldout = pq.read_table(run.heldout_file).filter(pc.field("reason") == "").to_pylist()
+        val_examples = training_examples(method, "gold", val, heldout, marker)
+    else:
+        val_examples = [TrainingExample(row["question"], row["gold"]) for row in val]
+    return {"train": ([row["id"] for row in corpus], train), "val": ([row["id"] for row in val], val_examples)}
 
 
-def _table(ids: list[str], encoded: list[EncodedExample]) -> pa.Table:
+def _table(ids: list[str], encoded: list[EncodedExample | None]) -> pa.Table:
     def column(task: str, part: str) -> list:
-        rows = [e.rows().get(task) for e in encoded]
+        rows = [e.rows().get(task) if e else None for e in encoded]
         return [getattr(row, part) if row else None for row in rows]
 
     columns = {"id": ids}
@@ -104,8 +125,9 @@ def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat
     staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     counts = {}
     for split, (ids, examples) in _examples(config, run).items():
-        pq.write_table(_table(ids, encode(examples, tokenizer, config.student, fmt)), staging / f"{split}.parquet")
-        counts[split] = len(examples)
+        encoded = encode(examples, tokenizer, config.student, fmt, label_tokens(config))
+        pq.write_table(_table(ids, encoded), staging / f"{split}.parquet")
+        counts[split] = sum(1 for e in encoded if e)
     try:
         staging.rename(folder)
         logger.info("tokenized %d training and %d validation examples into %s", counts["train"], counts["val"], folder)
@@ -122,11 +144,17 @@ def _encoded(row: dict) -> EncodedExample:
     return EncodedExample(task_row("label"), task_row("rationale"))
 
 
+def _with_labels(table: pa.Table) -> list[EncodedExample]:
+    """The rows that have a label target (the others teach this method nothing)."""
+    return [_encoded(row) for row in table.filter(pc.is_valid(table["label_target"])).to_pylist()]
+
+
 def read_tokenized(folder: Path, fraction: float, seed: int) -> tuple[list[EncodedExample], list[EncodedExample]]:
-    """(train, val): the ``fraction`` of the training examples drawn by ``seed``, and every validation example."""
+    """(train, val): the examples of the ``fraction`` of train rows drawn by ``seed``, and every validation
+    example. The draw is over all train rows, so every method draws the same rows."""
     train = pq.read_table(folder / "train.parquet")
     train = train.take(subsample_indices(train.num_rows, fraction, seed))
-    return [_encoded(row) for row in train.to_pylist()], [_encoded(row) for row in pq.read_table(folder / "val.parquet").to_pylist()]
+    return _with_labels(train), _with_labels(pq.read_table(folder / "val.parquet"))
 
 
 def training_data(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> tuple[list[EncodedExample], list[EncodedExample]]:

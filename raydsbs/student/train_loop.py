@@ -21,6 +21,7 @@ from raydsbs.config import Config
 from raydsbs.rundir import RunDir
 from raydsbs.student.batching import EncodedExample, collate, epoch_batches, student_format
 from raydsbs.student.learner import Learner, Progress
+from raydsbs.student.lora import add_adapters
 from raydsbs.student.model import build_student, save_student, student_kind
 from raydsbs.student.tokenized import training_data
 from raydsbs.student.tokenizer import load_tokenizer
@@ -51,6 +52,8 @@ class Trainer:
         self.train_set, self.val_set = training_data(config, run, self.tokenizer, self.format)
         torch.manual_seed(config.train.seed)  # the same initial weights on every rank and every rerun
         model = build_student(config.student, self.tokenizer, config.train)
+        if config.student.lora:
+            model = add_adapters(model, config.student.lora, kind)
         self.start_id = model.config.decoder_start_token_id if kind == "seq2seq" else None
         self.learner = Learner(model, config.train, distributed, device)
 
@@ -98,7 +101,8 @@ def fit(config: Config, run: RunDir, report: Report, rank: int = 0, world: int =
     Runs as a plain function (one process, no Ray) or inside a Ray Train worker
     (``distributed=True``: DDP or DeepSpeed across the workers).
     """
-    torch.set_num_threads(max(1, math.floor(config.train.cpus_per_worker)))
+    # A worker computes on every core it holds a part of: 1.8 CPUs are 2 threads, 0.9 one.
+    torch.set_num_threads(max(1, math.ceil(config.train.cpus_per_worker)))
     trainer = Trainer(config, run, rank, world, distributed, device or torch.device("cpu"))
     learner, train = trainer.learner, config.train
     progress = learner.restore(resume_from) if resume_from else Progress()
@@ -106,7 +110,9 @@ def fit(config: Config, run: RunDir, report: Report, rank: int = 0, world: int =
 
     def checkpoint(next_epoch: int, next_batch: int) -> None:
         metrics = {**means.pop(), "epoch": next_epoch if next_batch else next_epoch - 1,
-                   "step": progress.optimizer_steps, SELECTION_METRIC: trainer.validation_label_loss()}
+                   "step": progress.optimizer_steps, "examples": len(trainer.train_set),
+                   "rationales": sum(1 for e in trainer.train_set if e.rationale is not None),
+                   SELECTION_METRIC: trainer.validation_label_loss()}
         if rank == 0:
             logger.info("step %05d | epoch %03d | loss %.4f | label %.4f | rationale %.4f | val label %.4f",
                         metrics["step"], metrics["epoch"], metrics["train_loss"], metrics["train_label_loss"],

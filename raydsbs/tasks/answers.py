@@ -43,6 +43,10 @@ class AnswerFormat:
     def parse(self, answer_text: str) -> str | None:
         raise NotImplementedError
 
+    def chance(self, question: str) -> float | None:
+        """The accuracy of a uniform guess on this row, for answers picked from a set; None otherwise."""
+        return None
+
     def normalize(self, label: str) -> object:
         return _squeeze(label) or None
 
@@ -67,9 +71,19 @@ class ChoiceAnswer(AnswerFormat):
         text = _squeeze(label)
         return text if text in self.choices else None
 
+    def chance(self, question: str) -> float | None:
+        return 1 / len(self.choices)
+
+
+_CHOICE_LINE = re.compile(r"^\([a-z]\) ", re.MULTILINE)  # "(c) wooded area", as the task writes its choices
+
 
 class LetteredChoiceAnswer(AnswerFormat):
     kind = "lettered_choice"
+
+    def chance(self, question: str) -> float | None:
+        choices = len(_CHOICE_LINE.findall(question))
+        return 1 / choices if choices else None
 
     def parse(self, answer_text: str) -> str | None:
         text = _LETTER_PREFIX.sub("", _first_line(answer_text))

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from raydsbs.config import StudentConfig, TrainConfig
-from raydsbs.student.batching import (IGNORE, MARKERS, StudentFormat, TrainingExample, collate, encode, epoch_batches,
+from raydsbs.student.batching import (IGNORE, MARKERS, EncodedExample, StudentFormat, TrainingExample, collate, encode,
+                                      epoch_batches,
                                       subsample_indices, training_examples)
 from raydsbs.student.inference import generate
 from raydsbs.student.learner import Learner
@@ -64,7 +65,7 @@ def test_fidelity_with_the_papers_two_pass_scheme_over_training_steps(tokenizer)
     constant, so with the same seed the per-task losses must match step by step.
     """
     alpha = 0.4
-    ours = Learner(_model(tokenizer), TrainConfig(rationale_weight=(1 - alpha) / alpha, learning_rate=1e-3,
+    ours = Learner(_model(tokenizer), TrainConfig(rationale_weight=(1 - alpha) / alpha, learning_rate=1e-3, precision="fp32",
                                                   max_grad_norm=1e9), distributed=False, device=torch.device("cpu"))
     reference = _model(tokenizer)
     optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-3, weight_decay=0.0)
@@ -149,14 +150,32 @@ def test_fp16_with_a_t5_student_is_refused_with_the_reason():
     load_config(None, ["train.precision=fp16", "train.use_gpu=true", "student.preset=llama-tiny"])
 
 
-def test_each_method_learns_its_own_targets():
+def test_each_method_learns_its_own_targets_from_the_same_rows():
+    """One example per train row for every method; a row the teacher rejected (b) keeps its gold label only."""
     corpus = [{"id": "a", "question": "q1", "gold": "1"}, {"id": "b", "question": "q2", "gold": "2"}]
     distill = [{"id": "a", "question": "q1", "gold": "1", "rationale": "r1", "teacher_label": "5"}]
     assert training_examples("standard_finetune", "gold", corpus, distill) == [
         TrainingExample("q1", "1"), TrainingExample("q2", "2")]
-    assert training_examples("standard_distill", "gold", corpus, distill) == [TrainingExample("q1", "5")]
-    assert training_examples("step_by_step", "gold", corpus, distill) == [TrainingExample("q1", "1", "r1")]
-    assert training_examples("step_by_step", "teacher", corpus, distill) == [TrainingExample("q1", "5", "r1")]
+    assert training_examples("standard_distill", "gold", corpus, distill) == [
+        TrainingExample("q1", "5"), TrainingExample("q2", None)]
+    assert training_examples("step_by_step", "gold", corpus, distill) == [
+        TrainingExample("q1", "1", "r1"), TrainingExample("q2", "2")]
+    assert training_examples("step_by_step", "teacher", corpus, distill) == [
+        TrainingExample("q1", "5", "r1"), TrainingExample("q2", None)]
+    assert training_examples("cot_finetune", "gold", corpus, distill, "So the answer is") == [
+        TrainingExample("q1", "r1 So the answer is 1."), TrainingExample("q2", None)]
+    assert training_examples("cot_finetune", "teacher", corpus, distill, "The answer is")[0].label == \
+        "r1 The answer is 5."
+    with pytest.raises(ValueError, match="known methods: step_by_step"):
+        training_examples("cot", "gold", corpus, distill)
+
+
+def test_every_configurable_method_has_its_examples():
+    from raydsbs.config import METHODS
+    from raydsbs.student.batching import METHOD_EXAMPLES
+    from raydsbs.student.launcher import IGNORED_KEYS
+
+    assert set(METHODS) == set(METHOD_EXAMPLES) == set(IGNORED_KEYS)
 
 
 def test_subsamples_are_nested_and_seeded():
@@ -219,3 +238,102 @@ def test_a_checkpoint_restores_weights_optimizer_and_progress(tokenizer, tmp_pat
     # The same next step from both: Adam's moments came back too.
     assert trained.micro_step(batch, boundary=True) == pytest.approx(restored.micro_step(batch, boundary=True))
     assert all(torch.allclose(a, b) for a, b in zip(trained.module.parameters(), restored.module.parameters()))
+
+
+MIXED = [EXAMPLES[0], TrainingExample(EXAMPLES[1].question, EXAMPLES[1].label), EXAMPLES[2]]  # one rejected row
+
+
+def _separate_losses(model, tokenizer, fmt: StudentFormat, examples) -> tuple[float, float]:
+    """Each task of each example in a forward pass of its own, as the paper's two passes compute it: the
+    (label, rationale) mean token losses over all scored tokens of each task."""
+    totals = {task: [0.0, 0] for task in ("label", "rationale")}
+    for example in encode(examples, tokenizer, StudentConfig(), fmt):
+        for task, row in example.rows().items():
+            scored = [IGNORE] * row.given + row.target[row.given:]
+            if fmt.kind == "causal":
+                inputs = {"input_ids": torch.tensor([row.source + row.target]),
+                          "labels": torch.tensor([[IGNORE] * len(row.source) + scored])}
+            else:
+                inputs = {"input_ids": torch.tensor([row.source]), "labels": torch.tensor([scored]),
+                          "decoder_input_ids": torch.tensor([[tokenizer.pad_token_id] + row.target[:-1]])}
+            count = sum(1 for token in scored if token != IGNORE)
+            totals[task][0] += model(**inputs).loss.item() * count
+            totals[task][1] += count
+    return totals["label"][0] / totals["label"][1], totals["rationale"][0] / totals["rationale"][1]
+
+
+@pytest.mark.parametrize("fmt", [StudentFormat("causal", "output", 160), StudentFormat("seq2seq", "output", 160),
+                                 StudentFormat("causal", "input", 160)], ids=lambda f: f"{f.kind}-{f.task_marker}")
+def test_both_tasks_from_one_read_of_the_input_give_the_two_pass_losses(tokenizer, fmt):
+    """The packed causal sequence (block mask, restarted positions) and the shared seq2seq encoder give each
+    task the loss a forward pass of its own gives, also when a row has no rationale."""
+    model = _model(tokenizer, "llama-tiny" if fmt.kind == "causal" else "t5-tiny").eval()
+    batch = collate(encode(MIXED, tokenizer, StudentConfig(), fmt), fmt, tokenizer.pad_token_id,
+                    tokenizer.pad_token_id)
+    assert ("packed" in batch) == fmt.packed
+    label_loss, rationale_loss = MultiTaskModel(model)(batch)
+    expected_label, expected_rationale = _separate_losses(model, tokenizer, fmt, MIXED)
+    assert label_loss.item() == pytest.approx(expected_label, rel=1e-4)
+    assert rationale_loss.item() == pytest.approx(expected_rationale, rel=1e-4)
+
+
+def test_a_packed_rationale_never_sees_the_label(tokenizer):
+    fmt = StudentFormat("causal", "output", 160)
+    packed = collate(encode(EXAMPLES[:1], tokenizer, StudentConfig(), fmt), fmt, tokenizer.pad_token_id, 0)["packed"]
+    mask, labels = packed["attention_mask"][0, 0], packed["label_labels"][0]
+    label_positions = (labels != IGNORE).nonzero().flatten()
+    rationale_positions = (packed["rationale_labels"][0] != IGNORE).nonzero().flatten()
+    assert not mask[rationale_positions][:, label_positions].any()
+    prompt = len(encode(EXAMPLES[:1], tokenizer, StudentConfig(), fmt)[0].label.source)
+    assert mask[rationale_positions][:, :prompt].all() and mask[label_positions][:, :prompt].all()
+    # the rationale block restarts where the label block started: positions as if it were a row of its own
+    assert packed["position_ids"][0, prompt] == prompt
+    assert packed["position_ids"][0, rationale_positions[0] - 1] >= prompt
+
+
+def test_a_lora_student_trains_its_adapters_only_checkpoints_them_and_merges(tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from raydsbs.config import LoraConfig
+    from raydsbs.student.learner import Progress
+    from raydsbs.student.lora import ADAPTER_SUBDIR, add_adapters, merge_adapters
+
+    fmt = StudentFormat("causal", "output", 160)
+    base = tmp_path / "base"
+    _model(tokenizer, "llama-tiny").save_pretrained(base)  # a "pretrained" student of our own
+
+    def learner():
+        model = add_adapters(AutoModelForCausalLM.from_pretrained(base), LoraConfig(rank=4, dropout=0.0), "causal")
+        return Learner(model, TrainConfig(learning_rate=1e-2, precision="fp32"), distributed=False,
+                       device=torch.device("cpu"))
+
+    trained, batch = learner(), _batch(tokenizer, fmt)
+    frozen = {name: p.detach().clone() for name, p in trained.module.named_parameters() if not p.requires_grad}
+    adapters = {name: p.detach().clone() for name, p in trained.module.named_parameters() if p.requires_grad}
+    assert adapters and all("lora_" in name for name in adapters)
+    for _ in range(2):
+        trained.micro_step(batch, boundary=True)
+    named = dict(trained.module.named_parameters())
+    assert all(torch.equal(named[name], value) for name, value in frozen.items())
+    assert any(not torch.equal(named[name], value) for name, value in adapters.items())
+
+    trained.save(tmp_path / "ckpt", Progress(optimizer_steps=2), rank=0,
+                 save_model=lambda model, folder: model.save_pretrained(folder))
+    assert (tmp_path / "ckpt" / ADAPTER_SUBDIR / "adapter_model.safetensors").is_file()
+    assert not (tmp_path / "ckpt" / "model").exists()  # the frozen weights are not copied into checkpoints
+    restored = learner()
+    assert restored.restore(tmp_path / "ckpt") == Progress(optimizer_steps=2)
+    assert trained.micro_step(batch, boundary=True) == pytest.approx(restored.micro_step(batch, boundary=True))
+
+    # model/ of a LoRA training: the base with the adapters merged in, a plain folder that predicts as they do
+    merge_adapters(AutoModelForCausalLM.from_pretrained(base), tmp_path / "ckpt" / ADAPTER_SUBDIR).save_pretrained(
+        tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    assert not hasattr(merged, "peft_config")
+    adapted = learner()
+    adapted.restore(tmp_path / "ckpt")
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, adapted.module.eval()(ids).logits, atol=1e-5)
+        untouched = AutoModelForCausalLM.from_pretrained(base).eval()(ids).logits
+        assert not torch.allclose(merged(ids).logits, untouched, atol=1e-4)

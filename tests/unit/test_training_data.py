@@ -65,15 +65,32 @@ def test_what_a_trial_reads_is_what_it_would_have_tokenized_itself(run):
     tokenizer = load_tokenizer(config.student, run.tokenizer)
     by_id = lambda path: pq.read_table(path).sort_by("id").to_pylist()  # noqa: E731
     examples = training_examples("step_by_step", "teacher", by_id(run.corpus_file("train")), by_id(run.distill_file))
-    keep = subsample_indices(len(examples), 0.25, seed=5)
+    keep = subsample_indices(len(examples), 0.25, seed=5)  # drawn from all 40 train rows
     expected = encode([examples[i] for i in keep], tokenizer, config.student, student_format(config.student, "seq2seq"))
+    expected = [example for example in expected if example]  # rows the teacher rejected teach it nothing
 
     train, val = read_tokenized(_folder(config, run), fraction=0.25, seed=5)
-    assert train == expected and len(train) == round(0.25 * 30)
+    assert train == expected and len(train) == sum(1 for i in keep if i < 30)  # r000-r029 were kept
     assert all(example.rationale is not None for example in train)
     assert len(val) == 8 and all(example.rationale is None for example in val)  # val: gold labels only
     half, _ = read_tokenized(_folder(config, run), fraction=0.5, seed=5)
     assert set(map(repr, train)) <= set(map(repr, half))  # smaller fractions stay subsets of larger ones
+
+
+def test_every_method_draws_the_same_rows_at_a_fraction(run):
+    """At one fraction and seed every method trains on the same drawn rows, each taking what it can of them."""
+    drawn = {}
+    for method in ("standard_finetune", "step_by_step", "standard_distill"):
+        config = _config(**{"train.method": method})
+        prepare_training_data(config, run)
+        train, _ = read_tokenized(_folder(config, run), fraction=0.5, seed=1)
+        drawn[method] = train
+    questions = {method: [tuple(e.label.source) for e in train] for method, train in drawn.items()}
+    assert len(questions["standard_finetune"]) == 20  # half of the 40 train rows
+    assert questions["step_by_step"] == questions["standard_finetune"]  # gold labels: every drawn row
+    assert set(questions["standard_distill"]) < set(questions["standard_finetune"])  # only the kept ones
+    with_rationale = [e for e in drawn["step_by_step"] if e.rationale is not None]
+    assert len(with_rationale) == len(questions["standard_distill"])  # a rejected row has no rationale
 
 
 def test_other_targets_other_lengths_or_new_teacher_outputs_get_their_own_folder(run):
