@@ -88,6 +88,10 @@ class TeacherConfig(Section):
     samples: int = Field(1, ge=1, description="Completions per row; with more than 1 the label is a majority vote (needs temperature > 0).")
     seed: int = Field(0, description="Base seed of sampling; each (row, sample) gets its own seed, so reruns repeat.")
     require_gold_agreement: bool = Field(False, description="Keep only rows whose teacher label matches the gold label.")
+    answer_heldout: bool = Field(
+        True, description="The teacher also answers the validation and test rows (never trained on), so its accuracy "
+        "is measured on the test rows the students are scored on; false saves those generations."
+    )
     deduplicate: bool = Field(True, description="Drop rows whose input repeats an earlier row's (duplicate_input).")
     min_rationale_words: int = Field(1, ge=0, description="Shorter rationales are dropped (rationale_too_short).")
     max_rationale_words: int = Field(400, ge=1, description="Longer rationales are dropped (rationale_too_long).")

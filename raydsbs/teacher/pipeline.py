@@ -1,8 +1,9 @@
 """The teacher stage, streamed by Ray Data and resumable row by row::
 
-    corpus/train.parquet -> requests/ (prompt per row and sample)
+    corpus/{train,val,test}.parquet -> requests/ (prompt per row and sample)
         -> [checkpointed by request_id] backend (vLLM | OpenAI HTTP | replay) -> parse -> generations/
-        -> vote, filter, de-duplicate -> teacher/distill.parquet + teacher/rejects.parquet
+        -> vote, filter, de-duplicate -> teacher/distill.parquet + teacher/rejects.parquet (train rows)
+                                         + teacher/heldout.parquet (val and test rows: scored, never trained on)
 
 A run killed at any point and started again with the same command goes on
 where it stopped: Ray Data's checkpointing records the request ids whose
@@ -33,7 +34,7 @@ from raydsbs.rundir import RunDir
 from raydsbs.tasks import get_task
 from raydsbs.teacher.backends import BACKENDS, PASSTHROUGH
 from raydsbs.teacher.requests import write_requests
-from raydsbs.teacher.selection import DISTILL_COLUMNS, REJECT_COLUMNS, Sample, select_rows
+from raydsbs.teacher.selection import DISTILL_COLUMNS, HELDOUT_COLUMNS, REJECT_COLUMNS, Sample, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -153,13 +154,13 @@ def _sample_batches(run: RunDir, columns: list[str]):
 
 _ROWS_AT_ONCE = 8192  # rows turned into Python objects at a time by the selection
 _SAMPLES_PER_BUCKET = 16384  # samples decided at once: this, not the corpus, bounds the driver's memory
-_SAMPLE_COLUMNS = ["request_id", "id", "sample", "question", "question_key", "gold", "completion", "generated_tokens",
-                   "rationale", "teacher_label", "teacher_correct", "reason", "detail"]
+_SAMPLE_COLUMNS = ["request_id", "id", "split", "sample", "question", "question_key", "gold", "completion",
+                   "generated_tokens", "rationale", "teacher_label", "teacher_correct", "reason", "detail"]
 _LONG_COLUMNS = ["question", "rationale", "completion"]  # left on disk while a bucket is decided
 _SHORT_COLUMNS = [column for column in _SAMPLE_COLUMNS if column not in _LONG_COLUMNS]
 _TEXT_COLUMNS = ["id", "gold", *_LONG_COLUMNS]  # what the output files take from the samples themselves
-_DECIDED_COLUMNS = ["position", "request_id", "reason", "detail", "teacher_label", "teacher_correct", "vote_share",
-                    "samples"]
+_DECIDED_COLUMNS = ["position", "request_id", "split", "reason", "detail", "teacher_label", "teacher_correct",
+                    "vote_share", "samples"]
 
 
 def _in_tables(run: RunDir, columns: list[str]):
@@ -232,17 +233,19 @@ def _in_id_order(samples: pa.Table):
 
 
 def _decide(samples: pa.Table, config: Config) -> pa.Table:
-    """One decision per row as Arrow columns, in the samples' order."""
+    """One decision per row as Arrow columns, in the samples' order; each split decided on its own (a test row
+    repeating a train row's input is still answered)."""
     rules = get_task(config.task.name).completion_rules(config.task.parser)
     schema = _schema(_DECIDED_COLUMNS)
     chunks, rows = [], []
-    for decision in select_rows(_in_id_order(samples), rules, config.teacher):
-        chosen = decision.sample
-        rows.append({**decision._asdict(), "position": chosen.position, "request_id": chosen.request_id,
-                     "teacher_label": chosen.teacher_label})
-        if len(rows) == _ROWS_AT_ONCE:
-            chunks.append(pa.Table.from_pylist(rows, schema=schema))
-            rows = []
+    for split in pc.unique(samples["split"]).to_pylist():
+        for decision in select_rows(_in_id_order(samples.filter(pc.field("split") == split)), rules, config.teacher):
+            chosen = decision.sample
+            rows.append({**decision._asdict(), "position": chosen.position, "request_id": chosen.request_id,
+                         "split": split, "teacher_label": chosen.teacher_label})
+            if len(rows) == _ROWS_AT_ONCE:
+                chunks.append(pa.Table.from_pylist(rows, schema=schema))
+                rows = []
     chunks.append(pa.Table.from_pylist(rows, schema=schema))
     return pa.concat_tables(chunks).sort_by("position")
 
@@ -260,8 +263,15 @@ def _output(rows: pa.Table, decisions: pa.Table, columns: list[str]) -> pa.Table
                      for name in columns], schema=schema)
 
 
+def _heldout_accuracy(tally: list[int]) -> float | None:
+    """correct / rows of a held-out split; None when the backend answered none of its rows."""
+    rows, correct, answered = tally
+    return round(correct / rows, 4) if answered else None
+
+
 def _write_outputs(config: Config, run: RunDir) -> dict:
-    """Vote, filter and de-duplicate the samples into distill.parquet and rejects.parquet; returns the counts.
+    """Vote, filter and de-duplicate the samples into distill.parquet and rejects.parquet (train rows) and
+    heldout.parquet (validation and test rows, scored); returns the counts.
 
     Two passes, so the driver's memory does not grow with the corpus: the samples are spread over bucket
     files by their input's hash, then each bucket is decided on its short columns and its chosen rows'
@@ -270,26 +280,38 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
     """
     rows = kept = correct = tokens = 0
     rejected, rejected_samples = Counter(), Counter()
+    heldout = {split: [0, 0, 0] for split in ("val", "test")}  # rows, correct, answered by the backend
+    backend_error = BACKEND_ERROR_REASON[config.teacher.backend]
     staging = run.teacher / f"selection.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         with pq.ParquetWriter(run.distill_file, _schema(DISTILL_COLUMNS)) as distill, \
-                pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects:
+                pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects, \
+                pq.ParquetWriter(run.heldout_file, _schema(HELDOUT_COLUMNS)) as scored:
             for path in _into_buckets(run, staging):
                 samples = _once_per_request(pq.read_table(path, columns=_SHORT_COLUMNS))
                 decided = _decide(samples, config)
                 for chosen, decisions in _with_texts(path, decided):
-                    keep = pc.equal(decisions["reason"], "")
+                    train = pc.equal(decisions["split"], "train")
+                    keep = pc.and_(train, pc.equal(decisions["reason"], ""))
+                    drop = pc.and_(train, pc.not_equal(decisions["reason"], ""))
                     distill.write_table(_output(chosen.filter(keep), decisions.filter(keep), DISTILL_COLUMNS))
-                    rejects.write_table(_output(chosen.filter(pc.invert(keep)), decisions.filter(pc.invert(keep)),
-                                                REJECT_COLUMNS))
+                    rejects.write_table(_output(chosen.filter(drop), decisions.filter(drop), REJECT_COLUMNS))
+                    held = pc.invert(train)
+                    scored.write_table(_output(chosen.filter(held), decisions.filter(held), HELDOUT_COLUMNS))
+                for split, tally in heldout.items():
+                    part = decided.filter(pc.field("split") == split)
+                    tally[0] += part.num_rows
+                    tally[1] += pc.sum(part["teacher_correct"].cast(pa.int64())).as_py() or 0
+                    tally[2] += part.num_rows - part.filter(pc.field("reason") == backend_error).num_rows
+                decided = decided.filter(pc.field("split") == "train")
                 bucket_rejected = _counts(decided["reason"])
                 rows += decided.num_rows
                 kept += decided.num_rows - sum(bucket_rejected.values())
                 correct += pc.sum(decided["teacher_correct"].cast(pa.int64())).as_py() or 0
                 tokens += pc.sum(samples["generated_tokens"]).as_py() or 0
                 rejected.update(bucket_rejected)
-                rejected_samples.update(_counts(samples["reason"]))
+                rejected_samples.update(_counts(samples.filter(pc.field("split") == "train")["reason"]))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     summary = {
@@ -300,28 +322,13 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
         "generated_tokens": tokens,
         "samples_per_row": config.teacher.samples,
     }
+    for split, tally in heldout.items():
+        if tally[0]:
+            summary[f"teacher_rows_{split}"] = tally[0]
+            summary[f"teacher_accuracy_{split}"] = _heldout_accuracy(tally)
     if config.teacher.samples > 1:
         summary["rejected_samples"] = dict(sorted(rejected_samples.items()))
-    if (test_accuracy := released_test_accuracy(config, run)) is not None:
-        summary["teacher_accuracy_test"] = test_accuracy
     return summary
-
-
-def released_test_accuracy(config: Config, run: RunDir) -> float | None:
-    """The teacher's few-shot accuracy on this run's test rows when it replays the paper's released completions,
-    which cover the test split too (the line students are compared with in the paper); None otherwise: other
-    teachers only ever see the train split."""
-    teacher = config.teacher
-    if teacher.backend != "replay" or teacher.replay_file or not config.task.data_dir:
-        return None
-    from raydsbs.data.released import completions_by_id
-
-    completions = completions_by_id(config.task.data_dir, config.task.name)
-    rules = get_task(config.task.name).completion_rules(config.task.parser)
-    test = pq.read_table(run.corpus_file("test"), columns=["id", "gold"]).to_pylist()
-    scored = [rules.answers_match(rules.parse_completion(completions[row["id"]]).label, row["gold"])
-              for row in test if row["id"] in completions]
-    return round(sum(scored) / len(scored), 4) if scored else None
 
 
 _TYPES = {"teacher_correct": pa.bool_(), "vote_share": pa.float64(), "samples": pa.int64(), "position": pa.int64(),
@@ -334,7 +341,7 @@ def _schema(columns: list[str]) -> pa.Schema:
 
 def generate(config: Config, run: RunDir) -> dict:
     """Run the teacher over the train split (skipped when its outputs exist); returns the summary."""
-    if run.distill_file.is_file() and run.rejects_file.is_file():
+    if all(path.is_file() for path in (run.distill_file, run.rejects_file, run.heldout_file)):
         logger.info("teacher outputs exist in %s; skipping generation", run.teacher)
         return run.read_summary().get("teacher", {})
     get_task(config.task.name).completion_rules(config.task.parser)  # fail before starting anything

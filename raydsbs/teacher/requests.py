@@ -1,7 +1,10 @@
 """Teacher requests: one row per (input row, sample), built once per run.
 
-    corpus/train.parquet -> teacher/requests/ (request_id, id, sample, seed, question, question_key, gold, prompt,
-    reason, detail)
+    corpus/{train,val,test}.parquet -> teacher/requests/ (request_id, id, split, sample, seed, question, question_key,
+    gold, prompt, reason, detail)
+
+The train rows become the distillation set; the validation and test rows
+(``teacher.answer_heldout``) are answered only to score the teacher on them.
 
 ``request_id`` (``<id>#<sample>``) is the key of row-level resume: the
 generation pass checkpoints it. A request that can't be sent (its prompt is
@@ -33,7 +36,7 @@ from raydsbs.teacher.selection import question_key
 
 CHUNK_ROWS = 8192
 REQUEST_SCHEMA = pa.schema([
-    ("request_id", pa.string()), ("id", pa.string()), ("sample", pa.int64()), ("seed", pa.int64()),
+    ("request_id", pa.string()), ("id", pa.string()), ("split", pa.string()), ("sample", pa.int64()), ("seed", pa.int64()),
     ("question", pa.string()), ("question_key", pa.int64()), ("gold", pa.string()), ("prompt", pa.string()),
     ("reason", pa.string()), ("detail", pa.string()),
 ])
@@ -82,12 +85,12 @@ class RequestBuilder:
         return [f"prompt of {n} tokens + {self.teacher.max_new_tokens} new tokens exceeds "
                 f"teacher.max_model_len={self.teacher.max_model_len}" if n > limit else "" for n in lengths]
 
-    def build(self, rows: list[dict]) -> pa.Table:
+    def build(self, rows: list[dict], split: str = "train") -> pa.Table:
         prompts = [build_prompt(self.task, row["question"], self.teacher.num_shots) for row in rows]
         too_long = self._too_long(prompts)
         keys = [question_key(row["question"]) for row in rows]  # made here, so the selection never reads the inputs
         requests = [
-            {"request_id": request_id(row["id"], sample), "id": row["id"], "sample": sample,
+            {"request_id": request_id(row["id"], sample), "id": row["id"], "split": split, "sample": sample,
              "seed": sample_seed(self.teacher.seed, row["id"], sample), "question": row["question"],
              "question_key": key, "gold": row["gold"], "prompt": prompt,
              "reason": "prompt_too_long" if detail else "", "detail": detail}
@@ -105,9 +108,11 @@ def write_requests(config: Config, run: RunDir) -> None:
     staging = run.teacher / f"requests.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        corpus = pq.ParquetFile(run.corpus_file("train"))
-        for number, batch in enumerate(corpus.iter_batches(batch_size=CHUNK_ROWS)):
-            pq.write_table(builder.build(batch.to_pylist()), staging / f"part-{number:06d}.parquet")
+        splits = ("train", "val", "test") if config.teacher.answer_heldout else ("train",)
+        for split in splits:
+            corpus = pq.ParquetFile(run.corpus_file(split))
+            for number, batch in enumerate(corpus.iter_batches(batch_size=CHUNK_ROWS)):
+                pq.write_table(builder.build(batch.to_pylist(), split), staging / f"{split}-{number:06d}.parquet")
         staging.rename(run.requests)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

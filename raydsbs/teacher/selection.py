@@ -41,6 +41,7 @@ class Sample(NamedTuple):
     teacher_correct: bool
     reason: str
     detail: str
+    split: str = "train"  # train: a candidate for the distillation set; val, test: answered to score the teacher
 
 
 class Decision(NamedTuple):
@@ -63,6 +64,7 @@ def question_key(question: str) -> int:
 
 DISTILL_COLUMNS = ["id", "question", "gold", "rationale", "teacher_label", "teacher_correct", "vote_share", "samples"]
 REJECT_COLUMNS = ["id", "reason", "detail", "completion"]
+HELDOUT_COLUMNS = ["id", "split", "gold", "rationale", "teacher_label", "teacher_correct", "reason", "detail"]
 
 
 def _vote(samples: list[Sample], rules) -> tuple[Sample, float] | None:

@@ -77,7 +77,7 @@ def _batch(prompts: list[str]) -> dict[str, np.ndarray]:
     n = len(prompts)
     return {"request_id": np.array([f"r{i}#0" for i in range(n)], dtype=object), "id": np.array([f"r{i}" for i in range(n)], dtype=object),
             "sample": np.zeros(n, dtype=np.int64), "seed": np.arange(n), "question": np.array(prompts, dtype=object),
-            "question_key": np.arange(n),
+            "question_key": np.arange(n), "split": np.array(["train"] * n, dtype=object),
             "gold": np.array(["1"] * n, dtype=object), "prompt": np.array(prompts, dtype=object)}
 
 
