@@ -32,13 +32,22 @@ def stage_evaluate(config: Config, run: RunDir) -> dict:
     return evaluate_student(config, run, stage_train(config, run))
 
 
+def stage_baselines(config: Config, run: RunDir) -> dict:
+    """The untrained student and the trivial floor, the lines every student is read against."""
+    from raydsbs.evaluate import write_baselines
+
+    write_corpus(config.task, run)
+    return write_baselines(config, run)
+
+
 def stage_sweep(config: Config, run: RunDir) -> tuple[Path, str]:
-    """The teacher's outputs (when a swept method needs them), every trial, then the report."""
+    """The teacher's outputs (when a swept method needs them), every trial, the baselines, then the report."""
     from raydsbs.sweep import sweep
 
     write_corpus(config.task, run)
     _teacher_if_needed(config, run)
     sweep(config, run)
+    stage_baselines(config, run)
     return stage_report(config, run)
 
 
@@ -57,9 +66,10 @@ def _teacher_if_needed(config: Config, run: RunDir) -> None:
 
 
 def run_all(config: Config, run: RunDir) -> tuple[Path, str]:
-    """generate -> train -> evaluate -> sweep -> report."""
+    """generate -> train -> evaluate -> sweep -> baselines -> report."""
     _teacher_if_needed(config, run)
     stage_evaluate(config, run)
     if config.sweep.grid:
         return stage_sweep(config, run)
+    stage_baselines(config, run)
     return stage_report(config, run)

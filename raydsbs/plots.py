@@ -1,5 +1,6 @@
 """The report's figures, drawn like the paper's: test accuracy against training-set size per
-method, against student size, and against λ, with the teacher's few-shot accuracy as a line."""
+method, against student size, and against λ, with the reference lines (the teacher's few-shot
+accuracy, the untrained student, the trivial floor) across each."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Callable
 
 Row = dict  # a row of raydsbs.report.summarize
+References = dict[str, float]  # label -> test accuracy of a horizontal reference line
+STYLES = ("--", ":", "-.")
 
 
 def _figure():
@@ -20,7 +23,7 @@ def _figure():
     return plt, figure, axes
 
 
-def _draw(rows: list[Row], x: Callable[[Row], float], series: Callable[[Row], str], teacher: float | None,
+def _draw(rows: list[Row], x: Callable[[Row], float], series: Callable[[Row], str], references: References,
           path: Path, xlabel: str, title: str, log_x: bool = False) -> Path:
     """One line per series: mean test accuracy with its spread over seeds as error bars."""
     plt, figure, axes = _figure()
@@ -30,8 +33,8 @@ def _draw(rows: list[Row], x: Callable[[Row], float], series: Callable[[Row], st
     for name, points in sorted(lines.items()):
         xs, ys, errors = zip(*sorted(points))
         axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=name)
-    if teacher is not None:
-        axes.axhline(100 * teacher, color="gray", linestyle="--", label="teacher, few-shot")
+    for (label, accuracy), style in zip(references.items(), STYLES):
+        axes.axhline(100 * accuracy, color="gray", linestyle=style, label=label)
     if log_x:
         from matplotlib.ticker import NullFormatter, ScalarFormatter
 
@@ -51,8 +54,8 @@ def _draw(rows: list[Row], x: Callable[[Row], float], series: Callable[[Row], st
     return path
 
 
-def accuracy_vs_fraction(rows: list[Row], series: Callable[[Row], str], teacher: float | None, path: Path) -> Path:
-    return _draw(rows, lambda r: 100 * r["train.train_fraction"], series, teacher, path,
+def accuracy_vs_fraction(rows: list[Row], series: Callable[[Row], str], references: References, path: Path) -> Path:
+    return _draw(rows, lambda r: 100 * r["train.train_fraction"], series, references, path,
                  "training-set size (% of the train split)", "Student accuracy vs training-set size")
 
 
@@ -62,15 +65,15 @@ def _at_largest_fraction(rows: list[Row]) -> tuple[list[Row], str]:
     return [r for r in rows if r["train.train_fraction"] == largest], f" ({100 * largest:g} % of the train split)"
 
 
-def accuracy_vs_student_size(rows: list[Row], series: Callable[[Row], str], teacher: float | None,
+def accuracy_vs_student_size(rows: list[Row], series: Callable[[Row], str], references: References,
                              path: Path) -> Path:
     rows, note = _at_largest_fraction([r for r in rows if r.get("parameters")])
-    return _draw(rows, lambda r: r["parameters"] / 1e6, series, teacher, path,
+    return _draw(rows, lambda r: r["parameters"] / 1e6, series, references, path,
                  "student parameters (millions, log scale)", "Student accuracy vs student size" + note, log_x=True)
 
 
-def accuracy_vs_rationale_weight(rows: list[Row], series: Callable[[Row], str], teacher: float | None,
+def accuracy_vs_rationale_weight(rows: list[Row], series: Callable[[Row], str], references: References,
                                  path: Path) -> Path:
     rows, note = _at_largest_fraction([r for r in rows if r["train.method"] == "step_by_step"])
-    return _draw(rows, lambda r: r["train.rationale_weight"], series, teacher, path,
+    return _draw(rows, lambda r: r["train.rationale_weight"], series, references, path,
                  "λ (weight of the rationale loss)", "Step-by-step: accuracy vs λ" + note)

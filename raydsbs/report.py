@@ -85,9 +85,13 @@ def summarize(trainings: list[Training], keys: list[str]) -> list[dict]:
         val_mean, val_sd = _mean_sd([t.metrics["val_accuracy"] for t in members])
         test_mean, test_sd = _mean_sd([t.metrics["test_accuracy"] for t in members])
         seconds = [t.seconds for t in members if t.seconds is not None]
+        examples = [t.metrics["examples"] for t in members if t.metrics.get("examples") is not None]
+        tokens = [t.metrics["test_tokens_per_answer"] for t in members if "test_tokens_per_answer" in t.metrics]
         rows.append({**dict(zip(keys, values)), "seeds": len(members), "val_mean": val_mean, "val_sd": val_sd,
                      "test_mean": test_mean, "test_sd": test_sd,
                      "seconds": statistics.mean(seconds) if seconds else None,
+                     "examples": statistics.mean(examples) if examples else None,
+                     "tokens_per_answer": statistics.mean(tokens) if tokens else None,
                      "parameters": members[0].metrics.get("parameters")})
     return rows
 
@@ -105,12 +109,17 @@ def _cell(key: str, row: dict) -> str:
 
 def table_cells(rows: list[dict], keys: list[str]) -> tuple[list[str], list[list[str]]]:
     """(header, cells) of the results table, shared by the Markdown and HTML reports."""
-    header = [LABELS.get(key, key) for key in keys] + ["seeds", "val acc %", "test acc %", "train time s"]
+    header = [LABELS.get(key, key) for key in keys] + ["seeds", "examples", "val acc %", "test acc %",
+                                                      "tokens/answer", "train time s"]
     cells = [[_cell(key, row) for key in keys] + [
-        str(row["seeds"]), _percent(row["val_mean"], row["val_sd"], row["seeds"]),
-        _percent(row["test_mean"], row["test_sd"], row["seeds"]),
-        f"{row['seconds']:.0f}" if row["seconds"] is not None else "?"] for row in rows]
+        str(row["seeds"]), _number(row["examples"]), _percent(row["val_mean"], row["val_sd"], row["seeds"]),
+        _percent(row["test_mean"], row["test_sd"], row["seeds"]), _number(row["tokens_per_answer"], "{:.1f}"),
+        _number(row["seconds"])] for row in rows]
     return header, cells
+
+
+def _number(value: float | None, spec: str = "{:.0f}") -> str:
+    return "?" if value is None else spec.format(value)
 
 
 def results_table(rows: list[dict], keys: list[str]) -> str:
@@ -132,7 +141,7 @@ def series_name(row: dict, keys: list[str], leave_out: tuple[str, ...]) -> str:
 def smallest_fraction_beating(rows: list[dict], keys: list[str], teacher: float | None) -> list[str]:
     """Per line of the main figure: the smallest training-set fraction whose mean test accuracy beats the teacher."""
     if teacher is None:
-        return ["No teacher accuracy in this run (no teacher outputs)."]
+        return ["No teacher accuracy on the test split in this run (teacher.answer_heldout=false, or no teacher)."]
     lines: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         lines[series_name(row, keys, ("train.train_fraction",))].append(row)
@@ -146,18 +155,28 @@ def smallest_fraction_beating(rows: list[dict], keys: list[str], teacher: float 
     return out
 
 
-def draw_plots(rows: list[dict], keys: list[str], teacher: float | None, folder: Path) -> list[Path]:
+def references(summary: dict) -> dict[str, float]:
+    """The reference lines on the test split: the teacher (where it answered the test rows), the untrained
+    student and the trivial floor."""
+    teacher, baselines = summary.get("teacher", {}), summary.get("baselines", {})
+    lines = {"teacher, few-shot": teacher.get("teacher_accuracy_test"),
+             "untrained student": baselines.get("untrained_student_test_accuracy"),
+             "trivial floor": baselines.get("floor_test_accuracy")}
+    return {label: accuracy for label, accuracy in lines.items() if accuracy is not None}
+
+
+def draw_plots(rows: list[dict], keys: list[str], lines: dict[str, float], folder: Path) -> list[Path]:
     """The main figure always; student size and λ figures when the trainings vary them."""
-    made = [plots.accuracy_vs_fraction(rows, lambda r: series_name(r, keys, ("train.train_fraction",)), teacher,
+    made = [plots.accuracy_vs_fraction(rows, lambda r: series_name(r, keys, ("train.train_fraction",)), lines,
                                        folder / PLOT_NAME)]
     size_keys = ("student.preset", "student.pretrained")
     if any(key in keys for key in size_keys) and sum(1 for r in rows if r.get("parameters")) > 1:
-        made.append(plots.accuracy_vs_student_size(rows, lambda r: series_name(r, keys, size_keys), teacher,
+        made.append(plots.accuracy_vs_student_size(rows, lambda r: series_name(r, keys, size_keys), lines,
                                                    folder / "accuracy_vs_student_size.png"))
     weights = {r["train.rationale_weight"] for r in rows if r["train.method"] == "step_by_step"}
     if len(weights) > 1:
         made.append(plots.accuracy_vs_rationale_weight(
-            rows, lambda r: series_name(r, keys, ("train.rationale_weight",)), teacher,
+            rows, lambda r: series_name(r, keys, ("train.rationale_weight",)), lines,
             folder / "accuracy_vs_rationale_weight.png"))
     return made
 
@@ -169,11 +188,27 @@ def _teacher_lines(teacher: dict) -> list[str]:
     return [
         f"- rows sent to the teacher: {teacher['rows']}; kept {teacher['kept']}; rejected: {rejected or 'none'}",
         f"- teacher accuracy against gold on the train split: {100 * teacher['teacher_accuracy_train']:.1f} %",
-        *([f"- teacher accuracy on the test split (its released completions): "
-           f"{100 * teacher['teacher_accuracy_test']:.1f} %"] if "teacher_accuracy_test" in teacher else []),
+        *(f"- teacher accuracy on the {split} split: {100 * teacher[f'teacher_accuracy_{split}']:.1f} % of "
+          f"{teacher[f'teacher_rows_{split}']} rows" for split in ("val", "test")
+          if teacher.get(f"teacher_accuracy_{split}") is not None),
         f"- generated tokens: {teacher['generated_tokens']} in {teacher.get('seconds', '?')} s "
         f"({teacher.get('generated_tokens_per_s', '?')} tokens/s)",
     ]
+
+
+def _baseline_lines(summary: dict) -> list[str]:
+    baselines = summary.get("baselines")
+    if not baselines:
+        return ["Not measured in this run (`raydsbs run` and `raydsbs sweep` measure them)."]
+    return [f"- untrained student ({baselines['untrained_student']}, the same prompt and parser, no training): "
+            f"{100 * baselines['untrained_student_test_accuracy']:.1f} % on the test split",
+            f"- trivial floor ({baselines['floor']}): {100 * baselines['floor_test_accuracy']:.1f} %"]
+
+
+FAIR_ROWS = ("At a training fraction and seed, every method draws the same train rows. A row whose teacher output "
+             "was rejected gives its gold label to standard_finetune and to step_by_step with gold labels (no "
+             "rationale), and nothing to standard_distill, cot_finetune or teacher-labelled step_by_step; "
+             "'examples' counts what each training learned from.")
 
 
 def _cost_lines(teacher: dict, trainings: list[Training]) -> list[str]:
@@ -215,10 +250,9 @@ def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
     rows = summarize(trainings, keys)
     summary = run.read_summary()
     teacher = summary.get("teacher", {})
-    # The students are scored on the test split; so is the teacher where its test outputs exist (replayed files).
-    teacher_split = "test" if "teacher_accuracy_test" in teacher else "train"
-    teacher_accuracy = teacher.get(f"teacher_accuracy_{teacher_split}")
-    images = draw_plots(rows, keys, teacher_accuracy, run.plots)
+    lines = references(summary)  # all on the test split the students are scored on
+    teacher_accuracy = lines.get("teacher, few-shot")
+    images = draw_plots(rows, keys, lines, run.plots)
     table = results_table(rows, keys)
     corpus = summary.get("corpus", {})
     title = f"raydsbs report: {run.root.name}"
@@ -226,8 +260,9 @@ def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
              f"config hash {config_hash(config)}.",
              f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / "
              f"{corpus.get('test', '?')} test rows. Model selection used the validation split only; the test split "
-             f"was scored once per model. The teacher line is its few-shot accuracy on the {teacher_split} split."]
-    sections = [("Teacher", _teacher_lines(teacher)),
+             f"was scored once per model, and the teacher, the untrained student and the floor on the same rows.",
+             FAIR_ROWS]
+    sections = [("Teacher", _teacher_lines(teacher)), ("Baselines", _baseline_lines(summary)),
                 ("Smallest training set that beats the teacher",
                  smallest_fraction_beating(rows, keys, teacher_accuracy)),
                 ("Cost", _cost_lines(teacher, trainings))]

@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 # What a trial reports that the report reads; Tune adds its own bookkeeping keys.
 # Train keys that change which targets the student learns, hence its tokenized data (with every student.* key).
 _DATA_KEYS = {"train.method", "train.label_source"}
-_RESULT_KEYS = {"training", "method", "train_fraction", "rationale_weight", "seed", "val_accuracy", "test_accuracy"}
+_RESULT_KEYS = {"training", "method", "train_fraction", "rationale_weight", "seed", "examples", "val_accuracy",
+                "test_accuracy", "test_tokens_per_answer"}
 
 
 def check_grid(config: Config) -> None:

@@ -10,8 +10,11 @@ from raydsbs.config import Config, to_yaml, with_overrides
 from raydsbs.report import write_report
 from raydsbs.rundir import RunDir
 
-TEACHER = {"rows": 100, "kept": 90, "rejected": {"no_answer": 10}, "teacher_accuracy_train": 0.5,
-           "generated_tokens": 12345, "seconds": 60.0}
+TEACHER = {"rows": 100, "kept": 90, "rejected": {"no_answer": 10}, "teacher_accuracy_train": 0.45,
+           "teacher_accuracy_test": 0.5, "teacher_rows_test": 40, "generated_tokens": 12345, "seconds": 60.0}
+BASELINES = {"untrained_student": "t5-tiny", "untrained_student_test_accuracy": 0.05,
+             "untrained_student_val_accuracy": 0.04, "floor_test_accuracy": 0.1,
+             "floor": "always '7', the train split's most common label"}
 
 
 def _accuracy(method: str, fraction: float, seed: int) -> float:
@@ -25,7 +28,8 @@ def _training(run: RunDir, overrides: dict, accuracy: float, parameters: int) ->
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(to_yaml(config))
     (folder / "metrics.json").write_text(json.dumps({"val_accuracy": accuracy, "test_accuracy": accuracy,
-                                                     "parameters": parameters}))
+                                                     "parameters": parameters, "examples": 80,
+                                                     "test_tokens_per_answer": 3.0}))
     (folder / "training.json").write_text(json.dumps({"seconds": 30.0}))
 
 
@@ -33,6 +37,7 @@ def _training(run: RunDir, overrides: dict, accuracy: float, parameters: int) ->
 def run(tmp_path) -> RunDir:
     run = RunDir(tmp_path)
     run.update_summary("teacher", TEACHER)
+    run.update_summary("baselines", BASELINES)
     for method in ("step_by_step", "standard_finetune"):
         for fraction in (0.25, 0.5, 1.0):
             for seed in (0, 1):
@@ -47,10 +52,11 @@ def run(tmp_path) -> RunDir:
 def test_rows_group_every_varying_key_and_average_over_seeds(run):
     report, table = write_report(Config(), run)
     lines = table.splitlines()
-    assert lines[0] == "| method | λ | train fraction | student | seeds | val acc % | test acc % | train time s |"
-    assert "| step_by_step | 1 | 0.25 | t5-tiny | 2 | 43.0 ± 0.7 | 43.0 ± 0.7 | 30 |" in lines
-    assert "| standard_finetune | – | 1 | t5-tiny | 2 | 40.5 ± 0.7 | 40.5 ± 0.7 | 30 |" in lines
-    assert "| step_by_step | 1 | 1 | t5-mini | 2 | 70.0 ± 0.0 | 70.0 ± 0.0 | 30 |" in lines
+    assert lines[0] == ("| method | λ | train fraction | student | seeds | examples | val acc % | test acc % | "
+                        "tokens/answer | train time s |")
+    assert "| step_by_step | 1 | 0.25 | t5-tiny | 2 | 80 | 43.0 ± 0.7 | 43.0 ± 0.7 | 3.0 | 30 |" in lines
+    assert "| standard_finetune | – | 1 | t5-tiny | 2 | 80 | 40.5 ± 0.7 | 40.5 ± 0.7 | 3.0 | 30 |" in lines
+    assert "| step_by_step | 1 | 1 | t5-mini | 2 | 80 | 70.0 ± 0.0 | 70.0 ± 0.0 | 3.0 | 30 |" in lines
     assert len(lines) == 2 + 6 + 2  # header, rule, 3 fractions × 2 methods, λ=0.5, t5-mini
 
 
@@ -60,15 +66,21 @@ def test_the_teacher_is_the_baseline_and_its_smallest_beating_fraction_is_named(
     assert "step by step (λ=1), student=t5-tiny: beats the teacher from 50 % of the train split" in text
     assert "standard finetune, student=t5-tiny: does not beat the teacher (best 40.5 % at 100 %)" in text
     assert "12345 generated tokens" in text and "16 trainings, 8.0 min of training" in text
-    assert "few-shot accuracy on the train split" in text
+    assert "teacher accuracy on the test split: 50.0 % of 40 rows" in text
 
 
-def test_the_teacher_line_is_its_test_accuracy_when_its_test_outputs_exist(run):
-    """Replaying the paper's files, the teacher's test-split accuracy is known: students are compared with it."""
-    run.update_summary("teacher", {**TEACHER, "teacher_accuracy_test": 0.6})
+def test_the_untrained_student_and_the_floor_are_stated_and_every_method_draws_the_same_rows(run):
     text = write_report(Config(), run)[0].read_text()
-    assert "few-shot accuracy on the test split" in text and "released completions): 60.0 %" in text
-    assert "step by step (λ=1), student=t5-tiny: beats the teacher from 100 % of the train split" in text
+    assert "untrained student (t5-tiny, the same prompt and parser, no training): 5.0 % on the test split" in text
+    assert "trivial floor (always '7', the train split's most common label): 10.0 %" in text
+    assert "every method draws the same train rows" in text
+
+
+def test_without_the_teacher_on_the_test_split_nothing_is_compared_with_it(run):
+    """A teacher scored on the train split only is not the students' baseline: another split, other rows."""
+    run.update_summary("teacher", {key: value for key, value in TEACHER.items() if "test" not in key})
+    text = write_report(Config(), run)[0].read_text()
+    assert "No teacher accuracy on the test split" in text and "beats the teacher from" not in text
 
 
 def test_plots_and_html_page(run):
