@@ -1,25 +1,35 @@
-"""The paper's replication on its own released teacher outputs, on this CPU.
+"""The paper's comparison on its own released teacher outputs, with a student that learns, on this CPU.
 
-For SVAMP and CQA (jobs/replication-svamp.yaml, jobs/replication-cqa.yaml) the
-released PaLM-540B completions are replayed as the teacher, and the three
-methods (step-by-step, standard fine-tuning, standard distillation) train at
-12.5, 25, 50 and 100 % of the train split with 2 seeds each: one `raydsbs run`
-per task, the sweep included. It writes
+For each task (jobs/replication-<task>.yaml) the released PaLM-540B completions
+are replayed as the teacher (train rows for the distillation set, test rows for
+the teacher's own accuracy), and the bundled SmolLM2-135M, pretrained, learns
+with LoRA by each of the four methods (step-by-step, standard fine-tuning,
+standard distillation, CoT fine-tuning) at several fractions of the train
+split, with the same optimizer-step budget at every fraction (as the paper's
+code). One `raydsbs run` per task, the sweep included; it also measures the
+untrained student and the trivial floor on the same test rows. Writes
 
-    benchmarks/results/replication.json         every cell: mean and sd over seeds, the teacher's accuracy
-    benchmarks/results/replication_<task>.png   accuracy against training-set size, per method
+    benchmarks/results/replication.json         per task: floor, untrained_student, teacher_test, student, cells
+    benchmarks/results/replication_<task>.png   accuracy against training-set size, with the three lines
     benchmarks/results/replication_<task>.md    the run's report
-    benchmarks/results/replication.md           the README's tables: test accuracy per method and fraction
+    benchmarks/results/replication.md           the README's tables
 
-    .venv/bin/python benchmarks/replication.py                      # both tasks, ~1 hour on 2 cores
-    .venv/bin/python benchmarks/replication.py --tasks svamp --smoke  # one fraction, one seed, one epoch
-    .venv/bin/python benchmarks/replication.py --render               # replication.md again from the JSON
+    .venv/bin/python benchmarks/replication.py                     # svamp and cqa (~2.5 hours on 2 cores)
+    .venv/bin/python benchmarks/replication.py --task esnli --data-dir DIR   # any task with released files
+    .venv/bin/python benchmarks/replication.py --task svamp --smoke          # one fraction, one seed, few steps
+    .venv/bin/python benchmarks/replication.py --render                      # replication.md again from the JSON
+
+A killed run started again with the same command goes on where it stopped: the
+teacher outputs, every finished training and evaluation are kept (the run
+directory and the Tune experiment are resumed), an interrupted training goes on
+from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -30,10 +40,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-TASKS = ("svamp", "cqa")
-# The paper's PaLM-540B few-shot CoT accuracy on the test split (Table 5/6 of the paper; its parsers).
+DEFAULT_TASKS = ("svamp", "cqa")
+# The paper's PaLM-540B few-shot CoT accuracy on the test split (its Tables; its own parsers).
 PAPER_TEACHER = {"svamp": 0.740, "cqa": 0.772}
-SMOKE = ["train.epochs=1", "sweep.grid={train.method: [step_by_step, standard_finetune, standard_distill], "
+METHOD_ORDER = ("step_by_step", "standard_finetune", "standard_distill", "cot_finetune")
+SMOKE = ["train.max_steps=4", "train.eval_every_steps=2", "task.num_test=16", "task.num_val=8",
+         "sweep.grid={train.method: [step_by_step, standard_finetune, standard_distill, cot_finetune], "
          "train.train_fraction: [0.25], train.seed: [0]}"]
 
 
@@ -48,106 +60,113 @@ def run_task(task: str, output_dir: Path, extra: list[str]) -> Path:
 
 
 def cells(run_dir: Path) -> list[dict]:
-    """One row per (method, fraction): test accuracy mean and sd over the seeds, training seconds."""
-    results = json.loads((run_dir / "sweep" / "results.json").read_text())
-    grouped: dict[tuple, list[dict]] = {}
-    for result in results:
-        grouped.setdefault((result["method"], result["train_fraction"]), []).append(result)
-    rows = []
-    for (method, fraction), group in sorted(grouped.items()):
-        accuracies = [r["test_accuracy"] for r in group]
-        seconds = [json.loads((run_dir / "student" / r["training"] / "training.json").read_text())["seconds"]
-                   for r in group]
-        rows.append({"method": method, "train_fraction": fraction, "seeds": len(group),
-                     "test_accuracy_mean": round(statistics.mean(accuracies), 4),
-                     "test_accuracy_sd": round(statistics.stdev(accuracies), 4) if len(accuracies) > 1 else 0.0,
-                     "test_accuracies": accuracies, "train_seconds_mean": round(statistics.mean(seconds), 1)})
-    return rows
+    """One entry per training of the sweep: method, fraction, seed, examples, accuracies, cost."""
+    out = []
+    for result in json.loads((run_dir / "sweep" / "results.json").read_text()):
+        training = json.loads((run_dir / "student" / result["training"] / "training.json").read_text())
+        out.append({key: result.get(key) for key in ("method", "train_fraction", "seed", "examples", "test_accuracy",
+                                                     "val_accuracy", "test_tokens_per_answer")}
+                   | {"train_seconds": training["seconds"], "optimizer_steps": training["final_step"]})
+    return sorted(out, key=lambda c: (METHOD_ORDER.index(c["method"]), c["train_fraction"], c["seed"]))
 
 
 def task_result(task: str, run_dir: Path, wall_s: float) -> dict:
     import yaml
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    teacher = json.loads((run_dir / "summary.json").read_text())["teacher"]
-    corpus = json.loads((run_dir / "summary.json").read_text()).get("corpus", {})
+    summary = json.loads((run_dir / "summary.json").read_text())
+    teacher, baselines = summary["teacher"], summary["baselines"]
+    lora = config["student"]["lora"]
+    student = config["student"]["pretrained"] or config["student"]["preset"]
     return {
-        "student": config["student"]["preset"], "epochs": config["train"]["epochs"],
-        "label_source_step_by_step": config["train"]["label_source"],
-        "rows": {split: corpus.get(split) for split in ("train", "val", "test")},
-        "teacher_accuracy_test": teacher.get("teacher_accuracy_test"),
-        "teacher_accuracy_test_paper": PAPER_TEACHER[task],
-        "teacher_accuracy_train": teacher.get("teacher_accuracy_train"),
+        "student": student + (f" (LoRA r={lora['rank']})" if lora else " (full fine-tuning)"),
+        "floor": baselines["floor_test_accuracy"], "floor_how": baselines["floor"],
+        "untrained_student": baselines["untrained_student_test_accuracy"],
+        "teacher_test": teacher.get("teacher_accuracy_test"), "teacher_test_paper": PAPER_TEACHER.get(task),
+        "teacher_train": teacher["teacher_accuracy_train"],
+        "rows": {split: summary["corpus"].get(split) for split in ("train", "val", "test")},
+        "max_steps": config["train"]["max_steps"], "batch_size": config["train"]["batch_size"],
+        "label_source": config["train"]["label_source"],
         "wall_s": round(wall_s, 1), "cells": cells(run_dir), "run_dir": str(run_dir),
     }
 
 
-def print_table(task: str, result: dict) -> None:
-    print(f"\n{task}: {result['student']}, {result['epochs']} epochs, teacher (replayed PaLM) test accuracy "
-          f"{100 * (result['teacher_accuracy_test'] or 0):.1f} %, {result['wall_s'] / 60:.1f} min")
-    print(f"{'method':<20}{'fraction':>9}{'test acc %':>16}")
-    for cell in result["cells"]:
-        print(f"{cell['method']:<20}{cell['train_fraction']:>9g}"
-              f"{100 * cell['test_accuracy_mean']:>10.1f} ± {100 * cell['test_accuracy_sd']:.1f}")
+def _mean_sd(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def markdown(summary: dict) -> str:
-    """One table per task: rows are training-set fractions, columns the methods (test accuracy %, mean ± sd)."""
+    """One table per task: rows are training-set fractions, columns the methods (test accuracy %, mean ± sd
+    over seeds), then the three reference lines on the same test rows."""
     lines = []
     for task, result in summary["tasks"].items():
-        methods = sorted({cell["method"] for cell in result["cells"]})
-        fractions = sorted({cell["train_fraction"] for cell in result["cells"]})
-        by_key = {(cell["method"], cell["train_fraction"]): cell for cell in result["cells"]}
+        methods = [m for m in METHOD_ORDER if any(c["method"] == m for c in result["cells"])]
+        fractions = sorted({c["train_fraction"] for c in result["cells"]})
+        seeds = sorted({c["seed"] for c in result["cells"]})
         rows = result["rows"]
-        lines += [f"**{task.upper()}**: student {result['student']}, {result['epochs']} epochs, "
-                  f"{rows['train']} train / {rows['val']} val / {rows['test']} test rows, "
-                  f"{result['wall_s'] / 60:.0f} min. Teacher (PaLM-540B, replayed) on the same test rows: "
-                  f"{100 * result['teacher_accuracy_test']:.1f} % (the paper, with its parser: "
-                  f"{100 * result['teacher_accuracy_test_paper']:.1f} %).", "",
-                  "| train fraction | " + " | ".join(method.replace("_", " ") for method in methods) + " |",
+        lines += [f"**{task.upper()}**: student {result['student']}, {result['max_steps']} optimizer steps of "
+                  f"{result['batch_size']} at every fraction, {len(seeds)} seed(s), {rows['train']} train / "
+                  f"{rows['val']} val / {rows['test']} test rows, {result['wall_s'] / 60:.0f} min.", "",
+                  "| train fraction | " + " | ".join(m.replace("_", " ") for m in methods) + " |",
                   "|---" * (len(methods) + 1) + "|"]
         for fraction in fractions:
-            cells = [by_key.get((method, fraction)) for method in methods]
-            lines.append(f"| {100 * fraction:g} % | " + " | ".join(
-                f"{100 * c['test_accuracy_mean']:.1f} ± {100 * c['test_accuracy_sd']:.1f}" if c else "–"
-                for c in cells) + " |")
-        lines.append("")
+            row = []
+            for method in methods:
+                found = [c for c in result["cells"] if c["method"] == method and c["train_fraction"] == fraction]
+                examples = statistics.mean(c["examples"] for c in found) if found else 0
+                row.append(f"{_mean_sd([c['test_accuracy'] for c in found])} ({examples:.0f} ex.)" if found else "–")
+            lines.append(f"| {100 * fraction:g} % | " + " | ".join(row) + " |")
+        teacher = result["teacher_test"]
+        lines += ["", f"On the same {rows['test']} test rows: teacher (PaLM-540B, replayed) "
+                      f"{100 * teacher:.1f} %" + (f" (the paper, with its parser: {100 * result['teacher_test_paper']:.1f} %)"
+                                                  if result.get("teacher_test_paper") else "")
+                  + f"; untrained student {100 * result['untrained_student']:.1f} %; trivial floor "
+                    f"{100 * result['floor']:.1f} % ({result['floor_how']}).", ""]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--task", nargs="+", default=list(DEFAULT_TASKS),
+                        help="tasks with a jobs/replication-<task>.yaml (svamp, cqa, ...)")
+    parser.add_argument("--data-dir", help="the folder of the task's released files (one task), instead of "
+                                           "the config's task.data_dir")
     parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "replication",
                         help="where the run directories go (a rerun resumes them)")
-    parser.add_argument("--smoke", action="store_true", help="one fraction, one seed, one epoch: checks the path")
+    parser.add_argument("--smoke", action="store_true", help="one fraction, one seed, 4 steps: checks the path")
     parser.add_argument("--render", action="store_true", help="only write replication.md from replication.json")
     args = parser.parse_args()
     if args.render:
         (RESULTS / "replication.md").write_text(markdown(json.loads((RESULTS / "replication.json").read_text())))
         return 0
+    if args.data_dir and len(args.task) != 1:
+        parser.error("--data-dir names the files of one task: give one --task")
+    for task in args.task:
+        if not (REPO / "jobs" / f"replication-{task}.yaml").is_file():
+            parser.error(f"no jobs/replication-{task}.yaml; tasks with one: "
+                         + ", ".join(sorted(p.stem.removeprefix("replication-") for p in (REPO / "jobs").glob("replication-*.yaml"))))
 
-    extra = SMOKE if args.smoke else []
+    extra = (SMOKE if args.smoke else []) + ([f"task.data_dir={Path(args.data_dir).resolve()}"] if args.data_dir else [])
     output_dir = args.output_dir / ("smoke" if args.smoke else "full")
     output_dir.mkdir(parents=True, exist_ok=True)
     results_file = output_dir / "replication.json" if args.smoke else RESULTS / "replication.json"
     summary = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    summary.update({"command": "python benchmarks/replication.py" + (" --smoke" if args.smoke else ""),
-                    "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, no GPU"})
+    summary.update({"command": "python benchmarks/replication.py " + " ".join(sys.argv[1:]),
+                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU"})
     summary.setdefault("tasks", {})
-    for task in args.tasks:
+    for task in args.task:
         started = time.perf_counter()
         run_dir = run_task(task, output_dir, extra)
-        result = task_result(task, run_dir, time.perf_counter() - started)
-        summary["tasks"][task] = result
-        print_table(task, result)
+        summary["tasks"][task] = task_result(task, run_dir, time.perf_counter() - started)
+        results_file.write_text(json.dumps(summary, indent=2) + "\n")
+        print(markdown({"tasks": {task: summary["tasks"][task]}}), flush=True)
         if not args.smoke:
             shutil.copy(run_dir / "plots" / "accuracy_vs_fraction.png", RESULTS / f"replication_{task}.png")
             report = (run_dir / "report.md").read_text()  # its plot beside it, under the name it has here
             (RESULTS / f"replication_{task}.md").write_text(
                 report.replace("(plots/accuracy_vs_fraction.png)", f"(replication_{task}.png)"))
-        results_file.write_text(json.dumps(summary, indent=2) + "\n")
-        if not args.smoke:
             (RESULTS / "replication.md").write_text(markdown(summary))
     print(f"\nwrote {results_file}")
     return 0

@@ -1,4 +1,4 @@
-"""Student throughput: the raydsbs trainer against the paper's scheme as a transformers Seq2SeqTrainer.
+"""Student throughput: the raydsbs trainer against the paper's scheme as a plain transformers Trainer.
 
 The same T5 (built from config, same seed), the same data (the paper's released
 CommonsenseQA teacher rationales, replayed), the same batch size, optimizer and
@@ -12,7 +12,11 @@ number of samples, on the same machine, one process each:
       own by DataCollatorForSeq2Seq, loss α·label + (1−α)·rationale.
 
 (b) runs again with bf16 autocast, so the bf16 variant of (a) has a like-for-like
-baseline. Samples/s counts training examples (each has a label and a rationale
+baseline. With --causal the student is the bundled SmolLM2-135M (pretrained,
+decoder-only) and the levers are length buckets, both tasks in one packed
+sequence (student.task_marker=output), bf16 autocast, and LoRA (which changes
+what is learned, so it is reported beside the headline, not in it); (b) is a
+transformers Trainer running the paper's two passes on the same rows. Samples/s counts training examples (each has a label and a rationale
 target); each measurement runs in a fresh process, in --repeats rounds over all
 of them, and the best round counts (the machine's slow spells hit each alike).
 The loss comparison uses held-out CQA rows: each trained model's label and
@@ -20,6 +24,7 @@ rationale losses, after the same number of samples.
 
     .venv/bin/python benchmarks/student_throughput.py                    # a vs b, writes the json
     .venv/bin/python benchmarks/student_throughput.py --parallelism      # DDP, ZeRO 1/2/3 and ZeRO-3 + offload on Ray Train
+    .venv/bin/python benchmarks/student_throughput.py --causal           # SmolLM2-135M: writes student_throughput_causal.json
     python benchmarks/student_throughput.py --device cuda --preset t5-base-scratch --zero-stage 2 \\
         --precision bf16 --samples 20000 --batch-size 32 --repeats 1 \
         --only raydsbs_buckets_encoder_once reference                    # a GPU machine, no Ray needed
@@ -47,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from raydsbs.config import Config, load_config, to_yaml  # noqa: E402
+from raydsbs.config import Config, load_config, parse_override, to_yaml  # noqa: E402
 from raydsbs.rundir import RunDir  # noqa: E402
 
 ALPHA = 0.5  # the paper's α; λ = (1 − α)/α = 1 in raydsbs
@@ -60,6 +65,16 @@ VARIANTS = {  # (a) and the levers it adds, one at a time
 }
 REFERENCES = {"reference": [], "reference_bf16": ["train.precision=bf16"]}  # (b), and (b) given bf16 too
 HEADLINE = "raydsbs_buckets_encoder_once"
+CAUSAL_VARIANTS = {  # a pretrained decoder-only student: the prompt once, in bf16, and LoRA beside
+    "raydsbs_paper_layout": ["student.task_marker=input", "train.length_bucketing=false"],
+    "raydsbs_buckets": ["student.task_marker=input", "train.length_bucketing=true"],
+    "raydsbs_buckets_packed": ["student.task_marker=output", "train.length_bucketing=true"],
+    "raydsbs_buckets_packed_bf16": ["student.task_marker=output", "train.length_bucketing=true",
+                                    "train.precision=bf16"],
+    "raydsbs_buckets_packed_bf16_lora": ["student.task_marker=output", "train.length_bucketing=true",
+                                         "train.precision=bf16", "student.lora={rank: 16}"],
+}
+CAUSAL_HEADLINE = "raydsbs_buckets_packed_bf16"  # every lever that keeps the math: what `precision=auto` runs here
 
 
 def prepare_run(out: Path, args) -> tuple[Config, RunDir]:
@@ -76,7 +91,8 @@ def prepare_run(out: Path, args) -> tuple[Config, RunDir]:
         f"output_dir={out}", "tag=bench", "task.name=cqa", f"task.data_dir={DSS / 'cqa'}",
         f"task.num_train={args.samples}", f"task.num_val={args.held_out}", "task.num_test=1",
         f"student.preset={args.preset}", "student.vocab_size=4000", "student.max_rationale_tokens=128",
-        f"train.batch_size={args.batch_size}", "train.learning_rate=1e-3", f"train.zero_stage={args.zero_stage}",
+        f"train.batch_size={args.batch_size}", f"train.learning_rate={args.learning_rate}",
+        f"train.zero_stage={args.zero_stage}",
         f"train.precision={args.precision}", f"train.use_gpu={args.device == 'cuda'}",
         # ours is the reference's loss times 1/α: clip at 1/α so both clip the same gradients
         f"train.max_grad_norm={1 / ALPHA}", f"train.cpus_per_worker={os.cpu_count()}",
@@ -97,7 +113,7 @@ def prepare_run(out: Path, args) -> tuple[Config, RunDir]:
 
 
 def _real_tokens(batch: dict) -> tuple[int, int]:
-    """(encoder tokens, decoder tokens) of a batch, padding not counted."""
+    """(encoder tokens, decoder tokens) of a seq2seq batch, padding not counted."""
     encoder = sum(int(rows["attention_mask"].sum()) for name, rows in batch.items() if "attention_mask" in rows)
     decoder = sum(int((rows["labels"] != -100).sum()) for name, rows in batch.items() if "labels" in rows)
     return encoder, decoder
@@ -134,7 +150,8 @@ def held_out_losses(model, fmt, config: Config, run: RunDir) -> dict:
 
 
 def flops_per_token(model) -> tuple[int, int]:
-    """Training FLOPs per encoder token and per decoder token: 6 × the parameters each passes through."""
+    """Training FLOPs per encoder token and per decoder token of a seq2seq student: 6 × the parameters each
+    passes through."""
     def count(parameters) -> int:  # a ZeRO-3 parameter is a stub whose full size is ds_numel
         return sum(getattr(p, "ds_numel", p.numel()) for p in parameters)
 
@@ -154,20 +171,24 @@ def run_raydsbs(config: Config, run: RunDir, args) -> dict:
     while len(batches) < steps:
         batches += trainer.batches(examples, seed=epoch)
         epoch += 1
+    seq2seq = trainer.format.kind == "seq2seq"
     tokens = [0, 0]
     started = time.perf_counter()
     for indices in batches[:steps]:
         batch = trainer.collate(examples, indices)
-        encoder, decoder = _real_tokens(batch)
-        tokens = [tokens[0] + encoder, tokens[1] + decoder]
+        if seq2seq:
+            encoder, decoder = _real_tokens(batch)
+            tokens = [tokens[0] + encoder, tokens[1] + decoder]
         learner.micro_step(batch, boundary=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     result = {"samples": steps * config.train.batch_size, "seconds": round(seconds, 1), "steps": steps,
-              "tokens": sum(tokens), **held_out_losses(learner.module, trainer.format, config, run)}
-    per_encoder, per_decoder = flops_per_token(learner.module)
-    result["model_tflops_per_s"] = round((per_encoder * tokens[0] + per_decoder * tokens[1]) / seconds / 1e12, 3)
+              **held_out_losses(learner.module, trainer.format, config, run)}
+    if seq2seq:
+        per_encoder, per_decoder = flops_per_token(learner.module)
+        result["tokens"] = sum(tokens)
+        result["model_tflops_per_s"] = round((per_encoder * tokens[0] + per_decoder * tokens[1]) / seconds / 1e12, 3)
     return result
 
 
@@ -176,15 +197,21 @@ def run_reference(config: Config, run: RunDir, args) -> dict:
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     from raydsbs.student.batching import MARKERS, StudentFormat
-    from raydsbs.student.model import build_student
+    from raydsbs.student.model import build_student, student_kind
     from raydsbs.student.tokenizer import load_tokenizer
     from raydsbs.student.tokenized import training_data
 
     tokenizer = load_tokenizer(config.student, run.tokenizer)
-    fmt = StudentFormat("seq2seq", "input", config.student.max_input_tokens)  # "predict: x" / "explain: x"
+    kind = student_kind(config.student)
+    fmt = StudentFormat(kind, "input", config.student.max_input_tokens)  # "predict: x" / "explain: x"
     train, _ = training_data(config, run, tokenizer, fmt)
-    features = [{"label": {"input_ids": e.label.source, "labels": e.label.target},
-                 "rationale": {"input_ids": e.rationale.source, "labels": e.rationale.target}} for e in train]
+
+    def feature(row) -> dict:  # a causal row is the prompt and its target, scored on the target only
+        if kind == "seq2seq":
+            return {"input_ids": row.source, "labels": row.target}
+        return {"input_ids": row.source + row.target, "labels": [-100] * len(row.source) + row.target}
+
+    features = [{"label": feature(e.label), "rationale": feature(e.rationale)} for e in train if e.rationale]
     torch.manual_seed(config.train.seed)
     model = build_student(config.student, tokenizer)
     pad_each = DataCollatorForSeq2Seq(tokenizer, model=model, padding="longest")
@@ -205,7 +232,7 @@ def run_reference(config: Config, run: RunDir, args) -> dict:
             learning_rate=config.train.learning_rate, lr_scheduler_type="constant", weight_decay=0.0,
             max_grad_norm=1.0, seed=config.train.seed, report_to=[], save_strategy="no", logging_steps=10**9,
             remove_unused_columns=False, dataloader_num_workers=0, use_cpu=args.device == "cpu",
-            bf16=config.train.dtype_name() == "bf16", disable_tqdm=True)
+            bf16=config.train.precision == "bf16", disable_tqdm=True)
         trainer = TwoPassTrainer(model=model, args=training_args, train_dataset=features,
                                  data_collator=collate_two_tasks)
         started = time.perf_counter()
@@ -268,12 +295,17 @@ def measure_one(name: str, out: Path, args) -> dict:
     from raydsbs.config import with_overrides
 
     config, run = load_config(out / "config.yaml"), RunDir(out / "run")
-    overrides = dict(o.split("=", 1) for o in {**VARIANTS, **REFERENCES}[name])
+    overrides = {".".join(keys): value for keys, value in map(parse_override, _measurements(args)[name])}
     runner = run_reference if name in REFERENCES else run_raydsbs
     result = runner(with_overrides(config, overrides), run, args)
     result["samples_per_s"] = round(result["samples"] / result["seconds"], 2)
     result["device"] = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     return result
+
+
+def _measurements(args) -> dict[str, list[str]]:
+    """Name -> overrides of every measurement this invocation can make: (a)'s variants and (b)."""
+    return {**(CAUSAL_VARIANTS if args.causal else VARIANTS), **REFERENCES}
 
 
 def in_subprocess(name: str, out: Path, args) -> dict:
@@ -293,26 +325,36 @@ def _summary(name: str, measured: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=1024, help="training examples each method sees")
-    parser.add_argument("--held-out", type=int, default=256, help="CQA rows held out for the loss comparison")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--preset", default="t5-mini")
+    parser.add_argument("--causal", action="store_true",
+                        help="the bundled SmolLM2-135M and the causal levers (defaults below change with it)")
+    parser.add_argument("--samples", type=int, help="training examples each method sees (1024; causal 128)")
+    parser.add_argument("--held-out", type=int, help="CQA rows held out for the loss comparison (256; causal 64)")
+    parser.add_argument("--batch-size", type=int, help="examples per step (16; causal 8)")
+    parser.add_argument("--learning-rate", type=float, help="AdamW's (1e-3; causal 1e-4)")
+    parser.add_argument("--preset", help="the student (t5-mini; causal smollm2-135m)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--zero-stage", type=int, default=0)
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--only", choices=[*VARIANTS, *REFERENCES], nargs="*")
+    parser.add_argument("--only", choices=[*VARIANTS, *CAUSAL_VARIANTS, *REFERENCES], nargs="*")
     parser.add_argument("--repeats", type=int, default=2, help="rounds over all measurements; the best of each counts")
     parser.add_argument("--parallelism", action="store_true", help="only the DDP / ZeRO step-time table")
     parser.add_argument("--parallel-steps", type=int, default=8)
     parser.add_argument("--one", nargs=2, metavar=("NAME", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    defaults = {"samples": (1024, 128), "held_out": (256, 64), "batch_size": (16, 8), "learning_rate": (1e-3, 1e-4),
+                "preset": ("t5-mini", "smollm2-135m")}
+    for key, (seq2seq, causal) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, causal if args.causal else seq2seq)
     torch.set_num_threads(os.cpu_count() or 1)
     if args.one:
         name, out = args.one
         (Path(out) / f"{name}.json").write_text(json.dumps(measure_one(name, Path(out), args)))
         return
 
-    results_file = RESULTS / ("student_throughput_gpu.json" if args.device == "cuda" else "student_throughput.json")
+    name = "student_throughput" + ("_causal" if args.causal else "") + ("_gpu" if args.device == "cuda" else "")
+    results_file = RESULTS / f"{name}.json"
+    headline = CAUSAL_HEADLINE if args.causal else HEADLINE
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     with tempfile.TemporaryDirectory() as out:
         config, run = prepare_run(Path(out), args)
@@ -322,7 +364,7 @@ def main() -> None:
         else:
             measured: dict[str, dict] = {}
             for repeat in range(args.repeats):  # rounds over all, so a slow spell of the machine hits each alike
-                for name in args.only or [*VARIANTS, *REFERENCES]:
+                for name in args.only or _measurements(args):
                     result = in_subprocess(name, Path(out), args)
                     print(f"round {repeat + 1}: " + _summary(name, result), flush=True)
                     best = measured.setdefault(name, result)
@@ -330,15 +372,15 @@ def main() -> None:
                     if result["samples_per_s"] > best["samples_per_s"]:
                         best.update({k: v for k, v in result.items() if k != "samples_per_s_each_round"})
             results.update(measured)
-            results.update(preset=args.preset, batch_size=args.batch_size, samples=args.samples,
+            results.update(preset=args.preset, batch_size=args.batch_size, samples=args.samples, headline=headline,
                            device=measured[next(iter(measured))]["device"],
                            data="CQA train rows with the paper's PaLM rationales (replayed)")
-            if HEADLINE in measured and "reference" in measured:
-                a, b = measured[HEADLINE], measured["reference"]
+            if headline in measured and "reference" in measured:
+                a, b = measured[headline], measured["reference"]
                 results.update(ratio_vs_reference=round(a["samples_per_s"] / b["samples_per_s"], 2),
                                loss_raydsbs={k: a[k] for k in ("held_out_label_loss", "held_out_rationale_loss")},
                                loss_reference={k: b[k] for k in ("held_out_label_loss", "held_out_rationale_loss")})
-                print(f"ratio a/b ({HEADLINE} / reference) = {results['ratio_vs_reference']}   (target >= 1.5)")
+                print(f"ratio a/b ({headline} / reference) = {results['ratio_vs_reference']}   (target >= 1.5)")
             results["ratios"] = {f"{name} / {base}": round(m["samples_per_s"] / measured[base]["samples_per_s"], 2)
                                  for name, m in measured.items() for base in REFERENCES if base in measured}
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"
