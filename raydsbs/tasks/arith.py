@@ -1,6 +1,8 @@
-"""The embedded default task: seeded multi-step arithmetic word problems.
+"""The embedded default task: seeded arithmetic word problems of one or two steps.
 
-Written by the project itself, offline, in any size. A row looks like::
+Written by the project itself, offline, in any size. Three in eight need one
+operation ("Ava has 12 shells. She gives away 5. How many shells does Ava
+have left?"), the rest two, like::
 
     question: "Mia has 7 marbles. She buys 5 more. Then she gives 3 to Leo.
                How many marbles does Mia have now?"
@@ -23,6 +25,24 @@ from raydsbs.tasks.answers import NumberAnswer
 NAMES = [("Mia", "She"), ("Leo", "He"), ("Ava", "She"), ("Sam", "He"), ("Zoe", "She"), ("Max", "He"),
          ("Ivy", "She"), ("Ben", "He"), ("Emma", "She"), ("Noah", "He"), ("Lily", "She"), ("Omar", "He")]
 ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "cards", "shells", "coins", "balloons"]
+
+
+def _buy_more(rng: random.Random) -> tuple[str, int]:
+    (name, she), = rng.sample(NAMES, 1)
+    item, a, b = rng.choice(ITEMS), rng.randint(2, 20), rng.randint(2, 20)
+    return f"{name} has {a} {item}. {she} buys {b} more. How many {item} does {name} have now?", a + b
+
+
+def _give_away(rng: random.Random) -> tuple[str, int]:
+    (name, she), = rng.sample(NAMES, 1)
+    item, a = rng.choice(ITEMS), rng.randint(3, 24)
+    b = rng.randint(1, a - 1)
+    return f"{name} has {a} {item}. {she} gives away {b}. How many {item} does {name} have left?", a - b
+
+
+def _boxes(rng: random.Random) -> tuple[str, int]:
+    item, a, b = rng.choice(ITEMS), rng.randint(2, 6), rng.randint(2, 6)
+    return f"There are {a} boxes with {b} {item} in each box. How many {item} are there in all?", a * b
 
 
 def _add_then_give(rng: random.Random) -> tuple[str, int]:
@@ -63,7 +83,9 @@ def _share(rng: random.Random) -> tuple[str, int]:
             f"How many {item} does each friend get?", each)
 
 
-TEMPLATES = [_add_then_give, _boxes_minus, _three_gifts, _bags_plus, _share]
+ONE_STEP = [_buy_more, _give_away, _boxes]
+TWO_STEPS = [_add_then_give, _boxes_minus, _three_gifts, _bags_plus, _share]
+TEMPLATES = ONE_STEP + TWO_STEPS
 
 
 def generate_problems(count: int, seed: int) -> list[tuple[str, int]]:
