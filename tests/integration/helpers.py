@@ -59,10 +59,10 @@ class Background:
     Never a pipe: a test that waits on the run's files without reading a pipe lets it fill (64 KiB of
     Ray Data's progress lines), and the run then blocks on its next print forever."""
 
-    def __init__(self, *args: str, log: Path):
+    def __init__(self, *args: str, log: Path, env: dict | None = None):
         self.log = log
         with open(log, "w") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "raydsbs", *args], cwd=REPO, stdout=out,
+            self.process = subprocess.Popen([sys.executable, "-m", "raydsbs", *args], cwd=REPO, stdout=out, env=env,
                                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     def output(self, tail: int = 6000) -> str:

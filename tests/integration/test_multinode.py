@@ -47,7 +47,7 @@ def test_esnli_on_vllm_replicas_on_two_nodes_with_two_samples_a_prompt_too_long_
     long_row = {"premise": "word " * 3000, "hypothesis": "Something.", "label": 1}
     files = {split: jsonl(tmp_path / f"{split}.jsonl", split_rows) for split, split_rows in
              {"train": rows + [long_row], "val": NLI_ROWS[:1], "test": NLI_ROWS[:2]}.items()}
-    command = ["generate", "jobs/quickstart.yaml", f"output_dir={tmp_path / 'runs'}", "tag=nodes",
+    command = ["generate", "tests/integration/tiny.yaml", f"output_dir={tmp_path / 'runs'}", "tag=nodes",
                f"ray.address={cluster.address}", "task.name=esnli",
                *(f"task.{split}_file={path}" for split, path in files.items()),
                "teacher.samples=2", "teacher.temperature=0.7", "teacher.max_new_tokens=32", "teacher.num_shots=3",
@@ -75,7 +75,7 @@ def test_esnli_on_vllm_replicas_on_two_nodes_with_two_samples_a_prompt_too_long_
     requests = pq.read_table(run_dir / "teacher/requests", columns=["request_id", "reason"]).to_pylist()
     generated = pq.read_table(run_dir / "teacher/generations", columns=["request_id"])["request_id"].to_pylist()
     assert sorted(generated) == sorted(r["request_id"] for r in requests if not r["reason"])
-    assert len(generated) == 2 * len(rows)
+    assert len(generated) == 2 * (len(rows) + 1 + 2)  # the train rows, and the val and test rows (scored)
     train_ids = pq.read_table(run_dir / "corpus/train.parquet", columns=["id"])["id"].to_pylist()
     kept = pq.read_table(run_dir / "teacher/distill.parquet").to_pylist()
     rejected = pq.read_table(run_dir / "teacher/rejects.parquet").to_pylist()
@@ -93,7 +93,7 @@ def test_a_training_whose_worker_node_dies_resumes_from_its_checkpoint(cluster, 
     # Two worker nodes with room for one Ray Train worker each (0.9 CPU); the head has room for one more.
     worker_nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
-    run = Background("train", "jobs/quickstart.yaml", f"output_dir={tmp_path}", "tag=nodes", f"ray.address={cluster.address}",
+    run = Background("train", "tests/integration/tiny.yaml", f"output_dir={tmp_path}", "tag=nodes", f"ray.address={cluster.address}",
                      "train.method=standard_finetune", "train.epochs=3", "train.eval_every_steps=4",
                      "train.batch_size=16", log=tmp_path / "train.log")
     run.wait_for(lambda: last_checkpoint_step(tmp_path) >= 8, "a checkpoint at step 8")

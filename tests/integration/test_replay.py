@@ -38,7 +38,7 @@ def test_svamp_replay_generates_a_distillation_set_and_shows_its_progress_as_ray
     from raydsbs.rundir import open_run
     from raydsbs.teacher.pipeline import generate
 
-    config = load_config("jobs/quickstart.yaml", [
+    config = load_config("tests/integration/tiny.yaml", [
         f"output_dir={tmp_path}", "task.name=svamp", f"task.data_dir={dss_data / 'svamp'}", "task.num_train=1000",
         "task.num_val=100", "task.num_test=200", "teacher.backend=replay"])
     run = open_run(config)

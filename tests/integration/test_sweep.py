@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 # standard_finetune needs no teacher. One worker (two DDP workers resume in test_multinode.py), batches of
 # 64: 3 optimizer steps an epoch on half the 320 training rows, 5 on all of them; a checkpoint every 4
 # steps and at the end.
-SWEEP = ["sweep", "jobs/quickstart.yaml", "tag=sweep", "train.method=standard_finetune", "train.epochs=3",
+SWEEP = ["sweep", "tests/integration/tiny.yaml", "tag=sweep", "train.method=standard_finetune", "train.epochs=3",
          "train.num_workers=1", "train.batch_size=64", "train.eval_every_steps=4",
          "sweep.grid={train.train_fraction: [0.5, 1.0]}"]
 
@@ -63,7 +63,7 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
     # Two trials in order: a learning rate that learns, then one that barely moves. Each (one worker, 5
     # steps of 64 rows) reports its validation label loss every 2 steps; at the first rung the second
     # trails the first and stops.
-    command = [sys.executable, "-m", "raydsbs", "sweep", "jobs/quickstart.yaml", f"output_dir={tmp_path}",
+    command = [sys.executable, "-m", "raydsbs", "sweep", "tests/integration/tiny.yaml", f"output_dir={tmp_path}",
                "tag=asha", "train.method=standard_finetune", "train.epochs=1", "train.eval_every_steps=2",
                "train.num_workers=1", "train.batch_size=64",
                "sweep.scheduler=asha", "sweep.grace_reports=1", "sweep.grid={train.learning_rate: [3.0e-3, 1.0e-8]}"]

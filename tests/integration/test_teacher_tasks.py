@@ -28,7 +28,7 @@ def local_ray():
 def generate(*args: str) -> None:
     from raydsbs.cli import main
 
-    assert main(["generate", "jobs/quickstart.yaml", *args]) == 0
+    assert main(["generate", "tests/integration/tiny.yaml", *args]) == 0
 
 
 def _outputs(out):

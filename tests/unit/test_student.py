@@ -291,19 +291,21 @@ def test_a_packed_rationale_never_sees_the_label(tokenizer):
     assert packed["position_ids"][0, rationale_positions[0] - 1] >= prompt
 
 
-def test_a_lora_student_trains_its_adapters_only_checkpoints_them_and_merges(tokenizer, tmp_path):
-    from transformers import AutoModelForCausalLM
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_a_lora_student_trains_its_adapters_only_checkpoints_them_and_merges(tokenizer, tmp_path, kind):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     from raydsbs.config import LoraConfig
     from raydsbs.student.learner import Progress
     from raydsbs.student.lora import ADAPTER_SUBDIR, add_adapters, merge_adapters
 
-    fmt = StudentFormat("causal", "output", 160)
+    fmt = StudentFormat(kind, "output", 160)
+    auto = AutoModelForCausalLM if kind == "causal" else AutoModelForSeq2SeqLM
     base = tmp_path / "base"
-    _model(tokenizer, "llama-tiny").save_pretrained(base)  # a "pretrained" student of our own
+    _model(tokenizer, "llama-tiny" if kind == "causal" else "t5-tiny").save_pretrained(base)  # "pretrained"
 
     def learner():
-        model = add_adapters(AutoModelForCausalLM.from_pretrained(base), LoraConfig(rank=4, dropout=0.0), "causal")
+        model = add_adapters(auto.from_pretrained(base), LoraConfig(rank=4, dropout=0.0), kind)
         return Learner(model, TrainConfig(learning_rate=1e-2, precision="fp32"), distributed=False,
                        device=torch.device("cpu"))
 
@@ -326,14 +328,14 @@ def test_a_lora_student_trains_its_adapters_only_checkpoints_them_and_merges(tok
     assert trained.micro_step(batch, boundary=True) == pytest.approx(restored.micro_step(batch, boundary=True))
 
     # model/ of a LoRA training: the base with the adapters merged in, a plain folder that predicts as they do
-    merge_adapters(AutoModelForCausalLM.from_pretrained(base), tmp_path / "ckpt" / ADAPTER_SUBDIR).save_pretrained(
-        tmp_path / "merged")
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    merge_adapters(auto.from_pretrained(base), tmp_path / "ckpt" / ADAPTER_SUBDIR).save_pretrained(tmp_path / "merged")
+    merged = auto.from_pretrained(tmp_path / "merged").eval()
     assert not hasattr(merged, "peft_config")
     adapted = learner()
     adapted.restore(tmp_path / "ckpt")
     ids = torch.tensor([[5, 6, 7, 8]])
+    inputs = {"input_ids": ids} if kind == "causal" else {"input_ids": ids, "decoder_input_ids": ids}
     with torch.no_grad():
-        assert torch.allclose(merged(ids).logits, adapted.module.eval()(ids).logits, atol=1e-5)
-        untouched = AutoModelForCausalLM.from_pretrained(base).eval()(ids).logits
-        assert not torch.allclose(merged(ids).logits, untouched, atol=1e-4)
+        assert torch.allclose(merged(**inputs).logits, adapted.module.eval()(**inputs).logits, atol=1e-5)
+        untouched = auto.from_pretrained(base).eval()(**inputs).logits
+        assert not torch.allclose(merged(**inputs).logits, untouched, atol=1e-4)
