@@ -1,4 +1,4 @@
-"""The task registry: ``arith`` (embedded, Python) and the paper's benchmarks as YAML specs
+"""The task registry: ``arith`` and ``arith2`` (embedded, Python) and the paper's benchmarks as YAML specs
 (``specs/*.yaml``); any other ``*.yaml`` path is a user's own task (see :mod:`raydsbs.tasks.spec`)."""
 
 from __future__ import annotations
@@ -6,12 +6,13 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from raydsbs.tasks.arith import ArithTask
+from raydsbs.tasks.arith import ArithTask, TwoStepArithTask
 from raydsbs.tasks.base import SPLITS, Example, Exemplar, ParsedCompletion, RejectedRow, Task
 from raydsbs.tasks.spec import SpecTask, TaskSpecError, load_spec
 
 SPEC_DIR = Path(str(resources.files("raydsbs.tasks").joinpath("specs")))
-TASKS: dict[str, Path | type[Task]] = {"arith": ArithTask, **{path.stem: path for path in sorted(SPEC_DIR.glob("*.yaml"))}}
+TASKS: dict[str, Path | type[Task]] = {"arith": ArithTask, "arith2": TwoStepArithTask,
+                                       **{path.stem: path for path in sorted(SPEC_DIR.glob("*.yaml"))}}
 
 
 class UnknownTaskError(KeyError):

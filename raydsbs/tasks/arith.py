@@ -1,14 +1,18 @@
-"""The embedded default task: seeded arithmetic word problems of one or two steps.
+"""The embedded tasks: seeded arithmetic word problems, written by the project itself, offline, in any size.
 
-Written by the project itself, offline, in any size. Three in eight need one
-operation ("Ava has 12 shells. She gives away 5. How many shells does Ava
-have left?"), the rest two, like::
+``arith`` (the default) needs one operation, which a pretrained 135M student learns in a minute
+on a CPU::
+
+    question: "Ava has 12 shells. She gives away 5. How many shells does Ava have left?"
+    gold:     "7"
+
+``arith2`` needs two, which it does not (without writing its reasoning out)::
 
     question: "Mia has 7 marbles. She buys 5 more. Then she gives 3 to Leo.
                How many marbles does Mia have now?"
     gold:     "9"
 
-and the teacher is asked to answer in the same style as its exemplars::
+The teacher is asked to answer in the same style as its exemplars::
 
     "Mia starts with 7 marbles. After buying 5 more she has 7 + 5 = 12.
      After giving 3 away she has 12 - 3 = 9. So the answer is 9."
@@ -43,6 +47,13 @@ def _give_away(rng: random.Random) -> tuple[str, int]:
 def _boxes(rng: random.Random) -> tuple[str, int]:
     item, a, b = rng.choice(ITEMS), rng.randint(2, 6), rng.randint(2, 6)
     return f"There are {a} boxes with {b} {item} in each box. How many {item} are there in all?", a * b
+
+
+def _share_out(rng: random.Random) -> tuple[str, int]:
+    (name, _), = rng.sample(NAMES, 1)
+    item, friends, each = rng.choice(ITEMS), rng.randint(2, 5), rng.randint(2, 6)
+    return (f"{name} shares {friends * each} {item} equally among {friends} friends. "
+            f"How many {item} does each friend get?", each)
 
 
 def _add_then_give(rng: random.Random) -> tuple[str, int]:
@@ -83,33 +94,42 @@ def _share(rng: random.Random) -> tuple[str, int]:
             f"How many {item} does each friend get?", each)
 
 
-ONE_STEP = [_buy_more, _give_away, _boxes]
+ONE_STEP = [_buy_more, _give_away, _boxes, _share_out]
 TWO_STEPS = [_add_then_give, _boxes_minus, _three_gifts, _bags_plus, _share]
-TEMPLATES = ONE_STEP + TWO_STEPS
 
 
-def generate_problems(count: int, seed: int) -> list[tuple[str, int]]:
-    """``count`` distinct (question, answer) pairs, the same for the same seed."""
+def generate_problems(count: int, seed: int, templates=tuple(ONE_STEP)) -> list[tuple[str, int]]:
+    """``count`` distinct (question, answer) pairs from ``templates``, the same for the same seed."""
     rng = random.Random(seed)
     seen: dict[str, int] = {}
     while len(seen) < count:
-        question, answer = rng.choice(TEMPLATES)(rng)
+        question, answer = rng.choice(templates)(rng)
         seen.setdefault(question, answer)
     return list(seen.items())
 
 
 class ArithTask(Task):
+    """One-step problems (the embedded default)."""
+
     name = "arith"
     exemplar_file = "arith_exemplars.jsonl"
+    templates = tuple(ONE_STEP)
+    answer_format = NumberAnswer()
 
     def load_splits(self, config: TaskConfig) -> dict[str, list[Example]]:
         sizes = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
-        problems = generate_problems(sum(sizes.values()), config.seed)
+        problems = generate_problems(sum(sizes.values()), config.seed, self.templates)
         splits, start = {}, 0
         for split in SPLITS:
             chunk = problems[start : start + sizes[split]]
-            splits[split] = [Example(f"arith-{split}-{i:06d}", q, str(a)) for i, (q, a) in enumerate(chunk)]
+            splits[split] = [Example(f"{self.name}-{split}-{i:06d}", q, str(a)) for i, (q, a) in enumerate(chunk)]
             start += sizes[split]
         return splits
 
-    answer_format = NumberAnswer()
+
+class TwoStepArithTask(ArithTask):
+    """Two-step problems."""
+
+    name = "arith2"
+    exemplar_file = "arith2_exemplars.jsonl"
+    templates = tuple(TWO_STEPS)

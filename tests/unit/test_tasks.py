@@ -5,12 +5,12 @@ import pytest
 from raydsbs.config import TaskConfig
 from raydsbs.data.released import ReleasedDataError, completions_by_id, read_completions, read_ground_truth
 from raydsbs.tasks import get_task
-from raydsbs.tasks.arith import generate_problems
+from raydsbs.tasks.arith import TWO_STEPS, generate_problems
 from raydsbs.teacher.prompts import build_prompt
 
 
 def test_unknown_task_lists_known_ones():
-    with pytest.raises(KeyError, match="known tasks: anli, arith, cqa, esnli, svamp, or a path"):
+    with pytest.raises(KeyError, match="known tasks: anli, arith, arith2, cqa, esnli, svamp, or a path"):
         get_task("gsm8k")
 
 
@@ -18,7 +18,11 @@ def test_arith_generator_is_seeded_and_answers_are_right():
     first, again = generate_problems(200, seed=3), generate_problems(200, seed=3)
     assert first == again and len({q for q, _ in first}) == 200
     assert generate_problems(200, seed=4) != first
-    question, answer = next((q, a) for q, a in first if "buys" in q and "gives" in q)
+    question, answer = next((q, a) for q, a in first if "gives away" in q)
+    numbers = [int(n) for n in __import__("re").findall(r"\d+", question)]
+    assert answer == numbers[0] - numbers[1]
+    two_steps = generate_problems(200, seed=3, templates=TWO_STEPS)
+    question, answer = next((q, a) for q, a in two_steps if "buys" in q and "gives" in q)
     numbers = [int(n) for n in __import__("re").findall(r"\d+", question)]
     assert answer == numbers[0] + numbers[1] - numbers[2]
 
@@ -47,7 +51,7 @@ def test_prompt_holds_exemplars_then_the_question():
     task = get_task("arith")
     prompt = build_prompt(task, "Zoe has 2 apples. How many?", num_shots=2)
     assert prompt.count("Q: ") == 3 and prompt.endswith("Q: Zoe has 2 apples. How many?\nA:")
-    assert "So the answer is 7." in prompt
+    assert "So the answer is 5." in prompt
 
 
 def _teacher_accuracy(task_name: str, data_dir, split: str, parser: str = "raydsbs") -> tuple[float, Counter]:
