@@ -118,3 +118,20 @@ def test_max_steps_trains_that_many_steps_over_as_many_passes_as_it_takes(run):
     reports.clear()
     fit(at_the_end, run, lambda metrics, folder: reports.append(metrics["step"]))
     assert reports == [10, 20]
+
+
+def test_cot_finetune_learns_one_chain_and_validates_on_the_teachers_chains_for_the_val_rows(run):
+    val = pq.read_table(run.corpus_file("val")).to_pylist()
+    _write(run.heldout_file, [{"id": row["id"], "split": "val", "gold": row["gold"], "rationale": f"it is {row['gold']}",
+                               "teacher_label": row["gold"], "teacher_correct": True, "reason": "" if i else "empty",
+                               "detail": ""} for i, row in enumerate(val)])
+    config = _config(**{"train.method": "cot_finetune", "student.max_rationale_tokens": 16})
+    prepare_training_data(config, run)
+    tokenizer = load_tokenizer(config.student, run.tokenizer)
+    train, val_examples = read_tokenized(_folder(config, run), fraction=1.0, seed=0)
+    assert len(train) == 30 and all(example.rationale is None for example in train)  # one target, kept rows only
+    chain = tokenizer.decode(train[0].label.target, skip_special_tokens=True)
+    assert chain.startswith("so it is ") and "So the answer is" in chain  # gold label after the teacher's chain
+    assert len(train[0].label.target) <= 16 + config.student.max_label_tokens
+    assert len(val_examples) == 7  # the validation row whose teacher answer was rejected is left out
+    assert "So the answer is" in tokenizer.decode(val_examples[0].label.target, skip_special_tokens=True)
