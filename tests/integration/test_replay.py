@@ -50,7 +50,8 @@ def test_svamp_replay_generates_a_distillation_set_and_shows_its_progress_as_ray
     finally:
         ray.shutdown()
     (samples,) = found["ray_raydsbs_teacher_samples_total"]
-    assert samples.endswith(f" {float(summary['rows'])}")
+    # every sample parsed: the train rows', and the val and test rows' the teacher answered to be scored
+    assert samples.endswith(f" {float(summary['rows'] + summary['teacher_rows_val'] + summary['teacher_rows_test'])}")
     assert any('reason="no_answer_stated"' in line for line in found["ray_raydsbs_teacher_rejected_samples_total"])
     assert "ray_raydsbs_teacher_generated_tokens_per_s" in found
 
