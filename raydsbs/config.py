@@ -328,6 +328,13 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _cot_needs_heldout_answers(self):
+        if self.train.method == "cot_finetune" and not self.teacher.answer_heldout:
+            raise ValueError("train.method=cot_finetune selects its checkpoint on the teacher's rationales for the "
+                             "validation rows: it needs teacher.answer_heldout=true")
+        return self
+
+    @model_validator(mode="after")
     def _lora_fits(self):
         from raydsbs.student.model import pretrained_source
 

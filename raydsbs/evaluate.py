@@ -48,8 +48,9 @@ def score(config: Config, run: RunDir, model, tokenizer, fmt) -> tuple[dict, lis
                          "gold": example["gold"], "correct": task.answers_match(label, example["gold"]),
                          "generated_tokens": tokens})
         scored = [row for row in rows if row["split"] == split]
-        metrics[f"{split}_accuracy"] = round(sum(r["correct"] for r in scored) / max(1, len(scored)), 4)
-        metrics[f"{split}_tokens_per_answer"] = round(sum(r["generated_tokens"] for r in scored) / max(1, len(scored)), 1)
+        count = max(1, len(scored))
+        metrics[f"{split}_accuracy"] = round(sum(r["correct"] for r in scored) / count, 4)
+        metrics[f"{split}_tokens_per_answer"] = round(sum(r["generated_tokens"] for r in scored) / count, 1)
     return metrics, rows
 
 

@@ -99,6 +99,10 @@ def _examples(config: Config, run: RunDir) -> dict[str, tuple[list[str], list[Tr
     if method == "cot_finetune":  # validated on its own kind of target: the teacher's chain, with the gold label
         heldout = pq.read_table(run.heldout_file).filter(pc.field("reason") == "").to_pylist()
         val_examples = training_examples(method, "gold", val, heldout, marker)
+        if all(example.label is None for example in val_examples):
+            raise ValueError(f"cot_finetune selects its checkpoint on the teacher's rationales for the validation rows, "
+                             f"and {run.heldout_file} keeps none: the teacher must answer them (a replay file needs "
+                             f"the validation rows' ids too)")
     else:
         val_examples = [TrainingExample(row["question"], row["gold"]) for row in val]
     return {"train": ([row["id"] for row in corpus], train), "val": ([row["id"] for row in val], val_examples)}

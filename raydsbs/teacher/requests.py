@@ -36,7 +36,8 @@ from raydsbs.teacher.selection import question_key
 
 CHUNK_ROWS = 8192
 REQUEST_SCHEMA = pa.schema([
-    ("request_id", pa.string()), ("id", pa.string()), ("split", pa.string()), ("sample", pa.int64()), ("seed", pa.int64()),
+    ("request_id", pa.string()), ("id", pa.string()), ("split", pa.string()), ("sample", pa.int64()),
+    ("seed", pa.int64()),
     ("question", pa.string()), ("question_key", pa.int64()), ("gold", pa.string()), ("prompt", pa.string()),
     ("reason", pa.string()), ("detail", pa.string()),
 ])

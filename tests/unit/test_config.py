@@ -71,3 +71,17 @@ def test_standard_methods_ignore_lambda_in_their_training_name():
     steps = [with_overrides(base, {"train.rationale_weight": w}) for w in (0.5, 2)]
     assert training_name(steps[0]) != training_name(steps[1])
     assert training_name(steps[0]).startswith("step_by_step-f1-l0.5-s0-")
+
+
+def test_cot_finetune_needs_the_teachers_validation_answers():
+    with pytest.raises(ConfigError, match="teacher.answer_heldout=true"):
+        load_config(None, ["train.method=cot_finetune", "teacher.answer_heldout=false"])
+
+
+def test_lora_is_refused_where_it_cannot_work_with_the_reason():
+    with pytest.raises(ConfigError, match="built from config with random weights"):
+        load_config(None, ["student.lora={rank: 8}"])
+    with pytest.raises(ConfigError, match="ZeRO-3 shards the frozen base"):
+        load_config(None, ["student.preset=smollm2-135m", "student.lora={}", "train.zero_stage=3"])
+    config = load_config(None, ["student.preset=smollm2-135m", "student.lora.rank=8", "train.zero_stage=2"])
+    assert (config.student.lora.rank, config.student.lora.target_modules) == (8, "all-linear")
