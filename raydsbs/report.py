@@ -256,8 +256,9 @@ def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
     table = results_table(rows, keys)
     corpus = summary.get("corpus", {})
     title = f"raydsbs report: {run.root.name}"
-    intro = [f"Task {config.task.name}, teacher {config.teacher.model} ({config.teacher.backend}); "
-             f"config hash {config_hash(config)}.",
+    teacher_source = (f"replayed completions from {config.teacher.replay_file or config.task.data_dir}"
+                      if config.teacher.backend == "replay" else f"{config.teacher.model} ({config.teacher.backend})")
+    intro = [f"Task {config.task.name}, teacher: {teacher_source}; config hash {config_hash(config)}.",
              f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / "
              f"{corpus.get('test', '?')} test rows. Model selection used the validation split only; the test split "
              f"was scored once per model, and the teacher, the untrained student and the floor on the same rows.",
