@@ -19,7 +19,7 @@ from raydsbs.config import Config, config_hash
 from raydsbs.rundir import RunDir
 from raydsbs.student.inference import generate_counted
 from raydsbs.student.launcher import canonical, prepare_tokenizer
-from raydsbs.student.learner import MODEL_SUBDIR
+from raydsbs.student.learner import DTYPES, MODEL_SUBDIR, compute_dtype
 from raydsbs.tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -35,13 +35,15 @@ def answer_tokens(config: Config) -> int:
 
 
 def score(config: Config, run: RunDir, model, tokenizer, fmt) -> tuple[dict, list[dict]]:
-    """Accuracy on val and test and tokens generated per test answer; and a row per prediction."""
+    """Accuracy on val and test and tokens generated per answer, greedy, in the precision the student trained
+    in; and a row per prediction."""
     task = get_task(config.task.name)
+    dtype = DTYPES[compute_dtype(config.train)]  # the precision the student trained in
     metrics, rows = {}, []
     for split in EVAL_SPLITS:
         examples = pq.read_table(run.corpus_file(split)).to_pylist()
         outputs = generate_counted(model, tokenizer, fmt, [e["question"] for e in examples], "label",
-                                   answer_tokens(config), config.eval.batch_size)
+                                   answer_tokens(config), config.eval.batch_size, dtype)
         for example, (output, tokens) in zip(examples, outputs):
             label = task.parse_prediction(output)
             rows.append({"split": split, "id": example["id"], "output": output, "label": label or "",

@@ -23,8 +23,9 @@ def generate(model, tokenizer, fmt: StudentFormat, questions: list[str], task: s
 
 
 def generate_counted(model, tokenizer, fmt: StudentFormat, questions: list[str], task: str, max_new_tokens: int,
-                     batch_size: int = 32) -> list[tuple[str, int]]:
-    """(decoded output, tokens generated up to its end) of ``task`` for each of ``questions``, in order."""
+                     batch_size: int = 32, dtype: torch.dtype = torch.float32) -> list[tuple[str, int]]:
+    """(decoded output, tokens generated up to its end) of ``task`` for each of ``questions``, in order;
+    ``dtype`` bf16 or fp16 computes under autocast (the precision the student trained in)."""
     outputs = []
     model.eval()
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
@@ -46,7 +47,7 @@ def generate_counted(model, tokenizer, fmt: StudentFormat, questions: list[str],
             input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sources])
             attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sources])
             kwargs, given = {}, width
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype != torch.float32):
             generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                                        do_sample=False, pad_token_id=pad, eos_token_id=eos, **kwargs)
         answers = _strip(generated, given, eos)
