@@ -140,7 +140,8 @@ def held_out_losses(model, fmt, config: Config, run: RunDir) -> dict:
     wrapper, sums = MultiTaskModel(model).eval(), [0.0, 0.0]
     with torch.no_grad():
         for start in range(0, len(encoded), 32):
-            batch = collate(encoded[start : start + 32], fmt, tokenizer.pad_token_id, model.config.decoder_start_token_id)
+            batch = collate(encoded[start : start + 32], fmt, tokenizer.pad_token_id,
+                            getattr(model.config, "decoder_start_token_id", None))
             batch = {k: {n: t.to(model.device) for n, t in v.items()} for k, v in batch.items()}
             label, rationale = wrapper(batch)
             count = len(encoded[start : start + 32])
