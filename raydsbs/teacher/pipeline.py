@@ -263,6 +263,15 @@ def _output(rows: pa.Table, decisions: pa.Table, columns: list[str]) -> pa.Table
                      for name in columns], schema=schema)
 
 
+def _tally_heldout(decided: pa.Table, heldout: dict[str, list[int]], backend_error: str) -> None:
+    """Add a bucket's held-out rows to ``heldout``: per split, rows, correct answers, rows the backend answered."""
+    for split, tally in heldout.items():
+        part = decided.filter(pc.field("split") == split)
+        tally[0] += part.num_rows
+        tally[1] += pc.sum(part["teacher_correct"].cast(pa.int64())).as_py() or 0
+        tally[2] += part.num_rows - part.filter(pc.field("reason") == backend_error).num_rows
+
+
 def _heldout_accuracy(tally: list[int]) -> float | None:
     """correct / rows of a held-out split; None when the backend answered none of its rows."""
     rows, correct, answered = tally
@@ -292,18 +301,12 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
                 samples = _once_per_request(pq.read_table(path, columns=_SHORT_COLUMNS))
                 decided = _decide(samples, config)
                 for chosen, decisions in _with_texts(path, decided):
-                    train = pc.equal(decisions["split"], "train")
-                    keep = pc.and_(train, pc.equal(decisions["reason"], ""))
-                    drop = pc.and_(train, pc.not_equal(decisions["reason"], ""))
-                    distill.write_table(_output(chosen.filter(keep), decisions.filter(keep), DISTILL_COLUMNS))
-                    rejects.write_table(_output(chosen.filter(drop), decisions.filter(drop), REJECT_COLUMNS))
-                    held = pc.invert(train)
-                    scored.write_table(_output(chosen.filter(held), decisions.filter(held), HELDOUT_COLUMNS))
-                for split, tally in heldout.items():
-                    part = decided.filter(pc.field("split") == split)
-                    tally[0] += part.num_rows
-                    tally[1] += pc.sum(part["teacher_correct"].cast(pa.int64())).as_py() or 0
-                    tally[2] += part.num_rows - part.filter(pc.field("reason") == backend_error).num_rows
+                    train, usable = pc.equal(decisions["split"], "train"), pc.equal(decisions["reason"], "")
+                    for writer, rows_of, columns in ((distill, pc.and_(train, usable), DISTILL_COLUMNS),
+                                                     (rejects, pc.and_(train, pc.invert(usable)), REJECT_COLUMNS),
+                                                     (scored, pc.invert(train), HELDOUT_COLUMNS)):
+                        writer.write_table(_output(chosen.filter(rows_of), decisions.filter(rows_of), columns))
+                _tally_heldout(decided, heldout, backend_error)
                 decided = decided.filter(pc.field("split") == "train")
                 bucket_rejected = _counts(decided["reason"])
                 rows += decided.num_rows
