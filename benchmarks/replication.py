@@ -14,7 +14,7 @@ untrained student and the trivial floor on the same test rows. Writes
     benchmarks/results/replication_<task>.md    the run's report
     benchmarks/results/replication.md           the README's tables
 
-    .venv/bin/python benchmarks/replication.py                     # svamp and cqa (~2.5 hours on 2 cores)
+    .venv/bin/python benchmarks/replication.py                     # svamp and cqa (~2 hours on 2 cores)
     .venv/bin/python benchmarks/replication.py --task esnli --data-dir DIR   # any task with released files
     .venv/bin/python benchmarks/replication.py --task svamp --smoke          # one fraction, one seed, few steps
     .venv/bin/python benchmarks/replication.py --render                      # replication.md again from the JSON
