@@ -97,6 +97,10 @@ def _mean_sd(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
+def _standard_error(accuracy: float, rows: int) -> float:
+    return (accuracy * (1 - accuracy) / rows) ** 0.5
+
+
 def markdown(summary: dict) -> str:
     """One table per task: rows are training-set fractions, columns the methods (test accuracy %, mean ± sd
     over seeds), then the three reference lines on the same test rows."""
@@ -119,6 +123,11 @@ def markdown(summary: dict) -> str:
                 row.append(f"{_mean_sd([c['test_accuracy'] for c in found])} ({examples:.0f} ex.)" if found else "–")
             lines.append(f"| {100 * fraction:g} % | " + " | ".join(row) + " |")
         teacher = result["teacher_test"]
+        if len(seeds) == 1:  # no spread over seeds to show: the test split's own sampling error instead
+            best = max(c["test_accuracy"] for c in result["cells"])
+            lines += ["", f"One seed: an accuracy p measured on {rows['test']} test rows has a standard error of "
+                          f"sqrt(p(1-p)/{rows['test']}), {100 * _standard_error(best, rows['test']):.1f} points at the "
+                          f"best cell's {100 * best:.1f} %."]
         lines += ["", f"On the same {rows['test']} test rows: teacher (PaLM-540B, replayed) "
                       f"{100 * teacher:.1f} %" + (f" (the paper, with its parser: {100 * result['teacher_test_paper']:.1f} %)"
                                                   if result.get("teacher_test_paper") else "")

@@ -45,7 +45,7 @@ def score(config: Config, run: RunDir, model, tokenizer, fmt) -> tuple[dict, lis
         outputs = generate_counted(model, tokenizer, fmt, [e["question"] for e in examples], "label",
                                    answer_tokens(config), config.eval.batch_size, dtype)
         for example, (output, tokens) in zip(examples, outputs):
-            label = task.parse_prediction(output)
+            label = task.parse_prediction(output, example["question"])
             rows.append({"split": split, "id": example["id"], "output": output, "label": label or "",
                          "gold": example["gold"], "correct": task.answers_match(label, example["gold"]),
                          "generated_tokens": tokens})

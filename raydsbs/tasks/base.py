@@ -9,12 +9,13 @@ with a reason, and says when a predicted label counts as correct.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 
 from raydsbs.config import TaskConfig
 from raydsbs.tasks.answers import AnswerFormat
+from raydsbs.tasks.completions import CompletionReader
 
 SPLITS = ("train", "val", "test")
 
@@ -60,27 +61,6 @@ class ParsedCompletion:
     reason: str | None = None
 
 
-# The next few-shot example the model starts to write after its answer.
-_NEXT_EXAMPLE = re.compile(r"\n\s*Q:")
-
-
-def cut_at_next_example(completion: str) -> str:
-    """Drop everything from the model's next ``Q:`` on: it is not part of this answer."""
-    return _NEXT_EXAMPLE.split(completion, maxsplit=1)[0].strip()
-
-
-# "So the answer is 42." and "The answer is 42." both state an answer.
-_ANSWER_STATED = re.compile(r"\b(?:so,?\s+)?the answer is\b", re.IGNORECASE)
-
-
-def split_at_answer(text: str) -> tuple[str, str] | None:
-    """``"r ... So the answer is 42."`` -> ("r ...", "42."), or None when no answer is stated."""
-    match = _ANSWER_STATED.search(text)
-    if match is None:
-        return None
-    return text[: match.start()].strip(), text[match.end() :].strip()
-
-
 class Task:
     """Base class of the task registry: ``arith`` in Python, the rest from YAML (:mod:`raydsbs.tasks.spec`)."""
 
@@ -89,14 +69,24 @@ class Task:
     exemplar_file: str = ""
     paper_parser: str | None = None  # the authors' rules for this task, if any (raydsbs.tasks.paper_parsers)
     answer_format: AnswerFormat  # how the answer is read and compared (raydsbs.tasks.answers)
+    answer_patterns: tuple[str, ...] = ()  # the task's own answer statements, tried first (raydsbs.tasks.completions)
+
+    def example_openings(self) -> tuple[str, ...]:
+        """How a next few-shot example can open in a completion: our prompts' ``Q:``."""
+        return ("Q:",)
+
+    @cached_property
+    def reader(self) -> CompletionReader:
+        """Cuts a completion at the next example and finds its answer statement."""
+        return CompletionReader(self.answer_marker, self.example_openings(), self.answer_patterns)
 
     def load_splits(self, config: TaskConfig) -> dict[str, list[Example | RejectedRow]]:
         """The train, val and test rows of this task; rows that can't be used come back as RejectedRow."""
         raise NotImplementedError
 
-    def parse_answer(self, answer_text: str) -> str | None:
-        """The label in the text after the answer marker, or None when there is none."""
-        return self.answer_format.parse(answer_text)
+    def parse_answer(self, answer_text: str, question: str = "") -> str | None:
+        """The label in an answer statement's text, or None when there is none; ``question`` for its choices."""
+        return self.answer_format.parse(answer_text, question)
 
     def normalize(self, label: str) -> object:
         """The comparable form of a label (a number, a lower-cased choice, ...)."""
@@ -118,25 +108,24 @@ class Task:
         """How a demonstration states its rationale and answer."""
         return f"{exemplar.rationale} {self.answer_marker} {exemplar.answer}."
 
-    def parse_completion(self, completion: str) -> ParsedCompletion:
+    def parse_completion(self, completion: str, question: str = "") -> ParsedCompletion:
         """Split a raw teacher completion into rationale and label, or reject it with a reason."""
-        text = cut_at_next_example(completion)
+        text = self.reader.cut(completion)
         if not text:
             return ParsedCompletion("", None, "empty_completion")
-        parts = split_at_answer(text)
-        if parts is None:
+        statement = self.reader.statement(text)
+        if statement is None:
             return ParsedCompletion(text, None, "no_answer_stated")
-        rationale, answer_text = parts
-        label = self.parse_answer(answer_text)
+        label = self.parse_answer(statement.answer, question)
         if label is None:
-            return ParsedCompletion(rationale, None, "unparsable_answer")
-        if not rationale:
+            return ParsedCompletion(statement.rationale, None, "unparsable_answer")
+        if not statement.rationale:
             return ParsedCompletion("", label, "empty_rationale")
-        return ParsedCompletion(rationale, label)
+        return ParsedCompletion(statement.rationale, label)
 
-    def parse_given(self, rationale: str, label: str) -> ParsedCompletion:
+    def parse_given(self, rationale: str, label: str, question: str = "") -> ParsedCompletion:
         """A rationale and label someone already split (``replay`` of a "bring your own" file), checked."""
-        parsed_label = self.parse_answer(label)
+        parsed_label = self.parse_answer(label, question)
         if parsed_label is None:
             return ParsedCompletion(rationale.strip(), None, "unparsable_answer")
         if not rationale.strip():
@@ -153,7 +142,7 @@ class Task:
             raise ValueError(f"task {self.name!r} has no paper parser; use task.parser=raydsbs")
         return PAPER_RULES[self.paper_parser]
 
-    def parse_prediction(self, text: str) -> str | None:
-        """The label in a student's label-task output (the bare answer, maybe with the marker)."""
-        parts = split_at_answer(text)
-        return self.parse_answer(parts[1] if parts else text)
+    def parse_prediction(self, text: str, question: str = "") -> str | None:
+        """The label in a student's output: a bare answer, or a rationale and an answer statement."""
+        statement = self.reader.statement(self.reader.cut(text))
+        return self.parse_answer(statement.answer if statement else text, question)

@@ -89,8 +89,12 @@ def same_value(predicted: str | None, gold: str) -> bool:
 class PaperRules:
     """Reads and scores completions like a :class:`~raydsbs.tasks.base.Task` does."""
 
-    parse_completion: Callable[[str], ParsedCompletion]
+    parse: Callable[[str], ParsedCompletion]
     answers_match: Callable[[str | None, str], bool]
+
+    def parse_completion(self, completion: str, question: str = "") -> ParsedCompletion:
+        """The authors' rules read the completion alone."""
+        return self.parse(completion)
 
 
 PAPER_RULES: dict[str, PaperRules] = {

@@ -18,6 +18,7 @@ Use it with ``task.name=path/to/sentiment.yaml`` and ``task.train_file=...``.
 from __future__ import annotations
 
 import random
+import re
 import string
 from functools import cached_property
 from pathlib import Path
@@ -75,10 +76,24 @@ class TaskSpec(_Strict):
     id_column: str | None = Field(None, description="Column with a unique row id; else the row's position.")
     answer: AnswerSpec
     answer_marker: str = "So the answer is"
+    answer_patterns: list[str] = Field(default_factory=list, description=(
+        "The teacher's own answer statements, tried before the built-in ones: regular expressions with a group "
+        "named 'answer', e.g. 'Verdict: (?P<answer>\\w+)'."))
     exemplars: str | list[ExemplarSpec] = Field(description="A JSONL file beside this one, or the list itself.")
     released_files: bool = Field(False, description="Reads the paper's released files (<name>_<split>.json) in task.data_dir.")
     hub: HubSpec | None = None
     paper_parser: str | None = Field(None, description="The authors' own parsing rules (task.parser=paper).")
+
+    @model_validator(mode="after")
+    def _patterns_compile(self):
+        for pattern in self.answer_patterns:
+            try:
+                compiled = re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"answer pattern {pattern!r} is not a regular expression: {error}") from None
+            if "answer" not in compiled.groupindex:
+                raise ValueError(f"answer pattern {pattern!r} needs a group named 'answer': (?P<answer>...)")
+        return self
 
 
 class TaskSpecError(ValueError):
@@ -111,8 +126,16 @@ class SpecTask(Task):
         self.base_dir = base_dir
         self.name = spec.name
         self.answer_marker = spec.answer_marker
+        self.answer_patterns = tuple(spec.answer_patterns)
         self.paper_parser = spec.paper_parser
         self.answer_format = answer_format(spec.answer.kind, spec.answer.choices)
+
+    def example_openings(self) -> tuple[str, ...]:
+        """``Q:``, and the input template's opening words ("Premise:"): a completion that goes on to write
+        the next example in the task's own layout is cut there too."""
+        literal = next(iter(string.Formatter().parse(self.spec.input_template)), ("", None, None, None))[0]
+        opening = literal.strip().split("\n")[0].strip()
+        return ("Q:", opening) if len(opening) >= 2 else ("Q:",)
 
     # --- rows -> examples --------------------------------------------------------------------
 

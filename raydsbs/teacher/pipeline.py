@@ -61,10 +61,10 @@ class ParseSamples:
                                   "Generated tokens per second since this parser started", tag_keys=("task",))
         self.started, self.total_tokens = time.perf_counter(), 0
 
-    def _parse(self, completion: str, given_rationale: str, given_label: str):
+    def _parse(self, completion: str, given_rationale: str, given_label: str, question: str):
         if given_label:
-            return self.task.parse_given(given_rationale, given_label)
-        return self.rules.parse_completion(completion)
+            return self.task.parse_given(given_rationale, given_label, question)
+        return self.rules.parse_completion(completion, question)
 
     def _length_problem(self, rationale: str) -> tuple[str, str] | None:
         words = len(rationale.split())
@@ -80,7 +80,7 @@ class ParseSamples:
         given_labels = batch.get("given_label", np.full(n, "", dtype=object))
         rationales, labels, correct, reasons, details = [], [], [], [], []
         for i in range(n):
-            parsed = self._parse(batch["completion"][i], given_rationales[i], given_labels[i])
+            parsed = self._parse(batch["completion"][i], given_rationales[i], given_labels[i], batch["question"][i])
             reason, detail = parsed.reason or "", ""
             if batch["error"][i]:
                 reason, detail = self.error_reason, str(batch["error"][i])
