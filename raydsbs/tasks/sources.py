@@ -52,16 +52,37 @@ def _json_lines(path: Path) -> list[RawRow]:
 
 
 def _json_file(path: Path) -> list[RawRow]:
-    """A JSON list of objects, or JSON lines (the paper's ``*.json`` files are JSON lines)."""
-    head = path.read_bytes()[:1].strip()
-    if head != b"[":
+    """A JSON list of objects, or JSON lines (the paper's ``*.json`` files are JSON lines). In a list, an item
+    holding bytes that are not UTF-8 is rejected alone."""
+    data = path.read_bytes()
+    if data[:1].strip() != b"[":
         return _json_lines(path)
     try:
-        rows = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        rows = json.loads(data.decode("utf-8", errors="surrogateescape"))  # bad bytes kept apart, as U+DC80..U+DCFF
+    except json.JSONDecodeError as error:
         raise SourceError(f"{path}: not a readable JSON list ({error})") from None
-    return [row if isinstance(row, dict) else RowProblem("not_an_object", f"{path.name} item {i}: {type(row).__name__}")
-            for i, row in enumerate(rows)]
+    if not isinstance(rows, list):
+        raise SourceError(f"{path}: a JSON file holds a list of objects or JSON lines, not a {type(rows).__name__}")
+    out: list[RawRow] = []
+    for i, row in enumerate(rows):
+        where = f"{path.name} item {i}"
+        if not isinstance(row, dict):
+            out.append(RowProblem("not_an_object", f"{where}: {type(row).__name__}"))
+        elif _has_undecodable(row):
+            out.append(RowProblem("undecodable_bytes", f"{where}: bytes that are not UTF-8"))
+        else:
+            out.append(row)
+    return out
+
+
+def _has_undecodable(value) -> bool:
+    if isinstance(value, str):
+        return any("\udc80" <= char <= "\udcff" for char in value)
+    if isinstance(value, dict):
+        return any(_has_undecodable(key) or _has_undecodable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_undecodable(item) for item in value)
+    return False
 
 
 def _parquet_file(path: Path) -> list[RawRow]:
@@ -71,8 +92,24 @@ def _parquet_file(path: Path) -> list[RawRow]:
 
 
 def _csv_file(path: Path) -> list[RawRow]:
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    return list(csv.DictReader(io.StringIO(text)))
+    """Rows of a CSV file with a header line; a row with bytes that are not UTF-8, or with more or fewer fields
+    than the header, is rejected alone (a quoted field may span lines: the row's first line is named)."""
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames and _has_undecodable(list(reader.fieldnames)):
+        raise SourceError(f"{path}: the header line holds bytes that are not UTF-8")
+    rows: list[RawRow] = []
+    first_line = reader.line_num + 1
+    for row in reader:
+        where = f"{path.name} line {first_line}"
+        first_line = reader.line_num + 1
+        if None in row or None in row.values():
+            rows.append(RowProblem("wrong_field_count", f"{where}: {len(reader.fieldnames or [])} columns in the header"))
+        elif _has_undecodable(row):
+            rows.append(RowProblem("undecodable_bytes", f"{where}: bytes that are not UTF-8"))
+        else:
+            rows.append(row)
+    return rows
 
 
 READERS = {".jsonl": _json_lines, ".json": _json_file, ".parquet": _parquet_file, ".csv": _csv_file}

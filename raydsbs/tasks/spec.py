@@ -147,6 +147,11 @@ class SpecTask(Task):
             if column not in row:
                 raise RowError("missing_column", f"no column {column!r} (has {', '.join(sorted(row)) or 'none'})")
             value = row[column]
+            if isinstance(value, bytes):  # a binary Parquet column
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    raise RowError("undecodable_bytes", f"column {column!r}: {error.reason} at byte {error.start}") from None
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise RowError("mistyped_field", f"column {column!r} is {type(value).__name__}, expected text")
             values[column] = value
@@ -160,17 +165,28 @@ class SpecTask(Task):
         return text
 
     def gold_label(self, row: dict, label_column: str | None = None) -> str:
+        """The row's label, as the task states it: an index into ``label_names`` (``1`` or a CSV's ``"1"``) becomes
+        its name; a label the task's answer kind can't compare (not a listed choice, not a number) is refused."""
         column = label_column or self.spec.label_column
         if column not in row or row[column] is None:
             raise RowError("missing_label", f"no value in label column {column!r}")
         value = row[column]
-        if self.spec.label_names is not None and isinstance(value, int) and not isinstance(value, bool):
-            if not 0 <= value < len(self.spec.label_names):
-                raise RowError("unknown_label", f"label {value} is not an index of {self.spec.label_names}")
-            return self.spec.label_names[value]
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise RowError("mistyped_field", f"label column {column!r} is {type(value).__name__}")
-        return str(value)
+        names = self.spec.label_names
+        if names is not None:
+            index = value if isinstance(value, int) else int(value) if isinstance(value, str) and value.strip().isdigit() else None
+            if index is not None:
+                if not 0 <= index < len(names):
+                    raise RowError("unknown_label", f"label {value!r} is not an index of {names}")
+                value = names[index]
+        label = str(value).strip()
+        if not label:
+            raise RowError("missing_label", f"empty label in column {column!r}")
+        if self.answer_format.kind != "lettered_choice" and self.answer_format.normalize(label) is None:
+            raise RowError("unknown_label", f"label {label!r} is not a valid {self.answer_format.kind} answer"
+                           + (f" (one of {', '.join(self.spec.answer.choices)})" if self.spec.answer.choices else ""))
+        return label
 
     def to_example(self, row: RawRow, row_id: str, *, max_chars: int | None = None, hub: bool = False) -> Example | RejectedRow:
         if isinstance(row, RowProblem):
@@ -181,6 +197,11 @@ class SpecTask(Task):
             row_id = str(row[self.spec.id_column])
         try:
             question, gold = self.format_input(row, template), self.gold_label(row, label_column)
+            if self.spec.choices_column:  # the label names one of the row's choices ("(b)" becomes its text)
+                named = self.answer_format.parse(gold, question)
+                if named is None:
+                    raise RowError("unknown_label", f"label {gold!r} is not one of the row's {self.spec.choices_column!r}")
+                gold = named
         except RowError as error:
             return RejectedRow(row_id, error.reason, f"row {row_id}: {error.detail}")
         if max_chars is not None and len(question) > max_chars:

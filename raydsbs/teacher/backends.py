@@ -22,6 +22,8 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -194,19 +196,38 @@ def openai_backend(ds, config: TeacherConfig, task_config: TaskConfig):
 
 # --- replay -----------------------------------------------------------------------------------
 
-def read_replay_file(path: str) -> dict[str, dict]:
-    """``{id: {"completion": ...}}`` or ``{id: {"rationale": ..., "label": ...}}`` from a JSONL/Parquet file."""
+@dataclass
+class ReplayFile:
+    """A replay file's usable rows by id, and every row that is not usable, with a reason and where it is."""
+
+    by_id: dict[str, dict]
+    unusable: list[tuple[str, str]]
+
+
+def read_replay_file(path: str) -> ReplayFile:
+    """``{id: {"completion": ...}}`` or ``{id: {"rationale": ..., "label": ...}}`` from a JSONL/Parquet file.
+
+    A row that can't be matched to an input row (unreadable, no id, an id seen before, neither a completion nor
+    a rationale and a label) is counted in ``unusable``; the input row it was meant for, if any, becomes
+    ``no_replayed_completion``."""
     from raydsbs.tasks.sources import RowProblem, read_rows
 
-    by_id = {}
-    for row in read_rows(path):
-        if isinstance(row, RowProblem) or "id" not in row:
-            continue  # such rows can't be matched to an input row; their inputs become no_replayed_completion
-        if "completion" in row or ("rationale" in row and "label" in row):
+    by_id, unusable = {}, []
+    for position, row in enumerate(read_rows(path)):
+        where = f"{Path(path).name} row {position}"
+        if isinstance(row, RowProblem):
+            unusable.append((row.reason, row.detail))
+        elif row.get("id") is None or not str(row["id"]).strip():
+            unusable.append(("missing_id", f"{where}: no id"))
+        elif str(row["id"]) in by_id:
+            unusable.append(("duplicate_id", f"{where}: id {row['id']!r} again (the first is used)"))
+        elif "completion" in row or ("rationale" in row and "label" in row):
             by_id[str(row["id"])] = row
+        else:
+            unusable.append(("no_completion", f"{where}: neither completion nor rationale and label"))
     if not by_id:
         raise ValueError(f"{path}: no rows with id and completion, or id, rationale and label")
-    return by_id
+    return ReplayFile(by_id, unusable)
 
 
 class ReplayLookup:
@@ -214,7 +235,7 @@ class ReplayLookup:
 
     def __init__(self, config: TeacherConfig, task_config: TaskConfig):
         if config.replay_file:
-            self.outputs = read_replay_file(config.replay_file)
+            self.outputs = read_replay_file(config.replay_file).by_id
         else:
             from raydsbs.data.released import completions_by_id
 

@@ -64,10 +64,12 @@ def test_anli_and_a_yaml_task_replay_their_own_rationale_files(tmp_path):
     headlines = [{"headline": f"Headline number {i}", "topic": "sports" if i % 2 else "politics"} for i in range(6)]
     topic_train = jsonl(tmp_path / "topic_train.jsonl", headlines)
     replay = jsonl(tmp_path / "topic_rationales.jsonl", [{"id": f"topic-train-{i:06d}", "completion":
-                    f" It mentions number {i}. So the answer is {'Sports' if i % 2 else 'politics'}."} for i in range(6)])
+                    f" It mentions number {i}. So the answer is {'Sports' if i % 2 else 'politics'}."} for i in range(6)]
+                   + [{"completion": "no id"}, {"id": "topic-train-000001", "completion": "again"}, {"id": "x"}])
     out = tmp_path / "topic_runs"
     generate(f"output_dir={out}", f"task.name={spec}", f"task.train_file={topic_train}", f"task.test_file={topic_train}",
              "task.num_val=1", "teacher.backend=replay", f"teacher.replay_file={replay}")
     _, kept, rejected, summary = _outputs(out)
     assert (summary["rows"], summary["kept"], summary["teacher_accuracy_train"]) == (5, 5, 1.0)
+    assert summary["replay_file_unusable_rows"] == {"missing_id": 1, "duplicate_id": 1, "no_completion": 1}
     assert all(r["rationale"].startswith("It mentions number") for r in kept)
