@@ -144,11 +144,11 @@ def test_every_bad_row_is_rejected_with_its_reason_and_every_good_row_is_kept(co
                                     "teacher.num_shots=1"])
         run = open_run(config)
         write_corpus(config.task, run)
-        rows = [row for split in ("train", "val") for row in pq.read_table(run.corpus_file(split)).to_pylist()]
-        kept = {row["id"] for row in rows}
+        written = [row for split in ("train", "val") for row in pq.read_table(run.corpus_file(split)).to_pylist()]
+        kept = {row["id"] for row in written}
         rejects = pq.read_table(run.corpus / "rejects.parquet").to_pylist()
     assert kept == set(good_ids)
-    assert {row["gold"] for row in rows} <= {"negative", "positive"}  # "1" in a CSV is label_names[1] too
+    assert {row["gold"] for row in written} <= {"negative", "positive"}  # "1" in a CSV is label_names[1] too
     expected = Counter(KINDS[kind][1] for kind in kinds if KINDS[kind][1])
     assert Counter(r["reason"] for r in rejects) == expected
     assert all(r["detail"] for r in rejects)
