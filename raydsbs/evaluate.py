@@ -66,8 +66,13 @@ def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
     from raydsbs.student.model import load_student
 
     metrics_file = folder / "metrics.json"
+    scoring = config.eval.model_dump(mode="json")
     if metrics_file.is_file():
-        return json.loads(metrics_file.read_text())
+        metrics = json.loads(metrics_file.read_text())
+        if metrics.get("eval") == scoring:
+            logger.info("evaluate | %s | reuses its scores (metrics.json, the same eval.* settings)", folder.name)
+            return metrics
+        logger.info("evaluate | %s | scores again: eval.* was %s, is %s", folder.name, metrics.get("eval"), scoring)
     config = canonical(config)
     model, tokenizer, fmt = load_student(folder / MODEL_SUBDIR, config.student.trust_remote_code)
     training_file = folder / "training.json"
@@ -75,7 +80,7 @@ def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
     metrics: dict = {"training": folder.name, "method": config.train.method,
                      "train_fraction": config.train.train_fraction,
                      "rationale_weight": config.train.rationale_weight, "seed": config.train.seed,
-                     "parameters": model.num_parameters(), "examples": training.get("examples")}
+                     "parameters": model.num_parameters(), "examples": training.get("examples"), "eval": scoring}
     scores, rows = score(config, run, model, tokenizer, fmt)
     metrics.update(scores)
     _write(folder, metrics, rows)

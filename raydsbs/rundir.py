@@ -23,12 +23,15 @@ Nothing here is deleted by a rerun: a stage whose output exists is skipped.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from raydsbs.config import Config, apply_overrides, build_config, config_hash, to_yaml
+from raydsbs.config import Config, ConfigError, apply_overrides, build_config, config_hash, to_yaml
+
+logger = logging.getLogger(__name__)
 
 
 class RunDir:
@@ -72,9 +75,68 @@ class RunDir:
         staging.replace(self.summary_file)
 
     def load_config(self, overrides: list[str] = ()) -> Config:
-        """The saved config, with ``a.b=c`` overrides applied."""
-        tree = apply_overrides(yaml.safe_load(self.config_file.read_text()), list(overrides))
-        return build_config(tree, f"{self.config_file}{' + overrides' if overrides else ''}")
+        """The saved config, with ``a.b=c`` overrides applied.
+
+        An override of a key that made an output this directory already holds (``task.*`` once the corpus
+        exists, ``teacher.*`` once the teacher has generated) is an error naming the key, both values and what
+        to do: the output would not be remade for it. One whose stage has not run yet is saved in
+        config.yaml, so later commands see it too. ``student.*``, ``train.*`` and ``eval.*`` overrides name
+        their own trainings and scores and are never saved."""
+        saved = build_config(yaml.safe_load(self.config_file.read_text()), str(self.config_file))
+        if not overrides:
+            return saved
+        config = build_config(apply_overrides(saved.model_dump(mode="json"), list(overrides)),
+                              f"{self.config_file} + overrides")
+        changed = {key: values for key, values in changed_keys(saved, config).items() if producing_stage(key)}
+        problems = [f"{key}: this run's {producing_stage(key)} was made with {old!r}, the override says {new!r}, and "
+                    f"it is not remade for an override. Run the config file with the override instead (its own run "
+                    f"directory), or delete {self._stage_folder(producing_stage(key))} to remake it here"
+                    for key, (old, new) in changed.items() if self._stage_done(producing_stage(key))]
+        if problems:
+            raise ConfigError(str(self.root), problems)
+        if changed:
+            self.config_file.write_text(to_yaml(config))
+            logger.info("config.yaml of %s updated: %s", self.root.name,
+                        ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items()))
+        return config
+
+    def _stage_folder(self, stage: str) -> Path:
+        return self.corpus if stage == "corpus" else self.teacher
+
+    def _stage_done(self, stage: str) -> bool:
+        """Whether the stage has written anything (a partial teacher output counts: it would be resumed)."""
+        return self._stage_folder(stage).is_dir() and any(self._stage_folder(stage).iterdir())
+
+
+# teacher.* keys that change how the teacher runs, not what it writes: a rerun may change them.
+TEACHER_RUNTIME_KEYS = {"rows_per_checkpoint", "batch_size", "max_num_batched_tokens", "replicas", "tensor_parallel_size",
+                        "cpus_per_replica", "use_gpu", "replica_resources", "trust_remote_code", "kv_cache_gib",
+                        "api_key_env", "max_concurrent_requests", "max_retries", "request_timeout_s"}
+
+
+def producing_stage(key: str) -> str | None:
+    """The stage whose output a dotted config key changes, among those a run directory holds once for all its
+    trainings ("corpus", "teacher"); None for keys of the trainings, the evaluation and the machinery."""
+    section, _, name = key.partition(".")
+    if key == "task.parser":  # how completions are read
+        return "teacher"
+    if section == "task":
+        return "corpus"
+    if section == "teacher" and name.split(".")[0] not in TEACHER_RUNTIME_KEYS:
+        return "teacher"
+    return None
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        return {key: value for name, item in tree.items() for key, value in _leaves(item, f"{prefix}{name}.").items()}
+    return {prefix.rstrip("."): tree}
+
+
+def changed_keys(before: Config, after: Config) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose value differs between two configs: {key: (before, after)}."""
+    old, new = _leaves(before.model_dump(mode="json")), _leaves(after.model_dump(mode="json"))
+    return {key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)}
 
 
 def run_dir_for(config: Config) -> RunDir:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from raydsbs.config import Config, ConfigError, config_hash, with_overrides
 from raydsbs.ray_session import start_ray
-from raydsbs.rundir import RunDir
+from raydsbs.rundir import RunDir, producing_stage
 from raydsbs.student.launcher import prepare_training_data
 from raydsbs.student.tokenized import learned_targets
 from raydsbs.student.train_loop import SELECTION_METRIC
@@ -50,6 +50,10 @@ def check_grid(config: Config) -> None:
     values_to_check = dict(config.sweep.grid)
     values_to_check.update({key: [bounds.low, bounds.high] for key, bounds in config.sweep.ranges.items()})
     for key, values in values_to_check.items():
+        if stage := producing_stage(key):
+            problems.append(f"sweep.grid.{key}: changes the run's {stage}, which all trials of a sweep share; run one "
+                            f"sweep per value instead (raydsbs sweep CONFIG {key}=VALUE, each its own run directory)")
+            continue
         if not isinstance(values, list) or not values:
             problems.append(f"sweep.grid.{key} = {values!r}: expected a non-empty list of values")
             continue

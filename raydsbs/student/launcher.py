@@ -44,7 +44,7 @@ def canonical(config: Config) -> Config:
 def training_name(config: Config) -> str:
     """A readable, unique folder name for one training: method, fraction, λ (step_by_step), seed, a hash."""
     train = canonical(config).train
-    digest = config_hash(Config(student=config.student, train=train, eval=config.eval), length=6)
+    digest = config_hash(Config(student=config.student, train=train), length=6)  # eval.* re-scores, never retrains
     weight = f"-l{train.rationale_weight:g}" if train.method == "step_by_step" else ""
     return f"{train.method}-f{train.train_fraction:g}{weight}-s{train.seed}-{digest}"
 

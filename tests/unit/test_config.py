@@ -56,6 +56,37 @@ def test_run_directory_is_tag_plus_hash_and_keeps_config(tmp_path):
     assert run_dir_for(other).root != run.root
 
 
+def test_an_override_that_would_change_an_existing_output_is_refused_with_what_to_do(tmp_path):
+    config = load_config(None, [f"output_dir={tmp_path}", "tag=demo"])
+    run = open_run(config)
+    # nothing made yet: a teacher override is used and saved, so later commands see it too
+    assert run.load_config(["teacher.samples=3", "teacher.temperature=0.7"]).teacher.samples == 3
+    assert run.load_config().teacher.samples == 3
+    run.corpus.mkdir()
+    (run.corpus / "train.parquet").write_bytes(b"")
+    with pytest.raises(ConfigError) as refused:
+        run.load_config(["task.num_train=5"])
+    (problem,) = refused.value.problems
+    assert f"task.num_train: this run's corpus was made with {config.task.num_train}, the override says 5" in problem
+    assert "Run the config file with the override instead" in problem and str(run.corpus) in problem
+    run.teacher.mkdir()
+    (run.teacher / "requests").mkdir()
+    with pytest.raises(ConfigError, match="teacher.samples: this run's teacher was made with 3"):
+        run.load_config(["teacher.samples=5"])
+    with pytest.raises(ConfigError, match="task.parser: this run's teacher"):
+        run.load_config(["task.parser=paper"])
+    # how the teacher runs, the trainings and the scoring: not outputs of this directory's stages
+    changed = run.load_config(["teacher.replicas=2", "train.rationale_weight=0.5", "eval.batch_size=8"])
+    assert (changed.teacher.replicas, changed.train.rationale_weight, changed.eval.batch_size) == (2, 0.5, 8)
+    assert run.load_config().teacher.replicas == config.teacher.replicas  # not saved
+
+
+def test_eval_settings_are_not_part_of_a_trainings_name():
+    from raydsbs.student.launcher import training_name
+
+    assert training_name(Config()) == training_name(with_overrides(Config(), {"eval.max_new_tokens": 64}))
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "jobs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path):
     load_config(path)

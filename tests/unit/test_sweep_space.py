@@ -50,3 +50,12 @@ def test_ranges_without_random_search_and_out_of_range_bounds_are_refused():
     config = load_config(None, ["sweep.search=random", "sweep.ranges={train.train_fraction: {low: 0.5, high: 2}}"])
     with pytest.raises(ConfigError, match="train_fraction"):  # 2 is not a valid fraction: said before anything runs
         check_grid(config)
+
+
+@pytest.mark.parametrize("key, values, stage", [("task.num_train", [100, 200], "corpus"),
+                                                ("teacher.samples", [1, 3], "teacher")])
+def test_a_sweep_over_what_its_trials_share_is_refused_before_anything_runs(key, values, stage):
+    config = load_config(None, [f"sweep.grid={{{key}: {values}}}"])
+    with pytest.raises(ConfigError, match=f"sweep.grid.{key}: changes the run's {stage}"):
+        check_grid(config)
+    check_grid(load_config(None, ["sweep.grid={teacher.replicas: [1, 2], train.seed: [0, 1]}"]))
