@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 # What a trial reports that the report reads; Tune adds its own bookkeeping keys.
 # Train keys that change which targets the student learns, hence its tokenized data (with every student.* key).
 _DATA_KEYS = {"train.method", "train.label_source"}
+GRID_POINT = "grid_point"  # grid search: a trial's parameter is one grid point, {dotted key: value}
 _RESULT_KEYS = {"training", "method", "train_fraction", "rationale_weight", "seed", "examples", "val_accuracy",
                 "test_accuracy", "test_tokens_per_answer"}
 
@@ -85,7 +86,7 @@ def run_trial(params: dict, base: dict, run_dir: str) -> None:
     from raydsbs.evaluate import evaluate_student
     from raydsbs.student.launcher import train_student
 
-    config = with_overrides(Config.model_validate(base), params)
+    config = with_overrides(Config.model_validate(base), params.get(GRID_POINT, params))
     run = RunDir(run_dir)
     scheduled = config.sweep.scheduler != "none"
     trained = train_student(config, run, report_to_tune=scheduled)
@@ -105,12 +106,27 @@ def experiment_name(config: Config) -> str:
     return "trials-" + config_hash(config)  # the config holds the grid too
 
 
+def distinct_trainings(config: Config) -> dict[str, list[dict]]:
+    """The grid's points grouped by the training they name: ``{training name: [grid point, ...]}``, in grid
+    order. Points that differ only in keys their method ignores (``train.label_source`` for the standard
+    methods, λ for all but step-by-step) are one training."""
+    from raydsbs.student.launcher import training_name
+
+    keys = list(config.sweep.grid)
+    trainings: dict[str, list[dict]] = {}
+    for values in itertools.product(*(config.sweep.grid[key] for key in keys)):
+        point = dict(zip(keys, values))
+        trainings.setdefault(training_name(with_overrides(config, point)), []).append(point)
+    return trainings
+
+
 def param_space(config: Config) -> dict:
-    """Tune's search space: grid_search over the grid's lists, or random draws from them and the ranges."""
+    """Tune's search space: one grid point per distinct training (grid search), or random draws from the grid's
+    lists and the ranges."""
     from ray import tune
 
     if config.sweep.search == "grid":
-        return {key: tune.grid_search(values) for key, values in config.sweep.grid.items()}
+        return {GRID_POINT: tune.grid_search([points[0] for points in distinct_trainings(config).values()])}
     space = {key: tune.choice(values) for key, values in config.sweep.grid.items()}
     for key, bounds in config.sweep.ranges.items():
         space[key] = (tune.loguniform if bounds.log else tune.uniform)(bounds.low, bounds.high)
@@ -148,6 +164,12 @@ def sweep(config: Config, run: RunDir) -> list[dict]:
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=config.model_dump(mode="json"), run_dir=str(run.root)),
         {"cpu": config.sweep.cpus_per_trial})
+    if config.sweep.search == "grid":
+        trainings = distinct_trainings(config)
+        points = sum(len(group) for group in trainings.values())
+        if points > len(trainings):
+            logger.info("sweep | %d grid points are %d distinct trainings: each runs once, and the points that differ "
+                        "only in keys their method ignores share its result", points, len(trainings))
     experiment = run.sweep / experiment_name(config)
     if tune.Tuner.can_restore(str(experiment)):
         logger.info("sweep %s was interrupted; restoring it (finished trials are kept)", experiment.name)
@@ -160,6 +182,9 @@ def sweep(config: Config, run: RunDir) -> list[dict]:
     finished = [result.metrics for result in grid if not result.error and result.metrics]
     results = [{key: value for key, value in metrics.items() if key in _RESULT_KEYS}
                for metrics in finished if "test_accuracy" in metrics]  # a trial ASHA stopped has no final result
+    if config.sweep.search == "grid":
+        for result in results:  # every grid point a training stands for
+            result["grid_points"] = trainings.get(result["training"], [])
     run.sweep.mkdir(parents=True, exist_ok=True)
     (run.sweep / "results.json").write_text(json.dumps(results, indent=2))
     run.update_summary("sweep", {"trials": len(grid), "failed": len(failed),

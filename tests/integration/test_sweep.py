@@ -81,3 +81,22 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
     (tokenized,) = (run_dir / "student/tokenized").iterdir()
     (tuner,) = run_dir.glob("sweep/trials-*/tuner.pkl")
     assert (tokenized / "train.parquet").stat().st_mtime < tuner.stat().st_mtime
+
+
+def test_grid_points_that_name_one_training_share_it_even_with_trials_side_by_side(tmp_path):
+    # standard_finetune ignores train.label_source: 4 grid points, 2 trainings, run 2 at a time.
+    command = [sys.executable, "-m", "raydsbs", "sweep", "tests/integration/tiny.yaml", f"output_dir={tmp_path}",
+               "tag=dup", "train.method=standard_finetune", "train.epochs=1", "train.num_workers=1",
+               "train.batch_size=64", "sweep.max_concurrent_trials=2",
+               "sweep.grid={train.label_source: [gold, teacher], train.train_fraction: [0.5, 1.0]}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "4 grid points are 2 distinct trainings" in result.stdout + result.stderr
+    (run_dir,) = tmp_path.iterdir()
+    results = json.loads((run_dir / "sweep/results.json").read_text())
+    assert sorted(r["train_fraction"] for r in results) == [0.5, 1.0]
+    for r in results:
+        assert sorted(p["train.label_source"] for p in r["grid_points"]) == ["gold", "teacher"]
+    assert json.loads((run_dir / "summary.json").read_text())["sweep"]["trials"] == 2
+    trained = sorted(p.name for p in (run_dir / "student").glob("standard_finetune-*") if (p / "model").is_dir())
+    assert trained == sorted(r["training"] for r in results)

@@ -8,17 +8,29 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.sample import Categorical, Float, LogUniform
 
 from raydsbs.config import ConfigError, load_config
-from raydsbs.sweep import check_grid, param_space, tune_config
+from raydsbs.sweep import check_grid, distinct_trainings, param_space, tune_config
 
 
 def test_grid_search_is_every_combination():
     config = load_config(None, ["sweep.grid={train.method: [step_by_step, standard_finetune], "
                                 "train.train_fraction: [0.5, 1.0]}"])
     space = param_space(config)
-    assert space == {"train.method": tune.grid_search(["step_by_step", "standard_finetune"]),
-                     "train.train_fraction": tune.grid_search([0.5, 1.0])}
+    assert space == {"grid_point": tune.grid_search([
+        {"train.method": method, "train.train_fraction": fraction}
+        for method in ("step_by_step", "standard_finetune") for fraction in (0.5, 1.0)])}
     tc = tune_config(config)
     assert tc.num_samples == 1 and tc.scheduler is None
+
+
+def test_grid_points_that_name_the_same_training_are_one_trial():
+    config = load_config(None, ["sweep.grid={train.method: [step_by_step, standard_finetune, standard_distill], "
+                                "train.label_source: [gold, teacher], train.seed: [0, 1]}"])
+    trainings = distinct_trainings(config)
+    assert sum(len(points) for points in trainings.values()) == 12 and len(trainings) == 8
+    finetune = [points for name, points in trainings.items() if name.startswith("standard_finetune-f1-s0-")]
+    assert finetune == [[{"train.method": "standard_finetune", "train.label_source": label, "train.seed": 0}
+                         for label in ("gold", "teacher")]]
+    assert len(param_space(config)["grid_point"]["grid_search"]) == 8
 
 
 def test_random_search_draws_from_lists_and_ranges():
