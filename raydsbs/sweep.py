@@ -5,8 +5,13 @@
         train.method: [step_by_step, standard_finetune]
         train.train_fraction: [0.5, 1.0]
 
-Grid search trains every combination; random search (``sweep.search: random``)
-draws ``sweep.num_samples`` trials from the grid's lists and ``sweep.ranges``.
+Grid search trains every combination once: points that differ only in keys
+their method ignores (``train.label_source`` for the standard methods, λ for
+all but step-by-step) are one trial, whose result ``sweep/results.json``
+lists under each point it stands for. Keys of the corpus and the teacher
+(``task.*``, ``teacher.*``), which every trial shares, are refused. Random
+search (``sweep.search: random``) draws ``sweep.num_samples`` trials from the
+grid's lists and ``sweep.ranges``.
 With ``sweep.scheduler: asha`` every trial's Ray Train run relays its
 validation label loss to Tune at each checkpoint, and ASHA stops the trials
 that trail; a stopped trial leaves no model and no result row.
