@@ -120,6 +120,8 @@ class TeacherConfig(Section):
     max_concurrent_requests: int = Field(8, ge=1, description="openai backend: requests in flight per worker.")
     max_retries: int = Field(4, ge=0, description="openai backend: retries of a failed request (429, 5xx, timeouts).")
     request_timeout_s: float = Field(120.0, gt=0, description="openai backend: seconds before a request counts as failed.")
+    max_retry_wait_s: float = Field(60.0, gt=0, description="openai backend: the longest wait before a retry, "
+                                    "whatever the server's Retry-After asks (longer ones are cut, and logged).")
     replay_file: str | None = Field(
         None, description="replay backend: JSONL/Parquet with id and completion, or id, rationale and label; "
         "without it, the paper's files in task.data_dir."

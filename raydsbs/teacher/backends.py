@@ -14,15 +14,19 @@ an error on that row, never a crashed batch.
 
 from __future__ import annotations
 
+import email.utils
+import http.client
 import json
 import logging
 import os
 import random
+import re
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -113,20 +117,37 @@ def vllm_backend(ds, config: TeacherConfig, task_config: TaskConfig):
 # --- OpenAI-compatible HTTP -----------------------------------------------------------------
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+PROMPT_TOO_LONG = "prompt_too_long"  # an error that starts "prompt_too_long:" rejects its row under that reason
+# How servers (OpenAI, vLLM, TGI, llama.cpp, proxies) say a prompt does not fit the model's context.
+_CONTEXT_REFUSAL = re.compile(r"context[ _]length|maximum context|prompt is too long|input is too long|too many "
+                              r"(?:input )?tokens|exceeds? the (?:model'?s? )?(?:context|maximum)", re.IGNORECASE)
 
 
-class RequestFailed(RuntimeError):
-    pass
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float:
+    """A Retry-After header as seconds to wait: a number of seconds or an HTTP date; 0 when absent or unreadable."""
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 class OpenAIClient:
     """Sends a batch's prompts to ``teacher.endpoint``, ``max_concurrent_requests`` at a time.
 
-    A retryable failure (429, 5xx, timeout, refused connection) is retried
-    ``max_retries`` times with exponential back-off (honouring Retry-After); a
-    request that still fails, or fails for good (400: e.g. a prompt over the
-    context), is an ``error`` on its row. The API key is read from the
-    environment variable ``teacher.api_key_env`` and never logged.
+    A retryable failure (429, 5xx, timeout, refused connection, a reply cut short) is retried
+    ``max_retries`` times with exponential back-off, honouring Retry-After (seconds or an HTTP date)
+    up to ``max_retry_wait_s``; a request that still fails, or fails for good (a 4xx, a reply that is
+    not UTF-8 JSON), is an ``error`` on its row, and a prompt the server refuses as longer than its
+    context is ``prompt_too_long``. The API key is read from the environment variable
+    ``teacher.api_key_env`` and never logged.
     """
 
     def __init__(self, config: TeacherConfig):
@@ -152,32 +173,46 @@ class OpenAIClient:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
         with urllib.request.urlopen(request, timeout=self.config.request_timeout_s) as response:
-            return json.loads(response.read())
+            return json.loads(response.read().decode("utf-8"))
 
     def complete(self, prompt: str, seed: int) -> tuple[str, int, str]:
         """(completion, generated tokens, error) for one prompt; the error never holds the API key."""
         text, tokens, error = self._complete(prompt, seed)
         return text, tokens, error.replace(self.api_key, "[key redacted]") if self.api_key else error
 
+    def _wait(self, asked: float, attempt: int) -> float:
+        backoff = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
+        if asked > self.config.max_retry_wait_s:
+            logger.warning("teacher | %s asked to wait %.0f s before a retry; waiting teacher.max_retry_wait_s=%g s",
+                           self.url, asked, self.config.max_retry_wait_s)
+        return min(max(asked, backoff), self.config.max_retry_wait_s)
+
     def _complete(self, prompt: str, seed: int) -> tuple[str, int, str]:
         body = self._payload(prompt, seed)
         for attempt in range(self.config.max_retries + 1):
+            asked = 0.0
             try:
                 reply = self._post(body)
                 choice = reply["choices"][0]
                 text = choice["message"]["content"] if self.config.api == "chat" else choice["text"]
                 return text or "", int((reply.get("usage") or {}).get("completion_tokens") or 0), ""
             except urllib.error.HTTPError as error:
-                detail = f"http {error.code}: {error.read()[:300].decode('utf-8', 'replace')}"
+                try:
+                    message = error.read()[:300].decode("utf-8", "replace")
+                except (http.client.HTTPException, OSError):
+                    message = "(the error's body was cut short)"
+                detail = f"http {error.code}: {message}"
+                if error.code in (400, 413, 422) and (error.code == 413 or _CONTEXT_REFUSAL.search(message)):
+                    return "", 0, f"{PROMPT_TOO_LONG}: {detail}"
                 if error.code not in RETRYABLE_STATUS:
                     return "", 0, detail
-                wait = float(error.headers.get("Retry-After") or 0)
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-                detail, wait = f"request failed: {error}", 0.0
-            except (KeyError, IndexError, TypeError, json.JSONDecodeError) as error:
+                asked = retry_after_seconds(error.headers.get("Retry-After"))
+            except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
+                detail = f"request failed: {error!r}"  # a refused connection, a timeout, a reply cut short
+            except (KeyError, IndexError, TypeError, ValueError) as error:  # not UTF-8, not JSON, not a completion
                 return "", 0, f"unexpected reply from {self.url}: {error!r}"
             if attempt < self.config.max_retries:
-                time.sleep(max(wait, min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())))
+                time.sleep(self._wait(asked, attempt))
         return "", 0, f"{detail} (gave up after {self.config.max_retries + 1} attempts)"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

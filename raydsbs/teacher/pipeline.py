@@ -32,7 +32,7 @@ from raydsbs.config import Config
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.tasks import get_task
-from raydsbs.teacher.backends import BACKENDS, PASSTHROUGH, read_replay_file
+from raydsbs.teacher.backends import BACKENDS, PASSTHROUGH, PROMPT_TOO_LONG, read_replay_file
 from raydsbs.teacher.requests import write_requests
 from raydsbs.teacher.selection import DISTILL_COLUMNS, HELDOUT_COLUMNS, REJECT_COLUMNS, Sample, select_rows
 
@@ -83,7 +83,8 @@ class ParseSamples:
             parsed = self._parse(batch["completion"][i], given_rationales[i], given_labels[i], batch["question"][i])
             reason, detail = parsed.reason or "", ""
             if batch["error"][i]:
-                reason, detail = self.error_reason, str(batch["error"][i])
+                detail = str(batch["error"][i])
+                reason = PROMPT_TOO_LONG if detail.startswith(f"{PROMPT_TOO_LONG}:") else self.error_reason
             elif not reason and (problem := self._length_problem(parsed.rationale)):
                 reason, detail = problem
             rationales.append(parsed.rationale)
