@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from raydsbs.config import Config, config_hash
 from raydsbs.rundir import RunDir
+from raydsbs.staging import written_whole
 from raydsbs.student.inference import generate_counted
 from raydsbs.student.launcher import canonical, prepare_tokenizer
 from raydsbs.student.learner import DTYPES, MODEL_SUBDIR, compute_dtype
@@ -57,8 +58,11 @@ def score(config: Config, run: RunDir, model, tokenizer, fmt) -> tuple[dict, lis
 
 
 def _write(folder: Path, metrics: dict, rows: list[dict]) -> None:
-    pq.write_table(pa.Table.from_pylist(rows), folder / "predictions.parquet")
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    """The predictions, then the metrics that mark the scoring done; each file whole."""
+    with written_whole(folder / "predictions.parquet", folder=False, replace=True) as staging:
+        pq.write_table(pa.Table.from_pylist(rows), staging)
+    with written_whole(folder / "metrics.json", folder=False, replace=True) as staging:
+        staging.write_text(json.dumps(metrics, indent=2))
 
 
 def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:

@@ -17,7 +17,8 @@
       report.md, plots/
       summary.json                counts and figures from every stage
 
-Nothing here is deleted by a rerun: a stage whose output exists is skipped.
+Nothing here is deleted by a rerun: a stage whose output exists is skipped. Every output is
+written aside and renamed into place (raydsbs.staging), so what exists is whole.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import yaml
 
 from raydsbs.config import Config, ConfigError, apply_overrides, build_config, config_hash, to_yaml
+from raydsbs.staging import written_whole
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +72,8 @@ class RunDir:
         """Merge one stage's figures into summary.json (written whole, then renamed)."""
         summary = self.read_summary()
         summary[section] = values
-        staging = self.summary_file.with_suffix(".tmp")
-        staging.write_text(json.dumps(summary, indent=2, sort_keys=True))
-        staging.replace(self.summary_file)
+        with written_whole(self.summary_file, folder=False, replace=True) as staging:
+            staging.write_text(json.dumps(summary, indent=2, sort_keys=True))
 
     def load_config(self, overrides: list[str] = ()) -> Config:
         """The saved config, with ``a.b=c`` overrides applied.

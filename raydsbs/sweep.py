@@ -36,6 +36,7 @@ from pathlib import Path
 from raydsbs.config import Config, ConfigError, config_hash, with_overrides
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir, producing_stage
+from raydsbs.staging import written_whole
 from raydsbs.student.launcher import prepare_training_data
 from raydsbs.student.tokenized import learned_targets
 from raydsbs.student.train_loop import SELECTION_METRIC
@@ -190,8 +191,8 @@ def sweep(config: Config, run: RunDir) -> list[dict]:
     if config.sweep.search == "grid":
         for result in results:  # every grid point a training stands for
             result["grid_points"] = trainings.get(result["training"], [])
-    run.sweep.mkdir(parents=True, exist_ok=True)
-    (run.sweep / "results.json").write_text(json.dumps(results, indent=2))
+    with written_whole(run.sweep / "results.json", folder=False, replace=True) as staging:
+        staging.write_text(json.dumps(results, indent=2))
     run.update_summary("sweep", {"trials": len(grid), "failed": len(failed),
                                  "stopped_early": len(finished) - len(results)})
     if failed:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from raydsbs.config import TaskConfig
 from raydsbs.rundir import RunDir
+from raydsbs.staging import written_whole
 from raydsbs.tasks import SPLITS, Example, RejectedRow, get_task
 
 logger = logging.getLogger(__name__)
@@ -41,28 +42,30 @@ def row_problem(example: Example, seen: set[str]) -> str | None:
 
 
 def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
-    """Write the three splits (skipped when they exist); returns rows per split and rejects by reason."""
-    if all(run.corpus_file(split).is_file() for split in SPLITS):
+    """Write the three splits and the rejects, all or nothing (skipped when they exist); returns rows per split."""
+    if run.corpus.is_dir():
+        logger.info("corpus exists in %s; reusing it", run.corpus)
         return {split: pq.read_metadata(run.corpus_file(split)).num_rows for split in SPLITS}
-    run.corpus.mkdir(parents=True, exist_ok=True)
     splits = get_task(config.name).load_splits(config)
     seen: set[str] = set()
     rejects, counts = [], {}
-    for split in SPLITS:
-        kept = []
-        for example in splits[split]:
-            if isinstance(example, RejectedRow):
-                rejects.append({"id": example.id, "split": split, "reason": example.reason, "detail": example.detail})
-                continue
-            problem = row_problem(example, seen)
-            if problem:
-                rejects.append({"id": str(example.id), "split": split, "reason": problem, "detail": f"row {example.id}"})
-                continue
-            seen.add(example.id)
-            kept.append(asdict(example))
-        pq.write_table(pa.Table.from_pylist(kept, CORPUS_SCHEMA), run.corpus_file(split), row_group_size=ROW_GROUP_ROWS)
-        counts[split] = len(kept)
-    pq.write_table(pa.Table.from_pylist(rejects, REJECT_SCHEMA), run.corpus / "rejects.parquet")
+    with written_whole(run.corpus) as folder:  # the three splits and the rejects, or none of them
+        for split in SPLITS:
+            kept = []
+            for example in splits[split]:
+                if isinstance(example, RejectedRow):
+                    rejects.append({"id": example.id, "split": split, "reason": example.reason, "detail": example.detail})
+                    continue
+                problem = row_problem(example, seen)
+                if problem:
+                    rejects.append({"id": str(example.id), "split": split, "reason": problem, "detail": f"row {example.id}"})
+                    continue
+                seen.add(example.id)
+                kept.append(asdict(example))
+            pq.write_table(pa.Table.from_pylist(kept, CORPUS_SCHEMA), folder / run.corpus_file(split).name,
+                           row_group_size=ROW_GROUP_ROWS)
+            counts[split] = len(kept)
+        pq.write_table(pa.Table.from_pylist(rejects, REJECT_SCHEMA), folder / "rejects.parquet")
     reasons = Counter(reject["reason"] for reject in rejects)
     summary = {**counts, "rejected": dict(reasons)}
     logger.info("corpus | train %d | val %d | test %d | rejected %d", *counts.values(), len(rejects))

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from raydsbs.config import Config, TrainConfig, config_hash, to_yaml, with_overrides
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
+from raydsbs.staging import written_whole
 from raydsbs.student.batching import needs_teacher, student_format
 from raydsbs.student.tokenized import prepare_tokenized
 from raydsbs.student.tokenizer import load_tokenizer, train_tokenizer
@@ -136,25 +137,26 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
     seconds = round(time.monotonic() - started, 1)  # a resumed run counts its last part only
     best = result.get_best_checkpoint(metric=SELECTION_METRIC, mode="min")
     history = [metrics for _, metrics in result.best_checkpoints or []]
-    folder.mkdir(parents=True, exist_ok=True)
-    with best.as_directory() as checkpoint:
-        checkpoint = Path(checkpoint)
-        staging = folder / (MODEL_SUBDIR + ".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        if (checkpoint / ADAPTER_SUBDIR).is_dir():  # LoRA: model/ is the student with its adapters merged in
-            shutil.copytree(checkpoint / ADAPTER_SUBDIR, folder / ADAPTER_SUBDIR, dirs_exist_ok=True)
-            _write_merged(config, run, checkpoint / ADAPTER_SUBDIR, staging)
-        else:
-            shutil.copytree(checkpoint / MODEL_SUBDIR, staging)
-        staging.rename(folder / MODEL_SUBDIR)
-        selected = json.loads((checkpoint / STATE_FILE).read_text())
     with result.checkpoint.as_directory() as latest:
         final_step = json.loads((Path(latest) / STATE_FILE).read_text())["optimizer_steps"]
-    (folder / "config.yaml").write_text(to_yaml(config))
     counts = {key: history[-1].get(key) for key in ("examples", "rationales")} if history else {}
-    summary = {"selected": selected, "final_step": final_step, "seconds": seconds, **counts,
-               "kept_checkpoints": history}
-    (folder / "training.json").write_text(json.dumps(summary, indent=2))
+    folder.mkdir(parents=True, exist_ok=True)
+    # model/ appears last, whole: it is what marks the training done (its config and record are there before it).
+    (folder / "config.yaml").write_text(to_yaml(config))
+    with best.as_directory() as checkpoint:
+        checkpoint = Path(checkpoint)
+        selected = json.loads((checkpoint / STATE_FILE).read_text())
+        summary = {"selected": selected, "final_step": final_step, "seconds": seconds, **counts,
+                   "kept_checkpoints": history}
+        with written_whole(folder / "training.json", folder=False, replace=True) as staging:
+            staging.write_text(json.dumps(summary, indent=2))
+        with written_whole(folder / MODEL_SUBDIR, replace=True) as staging:
+            if (checkpoint / ADAPTER_SUBDIR).is_dir():  # LoRA: model/ is the student with its adapters merged in
+                with written_whole(folder / ADAPTER_SUBDIR, replace=True) as adapter:
+                    shutil.copytree(checkpoint / ADAPTER_SUBDIR, adapter, dirs_exist_ok=True)
+                _write_merged(config, run, folder / ADAPTER_SUBDIR, staging)
+            else:
+                shutil.copytree(checkpoint / MODEL_SUBDIR, staging, dirs_exist_ok=True)
     logger.info("student %s trained; the checkpoint after %d optimizer steps selected on %s", folder.name,
                 selected["optimizer_steps"], SELECTION_METRIC)
     return folder

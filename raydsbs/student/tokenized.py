@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -31,6 +29,7 @@ import pyarrow.parquet as pq
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
+from raydsbs.staging import written_whole
 from raydsbs.student.batching import (EncodedExample, StudentFormat, TaskRow, TrainingExample, encode, needs_teacher,
                                       subsample_indices, training_examples)
 from raydsbs.student.model import pretrained_source
@@ -125,18 +124,13 @@ def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat
     folder = tokenized_dir(config, run, fmt)
     if all((folder / f"{split}.parquet").is_file() for split in SPLITS):
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     counts = {}
-    for split, (ids, examples) in _examples(config, run).items():
-        encoded = encode(examples, tokenizer, config.student, fmt, label_tokens(config))
-        pq.write_table(_table(ids, encoded), staging / f"{split}.parquet")
-        counts[split] = sum(1 for e in encoded if e)
-    try:
-        staging.rename(folder)
-        logger.info("tokenized %d training and %d validation examples into %s", counts["train"], counts["val"], folder)
-    except OSError:
-        shutil.rmtree(staging)  # another trial or worker wrote the same folder first
+    with written_whole(folder) as staging:  # if another trial wrote the same folder first, it stays
+        for split, (ids, examples) in _examples(config, run).items():
+            encoded = encode(examples, tokenizer, config.student, fmt, label_tokens(config))
+            pq.write_table(_table(ids, encoded), staging / f"{split}.parquet")
+            counts[split] = sum(1 for e in encoded if e)
+    logger.info("tokenized %d training and %d validation examples into %s", counts["train"], counts["val"], folder)
     return folder
 
 

@@ -8,12 +8,11 @@ A pretrained student uses its own tokenizer.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from raydsbs.config import StudentConfig
+from raydsbs.staging import written_whole
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 
@@ -36,13 +35,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, target: Path):
     # T5 convention: every sequence ends with </s>.
     core.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, eos_id)])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    tokenizer.save_pretrained(staging)
-    try:
-        staging.rename(target)
-    except OSError:
-        shutil.rmtree(staging)  # another trial saved the same tokenizer first
+    with written_whole(target) as staging:  # if another trial saved the same tokenizer first, it stays
+        tokenizer.save_pretrained(staging)
     return tokenizer
 
 

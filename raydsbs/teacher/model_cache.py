@@ -12,9 +12,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from raydsbs.staging import written_whole
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +54,9 @@ def _convert(gguf: Path, target: Path) -> None:
     model = model.to(torch.bfloat16)  # what vLLM serves it in; half the size of fp32
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    try:
-        staging.rename(target)  # atomic: a half-written folder is never seen as the cache
-    except OSError:
-        shutil.rmtree(staging)  # another process finished first
-        if not (target / "config.json").is_file():
-            raise
+    with written_whole(target) as staging:  # never seen half-written; if another process finished first, it stays
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
 
 
 def resolve_model(name: str) -> str:

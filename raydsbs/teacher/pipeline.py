@@ -16,9 +16,7 @@ metrics (``raydsbs_teacher_*``) that show in the Ray dashboard.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -29,8 +27,10 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from raydsbs.config import Config
+from raydsbs.failpoints import passing
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
+from raydsbs.staging import scratch_folder, written_whole
 from raydsbs.tasks import get_task
 from raydsbs.teacher.backends import BACKENDS, PASSTHROUGH, PROMPT_TOO_LONG, read_replay_file
 from raydsbs.teacher.requests import write_requests
@@ -292,13 +292,16 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
     rejected, rejected_samples = Counter(), Counter()
     heldout = {split: [0, 0, 0] for split in ("val", "test")}  # rows, correct, answered by the backend
     backend_error = BACKEND_ERROR_REASON[config.teacher.backend]
-    staging = run.teacher / f"selection.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        with pq.ParquetWriter(run.distill_file, _schema(DISTILL_COLUMNS)) as distill, \
-                pq.ParquetWriter(run.rejects_file, _schema(REJECT_COLUMNS)) as rejects, \
-                pq.ParquetWriter(run.heldout_file, _schema(HELDOUT_COLUMNS)) as scored:
+    # The three files appear together at the end, each whole; the buckets are scratch.
+    with scratch_folder(run.teacher / "selection") as staging, \
+            written_whole(run.distill_file, folder=False, replace=True) as distill_path, \
+            written_whole(run.rejects_file, folder=False, replace=True) as rejects_path, \
+            written_whole(run.heldout_file, folder=False, replace=True) as heldout_path:
+        with pq.ParquetWriter(distill_path, _schema(DISTILL_COLUMNS)) as distill, \
+                pq.ParquetWriter(rejects_path, _schema(REJECT_COLUMNS)) as rejects, \
+                pq.ParquetWriter(heldout_path, _schema(HELDOUT_COLUMNS)) as scored:
             for path in _into_buckets(run, staging):
+                passing("selection:bucket")
                 samples = _once_per_request(pq.read_table(path, columns=_SHORT_COLUMNS))
                 decided = _decide(samples, config)
                 for chosen, decisions in _with_texts(path, decided):
@@ -316,8 +319,6 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
                 tokens += pc.sum(samples["generated_tokens"]).as_py() or 0
                 rejected.update(bucket_rejected)
                 rejected_samples.update(_counts(samples.filter(pc.field("split") == "train")["reason"]))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     summary = {
         "rows": rows,
         "kept": kept,

@@ -21,8 +21,6 @@ this step cost more in actor start-up than it saved, measured with
 
 from __future__ import annotations
 
-import shutil
-import uuid
 import zlib
 
 import pyarrow as pa
@@ -30,6 +28,7 @@ import pyarrow.parquet as pq
 
 from raydsbs.config import Config, TeacherConfig
 from raydsbs.rundir import RunDir
+from raydsbs.staging import written_whole
 from raydsbs.tasks import get_task
 from raydsbs.teacher.prompts import build_prompt
 from raydsbs.teacher.selection import question_key
@@ -106,14 +105,9 @@ def write_requests(config: Config, run: RunDir) -> None:
     if run.requests.is_dir():
         return
     builder = RequestBuilder(config.task.name, config.teacher)
-    staging = run.teacher / f"requests.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
+    with written_whole(run.requests) as staging:
         splits = ("train", "val", "test") if config.teacher.answer_heldout else ("train",)
         for split in splits:
             corpus = pq.ParquetFile(run.corpus_file(split))
             for number, batch in enumerate(corpus.iter_batches(batch_size=CHUNK_ROWS)):
                 pq.write_table(builder.build(batch.to_pylist(), split), staging / f"{split}-{number:06d}.parquet")
-        staging.rename(run.requests)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
