@@ -114,6 +114,9 @@ class TeacherConfig(Section):
         "Off: such a model fails to load instead of running unreviewed code."
     )
     kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the CPU engine (VLLM_CPU_KVCACHE_SPACE).")
+    max_engine_restarts: int = Field(2, ge=0, description="vllm backend: restarts of a replica whose engine died, and "
+                                     "retries of its batches; past them the stage fails with the engine's error "
+                                     "(the rows already written are kept).")
     endpoint: str | None = Field(None, description="openai backend: base URL, e.g. http://host:8000/v1.")
     api: Literal["completions", "chat"] = Field("completions", description="openai backend: /completions or /chat/completions.")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: the environment variable holding the key (never the key).")

@@ -112,7 +112,8 @@ class RunDir:
 # teacher.* keys that change how the teacher runs, not what it writes: a rerun may change them.
 TEACHER_RUNTIME_KEYS = {"rows_per_checkpoint", "batch_size", "max_num_batched_tokens", "replicas", "tensor_parallel_size",
                         "cpus_per_replica", "use_gpu", "replica_resources", "trust_remote_code", "kv_cache_gib",
-                        "api_key_env", "max_concurrent_requests", "max_retries", "request_timeout_s"}
+                        "max_engine_restarts", "api_key_env", "max_concurrent_requests", "max_retries",
+                        "request_timeout_s", "max_retry_wait_s"}
 
 
 def producing_stage(key: str) -> str | None:

@@ -95,7 +95,7 @@ def _vllm_processor(config: TeacherConfig):
         detokenize_stage=False,
         should_continue_on_error=True,  # an engine error on one row makes that row a reject, not a crash
     )
-    return build_processor(
+    processor = build_processor(
         processor_config,
         # The engine stage writes its own counter into "request_id": ours travels under another name.
         preprocess=lambda row: {**row, "sampling_params": _sampling(config, row["seed"]),
@@ -108,6 +108,12 @@ def _vllm_processor(config: TeacherConfig):
             "error": str(row.get("__inference_error__") or ""),
         },
     )
+    # Ray Data restarts a dead actor and retries its batches without end by default: an engine that dies the
+    # same way each time would hang the run. Bounded, the stage ends with the engine's error.
+    engine = processor.get_stage_by_name("vLLMEngineStage")
+    engine.map_batches_kwargs.update(max_restarts=config.max_engine_restarts,
+                                     max_task_retries=config.max_engine_restarts)
+    return processor
 
 
 def vllm_backend(ds, config: TeacherConfig, task_config: TaskConfig):
