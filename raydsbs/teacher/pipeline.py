@@ -366,8 +366,8 @@ def generate(config: Config, run: RunDir) -> dict:
     unusable = _check_replay_file(config)
     seconds, resumed = None, run.generation_checkpoints.exists()
     if not (run.generations / SUCCESS_MARKER).is_file():
-        start_ray(config.ray)
         write_requests(config, run)
+        start_ray(config.ray)
         seconds = _generate(config, run)
     summary = _write_outputs(config, run)
     if unusable:
