@@ -35,7 +35,7 @@ def _command(out: Path, dss_data: Path) -> list[str]:
     command = "run" if EVERYWHERE else "generate"
     return [command, "tests/integration/tiny.yaml", f"output_dir={out}", "tag=kill", "task.name=cqa",
             f"task.data_dir={dss_data / 'cqa'}", "task.num_train=300", "task.num_val=20", "task.num_test=40",
-            "teacher.backend=replay", "train.method=standard_finetune", "train.num_workers=1", "train.max_steps=4",
+            "teacher.backend=replay", "train.method=step_by_step", "train.num_workers=1", "train.max_steps=4",
             "train.eval_every_steps=2", "train.batch_size=16", "sweep.grid={train.seed: [0]}"]
 
 
@@ -74,7 +74,7 @@ def test_a_run_killed_inside_any_stage_ends_with_the_outputs_of_one_never_killed
     assert not [path for path in killed.rglob("*") if ".staging-" in path.name or ".scratch" in path.name]
     if EVERYWHERE:
         for run in (clean, killed):
-            (training,) = [p for p in (run / "student").glob("standard_finetune-*")]
+            (training,) = [p for p in (run / "student").glob("step_by_step-*")]
             assert {"model", "training.json", "metrics.json", "predictions.parquet", "config.yaml"} <= \
                    {p.name for p in training.iterdir()}
         assert (killed / "report.md").is_file()
