@@ -43,6 +43,7 @@ RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_TASKS = ("svamp", "cqa")
 # The paper's PaLM-540B few-shot CoT accuracy on the test split (its Tables; its own parsers).
 PAPER_TEACHER = {"svamp": 0.740, "cqa": 0.772}
+RESULTS_SCHEMA = 2  # replication.json's layout; results of another layout are not kept beside these
 METHOD_ORDER = ("step_by_step", "standard_finetune", "standard_distill", "cot_finetune")
 SMOKE = ["train.max_steps=4", "train.eval_every_steps=2", "task.num_test=16", "task.num_val=8",
          "sweep.grid={train.method: [step_by_step, standard_finetune, standard_distill, cot_finetune], "
@@ -162,7 +163,9 @@ def main() -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     results_file = output_dir / "replication.json" if args.smoke else RESULTS / "replication.json"
     summary = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    summary.update({"command": "python benchmarks/replication.py " + " ".join(sys.argv[1:]),
+    if summary.get("schema") != RESULTS_SCHEMA:  # an earlier benchmark's results: its tasks are not comparable
+        summary = {}
+    summary.update({"schema": RESULTS_SCHEMA, "command": "python benchmarks/replication.py " + " ".join(sys.argv[1:]),
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU"})
     summary.setdefault("tasks", {})
     for task in args.task:
