@@ -24,7 +24,8 @@ def _teacher_metrics(port: int) -> dict[str, list[str]]:
         for line in text.splitlines():
             if line.startswith("ray_raydsbs_teacher"):
                 found.setdefault(line.split("{")[0], []).append(line)
-        if "ray_raydsbs_teacher_samples_total" in found and "ray_raydsbs_teacher_rejected_samples_total" in found:
+        wanted = ("samples_total", "rejected_samples_total", "generated_tokens_per_s")
+        if all(f"ray_raydsbs_teacher_{name}" in found for name in wanted):  # they arrive one by one
             break
         time.sleep(1)
     return found
