@@ -18,6 +18,7 @@ untrained student and the trivial floor on the same test rows. Writes
     .venv/bin/python benchmarks/replication.py --task esnli --data-dir DIR   # any task with released files
     .venv/bin/python benchmarks/replication.py --task svamp --smoke          # one fraction, one seed, few steps
     .venv/bin/python benchmarks/replication.py --render                      # replication.md again from the JSON
+    .venv/bin/python benchmarks/replication.py --task cqa --collect          # the JSON from a run stopped midway
 
 A killed run started again with the same command goes on where it stopped: the
 teacher outputs, every finished training and evaluation are kept (the run
@@ -60,10 +61,19 @@ def run_task(task: str, output_dir: Path, extra: list[str]) -> Path:
     return run_dir
 
 
+def _finished_trainings(run_dir: Path) -> list[dict]:
+    """The scores of every training of the run that has finished, sweep or not (for a run stopped midway)."""
+    return [json.loads(path.read_text()) for path in sorted((run_dir / "student").glob("*/metrics.json"))
+            if path.parent.name != "untrained"]
+
+
 def cells(run_dir: Path) -> list[dict]:
-    """One entry per training of the sweep: method, fraction, seed, examples, accuracies, cost."""
+    """One entry per training of the sweep (or, for a run stopped midway, per finished training): method,
+    fraction, seed, examples, accuracies, cost."""
     out = []
-    for result in json.loads((run_dir / "sweep" / "results.json").read_text()):
+    results_file = run_dir / "sweep" / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else _finished_trainings(run_dir)
+    for result in results:
         training = json.loads((run_dir / "student" / result["training"] / "training.json").read_text())
         out.append({key: result.get(key) for key in ("method", "train_fraction", "seed", "examples", "test_accuracy",
                                                      "val_accuracy", "test_tokens_per_answer")}
@@ -71,11 +81,18 @@ def cells(run_dir: Path) -> list[dict]:
     return sorted(out, key=lambda c: (METHOD_ORDER.index(c["method"]), c["train_fraction"], c["seed"]))
 
 
-def task_result(task: str, run_dir: Path, wall_s: float) -> dict:
+def task_result(task: str, run_dir: Path, wall_s: float | None) -> dict:
     import yaml
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
+    if "baselines" not in summary:  # a run stopped before its baselines: measure them now
+        from raydsbs.evaluate import write_baselines
+        from raydsbs.rundir import RunDir
+
+        run = RunDir(run_dir)
+        write_baselines(run.load_config(), run)
+        summary = json.loads((run_dir / "summary.json").read_text())
     teacher, baselines = summary["teacher"], summary["baselines"]
     lora = config["student"]["lora"]
     student = config["student"]["pretrained"] or config["student"]["preset"]
@@ -88,7 +105,8 @@ def task_result(task: str, run_dir: Path, wall_s: float) -> dict:
         "rows": {split: summary["corpus"].get(split) for split in ("train", "val", "test")},
         "max_steps": config["train"]["max_steps"], "batch_size": config["train"]["batch_size"],
         "label_source": config["train"]["label_source"],
-        "wall_s": round(wall_s, 1), "cells": cells(run_dir), "run_dir": str(run_dir),
+        "wall_s": None if wall_s is None else round(wall_s, 1), "cells": cells(run_dir), "run_dir": str(run_dir),
+        "complete": (run_dir / "sweep" / "results.json").is_file(),
     }
 
 
@@ -113,7 +131,10 @@ def markdown(summary: dict) -> str:
         rows = result["rows"]
         lines += [f"**{task.upper()}**: student {result['student']}, {result['max_steps']} optimizer steps of "
                   f"{result['batch_size']} at every fraction, {len(seeds)} seed(s), {rows['train']} train / "
-                  f"{rows['val']} val / {rows['test']} test rows, {result['wall_s'] / 60:.0f} min.", "",
+                  f"{rows['val']} val / {rows['test']} test rows"
+                  + (f", {result['wall_s'] / 60:.0f} min." if result.get("wall_s") else ".")
+                  + ("" if result.get("complete", True) else
+                     f" **Stopped midway: {len(result['cells'])} trainings of the grid finished.**"), "",
                   "| train fraction | " + " | ".join(m.replace("_", " ") for m in methods) + " |",
                   "|---" * (len(methods) + 1) + "|"]
         for fraction in fractions:
@@ -147,6 +168,9 @@ def main() -> int:
                         help="where the run directories go (a rerun resumes them)")
     parser.add_argument("--smoke", action="store_true", help="one fraction, one seed, 4 steps: checks the path")
     parser.add_argument("--render", action="store_true", help="only write replication.md from replication.json")
+    parser.add_argument("--collect", action="store_true",
+                        help="replication.json and .md from the run directories as they are, without running: a run "
+                             "stopped midway gives its finished trainings (and its baselines, measured if missing)")
     args = parser.parse_args()
     if args.render:
         (RESULTS / "replication.md").write_text(markdown(json.loads((RESULTS / "replication.json").read_text())))
@@ -170,11 +194,20 @@ def main() -> int:
     summary.setdefault("tasks", {})
     for task in args.task:
         started = time.perf_counter()
-        run_dir = run_task(task, output_dir, extra)
-        summary["tasks"][task] = task_result(task, run_dir, time.perf_counter() - started)
+        if args.collect:
+            (run_dir,) = [path for path in output_dir.iterdir() if path.name.startswith(f"replication-{task}-")]
+            summary["tasks"][task] = task_result(task, run_dir, None)
+        else:
+            run_dir = run_task(task, output_dir, extra)
+            summary["tasks"][task] = task_result(task, run_dir, time.perf_counter() - started)
         results_file.write_text(json.dumps(summary, indent=2) + "\n")
         print(markdown({"tasks": {task: summary["tasks"][task]}}), flush=True)
         if not args.smoke:
+            if args.collect:  # the report of the trainings there are (a stopped run has none yet)
+                from raydsbs.report import write_report
+                from raydsbs.rundir import RunDir
+
+                write_report(RunDir(run_dir).load_config(), RunDir(run_dir))
             shutil.copy(run_dir / "plots" / "accuracy_vs_fraction.png", RESULTS / f"replication_{task}.png")
             report = (run_dir / "report.md").read_text()  # its plot beside it, under the name it has here
             (RESULTS / f"replication_{task}.md").write_text(

@@ -175,7 +175,7 @@ class SpecTask(Task):
             raise RowError("mistyped_field", f"label column {column!r} is {type(value).__name__}")
         names = self.spec.label_names
         if names is not None:
-            index = value if isinstance(value, int) else int(value) if isinstance(value, str) and value.strip().isdigit() else None
+            index = _label_index(value)
             if index is not None:
                 if not 0 <= index < len(names):
                     raise RowError("unknown_label", f"label {value!r} is not an index of {names}")
@@ -263,6 +263,15 @@ class SpecTask(Task):
 
     def exemplars(self) -> list[Exemplar]:
         return self._exemplars
+
+
+def _label_index(value: str | int | float) -> int | None:
+    """``1`` or ``"1"`` (a CSV's every value is text) -> 1; None for anything else."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
 
 
 class RowError(ValueError):
