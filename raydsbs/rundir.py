@@ -88,17 +88,18 @@ class RunDir:
             return saved
         config = build_config(apply_overrides(saved.model_dump(mode="json"), list(overrides)),
                               f"{self.config_file} + overrides")
-        changed = {key: values for key, values in changed_keys(saved, config).items() if producing_stage(key)}
-        problems = [f"{key}: this run's {producing_stage(key)} was made with {old!r}, the override says {new!r}, and "
-                    f"it is not remade for an override. Run the config file with the override instead (its own run "
-                    f"directory), or delete {self._stage_folder(producing_stage(key))} to remake it here"
-                    for key, (old, new) in changed.items() if self._stage_done(producing_stage(key))]
+        changed = {key: (stage, old, new) for key, (old, new) in changed_keys(saved, config).items()
+                   if (stage := producing_stage(key))}
+        problems = [f"{key}: this run's {stage} was made with {old!r}, the override says {new!r}, and it is not "
+                    f"remade for an override. Run the config file with the override instead (its own run "
+                    f"directory), or delete {self._stage_folder(stage)} to remake it here"
+                    for key, (stage, old, new) in changed.items() if self._stage_done(stage)]
         if problems:
             raise ConfigError(str(self.root), problems)
         if changed:
             self.config_file.write_text(to_yaml(config))
             logger.info("config.yaml of %s updated: %s", self.root.name,
-                        ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items()))
+                        ", ".join(f"{key} {old!r} -> {new!r}" for key, (_, old, new) in changed.items()))
         return config
 
     def _stage_folder(self, stage: str) -> Path:
@@ -106,7 +107,8 @@ class RunDir:
 
     def _stage_done(self, stage: str) -> bool:
         """Whether the stage has written anything (a partial teacher output counts: it would be resumed)."""
-        return self._stage_folder(stage).is_dir() and any(self._stage_folder(stage).iterdir())
+        folder = self._stage_folder(stage)
+        return folder.is_dir() and any(folder.iterdir())
 
 
 # teacher.* keys that change how the teacher runs, not what it writes: a rerun may change them.

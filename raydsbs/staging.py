@@ -56,6 +56,15 @@ def _clear_leftovers(target: Path, host: str) -> None:
             _remove(leftover)
 
 
+def _fresh_path(target: Path) -> Path:
+    """A path beside ``target`` named after this host and process, for this writer alone; what killed writers
+    on this host left beside ``target`` is removed first."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname().replace("-", "_")
+    _clear_leftovers(target, host)
+    return target.with_name(f"{target.name}{_MARK}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
 @contextmanager
 def written_whole(target: Path, folder: bool = True, replace: bool = False) -> Iterator[Path]:
     """Yields a staging path beside ``target`` (a fresh folder, or the path of a file to write); when the block
@@ -63,10 +72,7 @@ def written_whole(target: Path, folder: bool = True, replace: bool = False) -> I
     (a file: atomically); otherwise, if ``target`` exists by then (another writer finished first), it is kept
     and this copy dropped. After an error nothing of this attempt is left."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    host = socket.gethostname().replace("-", "_")
-    _clear_leftovers(target, host)
-    staging = target.with_name(f"{target.name}{_MARK}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    staging = _fresh_path(target)
     if folder:
         staging.mkdir()
     try:
@@ -91,11 +97,7 @@ def scratch_folder(beside: Path) -> Iterator[Path]:
     """A working folder beside ``beside`` for the block's own use, removed when the block ends (after a kill,
     by the next block that asks for one)."""
     beside = Path(beside)
-    beside.parent.mkdir(parents=True, exist_ok=True)
-    host = socket.gethostname().replace("-", "_")
-    scratch = beside.with_name(f"{beside.name}.scratch")
-    _clear_leftovers(scratch, host)
-    folder = scratch.with_name(f"{scratch.name}{_MARK}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    folder = _fresh_path(beside.with_name(f"{beside.name}.scratch"))
     folder.mkdir()
     try:
         yield folder

@@ -44,8 +44,8 @@ class Statement:
     answer: str
 
 
-def unbox(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}`` in ``text`` (nested braces kept), or None."""
+def last_boxed(text: str) -> tuple[int, str] | None:
+    """Where the last ``\\boxed{...}`` in ``text`` starts, and its content (nested braces kept); None if none."""
     starts = list(_BOXED.finditer(text))
     if not starts:
         return None
@@ -53,15 +53,15 @@ def unbox(text: str) -> str | None:
     for position in range(begin, len(text)):
         depth += {"{": 1, "}": -1}.get(text[position], 0)
         if depth == 0:
-            return text[begin:position].strip()
+            return starts[-1].start(), text[begin:position].strip()
     return None
 
 
 def _strip_wrappers(answer: str) -> str:
     """``$\\boxed{42}$``, ``**42**`` or ``"42"`` -> ``42``."""
-    boxed = unbox(answer)
+    boxed = last_boxed(answer)
     if boxed is not None:
-        return boxed
+        return boxed[1]
     return answer.strip().strip("*").strip().strip('"').strip()
 
 
@@ -101,10 +101,10 @@ class CompletionReader:
             last = matches[-1]
             line = text[last.end():].strip().split("\n")[0]
             return Statement(text[: last.start()].strip(), _strip_wrappers(line))
-        boxed = unbox(text)
+        boxed = last_boxed(text)
         if boxed is not None:
-            rationale = text[: list(_BOXED.finditer(text))[-1].start()].rstrip().rstrip("$").rstrip()
-            return Statement(rationale, boxed)
+            start, content = boxed
+            return Statement(text[:start].rstrip().rstrip("$").rstrip(), content)
         return None
 
 

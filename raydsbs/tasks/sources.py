@@ -66,13 +66,14 @@ def _json_file(path: Path) -> list[RawRow]:
     out: list[RawRow] = []
     for i, row in enumerate(rows):
         where = f"{path.name} item {i}"
-        if not isinstance(row, dict):
-            out.append(RowProblem("not_an_object", f"{where}: {type(row).__name__}"))
-        elif _has_undecodable(row):
-            out.append(RowProblem("undecodable_bytes", f"{where}: bytes that are not UTF-8"))
-        else:
-            out.append(row)
+        out.append(_decoded(row, where) if isinstance(row, dict)
+                   else RowProblem("not_an_object", f"{where}: {type(row).__name__}"))
     return out
+
+
+def _decoded(row: dict, where: str) -> RawRow:
+    """``row`` read with ``surrogateescape``, or a RowProblem when it holds bytes that were not UTF-8."""
+    return RowProblem("undecodable_bytes", f"{where}: bytes that are not UTF-8") if _has_undecodable(row) else row
 
 
 def _has_undecodable(value) -> bool:
@@ -105,10 +106,8 @@ def _csv_file(path: Path) -> list[RawRow]:
         first_line = reader.line_num + 1
         if None in row or None in row.values():
             rows.append(RowProblem("wrong_field_count", f"{where}: {len(reader.fieldnames or [])} columns in the header"))
-        elif _has_undecodable(row):
-            rows.append(RowProblem("undecodable_bytes", f"{where}: bytes that are not UTF-8"))
         else:
-            rows.append(row)
+            rows.append(_decoded(row, where))
     return rows
 
 

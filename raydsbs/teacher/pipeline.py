@@ -351,10 +351,10 @@ def _check_replay_file(config: Config) -> dict[str, int]:
     unusable = read_replay_file(config.teacher.replay_file).unusable
     for reason, detail in unusable[:5]:
         logger.warning("teacher | replay file row unusable (%s): %s", reason, detail)
+    counts = dict(Counter(reason for reason, _ in unusable))
     if unusable:
-        logger.warning("teacher | %d rows of %s unusable: %s", len(unusable), config.teacher.replay_file,
-                       dict(Counter(reason for reason, _ in unusable)))
-    return dict(Counter(reason for reason, _ in unusable))
+        logger.warning("teacher | %d rows of %s unusable: %s", len(unusable), config.teacher.replay_file, counts)
+    return counts
 
 
 def generate(config: Config, run: RunDir) -> dict:
