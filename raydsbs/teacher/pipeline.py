@@ -128,6 +128,12 @@ def _generate(config: Config, run: RunDir) -> float:
         ds = ds.map_batches(ParseSamples, fn_constructor_kwargs={"config": config}, batch_format="numpy",
                             concurrency=1, num_cpus=0.25)
         ds.write_parquet(str(run.generations))
+    except ray.exceptions.RayActorError as error:
+        raise RuntimeError(
+            f"the teacher stage stopped: one of its actors died and was not restarted (a vLLM replica is restarted "
+            f"up to teacher.max_engine_restarts={config.teacher.max_engine_restarts} times; its own error is "
+            f"above). The rows generated so far are kept in {run.generations}: rerun the same command to go on "
+            f"from them") from error
     finally:
         context.checkpoint_config = None
     (run.generations / SUCCESS_MARKER).touch()
