@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test install clean-venv
+.PHONY: quickstart test lint install clean-venv
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest --run-integration
+
+# ruff's lint and format checks, one configuration in pyproject.toml (`ruff format .` applies the format)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean-venv:
 	rm -rf $(VENV)

@@ -46,9 +46,14 @@ DEFAULT_TASKS = ("svamp", "cqa")
 PAPER_TEACHER = {"svamp": 0.740, "cqa": 0.772}
 RESULTS_SCHEMA = 2  # replication.json's layout; results of another layout are not kept beside these
 METHOD_ORDER = ("step_by_step", "standard_finetune", "standard_distill", "cot_finetune")
-SMOKE = ["train.max_steps=4", "train.eval_every_steps=2", "task.num_test=16", "task.num_val=8",
-         "sweep.grid={train.method: [step_by_step, standard_finetune, standard_distill, cot_finetune], "
-         "train.train_fraction: [0.25], train.seed: [0]}"]
+SMOKE = [
+    "train.max_steps=4",
+    "train.eval_every_steps=2",
+    "task.num_test=16",
+    "task.num_val=8",
+    "sweep.grid={train.method: [step_by_step, standard_finetune, standard_distill, cot_finetune], "
+    "train.train_fraction: [0.25], train.seed: [0]}",
+]
 
 
 def run_task(task: str, output_dir: Path, extra: list[str]) -> Path:
@@ -63,8 +68,11 @@ def run_task(task: str, output_dir: Path, extra: list[str]) -> Path:
 
 def _finished_trainings(run_dir: Path) -> list[dict]:
     """The scores of every training of the run that has finished, sweep or not (for a run stopped midway)."""
-    return [json.loads(path.read_text()) for path in sorted((run_dir / "student").glob("*/metrics.json"))
-            if path.parent.name != "untrained"]
+    return [
+        json.loads(path.read_text())
+        for path in sorted((run_dir / "student").glob("*/metrics.json"))
+        if path.parent.name != "untrained"
+    ]
 
 
 def cells(run_dir: Path) -> list[dict]:
@@ -75,9 +83,21 @@ def cells(run_dir: Path) -> list[dict]:
     results = json.loads(results_file.read_text()) if results_file.is_file() else _finished_trainings(run_dir)
     for result in results:
         training = json.loads((run_dir / "student" / result["training"] / "training.json").read_text())
-        out.append({key: result.get(key) for key in ("method", "train_fraction", "seed", "examples", "test_accuracy",
-                                                     "val_accuracy", "test_tokens_per_answer")}
-                   | {"train_seconds": training["seconds"], "optimizer_steps": training["final_step"]})
+        out.append(
+            {
+                key: result.get(key)
+                for key in (
+                    "method",
+                    "train_fraction",
+                    "seed",
+                    "examples",
+                    "test_accuracy",
+                    "val_accuracy",
+                    "test_tokens_per_answer",
+                )
+            }
+            | {"train_seconds": training["seconds"], "optimizer_steps": training["final_step"]}
+        )
     return sorted(out, key=lambda c: (METHOD_ORDER.index(c["method"]), c["train_fraction"], c["seed"]))
 
 
@@ -98,14 +118,19 @@ def task_result(task: str, run_dir: Path, wall_s: float | None) -> dict:
     student = config["student"]["pretrained"] or config["student"]["preset"]
     return {
         "student": student + (f" (LoRA r={lora['rank']})" if lora else " (full fine-tuning)"),
-        "floor": baselines["floor_test_accuracy"], "floor_how": baselines["floor"],
+        "floor": baselines["floor_test_accuracy"],
+        "floor_how": baselines["floor"],
         "untrained_student": baselines["untrained_student_test_accuracy"],
-        "teacher_test": teacher.get("teacher_accuracy_test"), "teacher_test_paper": PAPER_TEACHER.get(task),
+        "teacher_test": teacher.get("teacher_accuracy_test"),
+        "teacher_test_paper": PAPER_TEACHER.get(task),
         "teacher_train": teacher["teacher_accuracy_train"],
         "rows": {split: summary["corpus"].get(split) for split in ("train", "val", "test")},
-        "max_steps": config["train"]["max_steps"], "batch_size": config["train"]["batch_size"],
+        "max_steps": config["train"]["max_steps"],
+        "batch_size": config["train"]["batch_size"],
         "label_source": config["train"]["label_source"],
-        "wall_s": None if wall_s is None else round(wall_s, 1), "cells": cells(run_dir), "run_dir": str(run_dir),
+        "wall_s": None if wall_s is None else round(wall_s, 1),
+        "cells": cells(run_dir),
+        "run_dir": str(run_dir),
         "complete": (run_dir / "sweep" / "results.json").is_file(),
     }
 
@@ -129,14 +154,20 @@ def markdown(summary: dict) -> str:
         fractions = sorted({c["train_fraction"] for c in result["cells"]})
         seeds = sorted({c["seed"] for c in result["cells"]})
         rows = result["rows"]
-        lines += [f"**{task.upper()}**: student {result['student']}, {result['max_steps']} optimizer steps of "
-                  f"{result['batch_size']} at every fraction, {len(seeds)} seed(s), {rows['train']} train / "
-                  f"{rows['val']} val / {rows['test']} test rows"
-                  + (f", {result['wall_s'] / 60:.0f} min." if result.get("wall_s") else ".")
-                  + ("" if result.get("complete", True) else
-                     f" **Stopped midway: {len(result['cells'])} trainings of the grid finished.**"), "",
-                  "| train fraction | " + " | ".join(m.replace("_", " ") for m in methods) + " |",
-                  "|---" * (len(methods) + 1) + "|"]
+        lines += [
+            f"**{task.upper()}**: student {result['student']}, {result['max_steps']} optimizer steps of "
+            f"{result['batch_size']} at every fraction, {len(seeds)} seed(s), {rows['train']} train / "
+            f"{rows['val']} val / {rows['test']} test rows"
+            + (f", {result['wall_s'] / 60:.0f} min." if result.get("wall_s") else ".")
+            + (
+                ""
+                if result.get("complete", True)
+                else f" **Stopped midway: {len(result['cells'])} trainings of the grid finished.**"
+            ),
+            "",
+            "| train fraction | " + " | ".join(m.replace("_", " ") for m in methods) + " |",
+            "|---" * (len(methods) + 1) + "|",
+        ]
         for fraction in fractions:
             row = []
             for method in methods:
@@ -147,30 +178,53 @@ def markdown(summary: dict) -> str:
         teacher = result["teacher_test"]
         if len(seeds) == 1:  # no spread over seeds to show: the test split's own sampling error instead
             best = max(c["test_accuracy"] for c in result["cells"])
-            lines += ["", f"One seed: an accuracy p measured on {rows['test']} test rows has a standard error of "
-                          f"sqrt(p(1-p)/{rows['test']}), {100 * _standard_error(best, rows['test']):.1f} points at the "
-                          f"best cell's {100 * best:.1f} %."]
-        lines += ["", f"On the same {rows['test']} test rows: teacher (PaLM-540B, replayed) "
-                      f"{100 * teacher:.1f} %" + (f" (the paper, with its parser: {100 * result['teacher_test_paper']:.1f} %)"
-                                                  if result.get("teacher_test_paper") else "")
-                  + f"; untrained student {100 * result['untrained_student']:.1f} %; trivial floor "
-                    f"{100 * result['floor']:.1f} % ({result['floor_how']}).", ""]
+            lines += [
+                "",
+                f"One seed: an accuracy p measured on {rows['test']} test rows has a standard error of "
+                f"sqrt(p(1-p)/{rows['test']}), {100 * _standard_error(best, rows['test']):.1f} points at the "
+                f"best cell's {100 * best:.1f} %.",
+            ]
+        lines += [
+            "",
+            f"On the same {rows['test']} test rows: teacher (PaLM-540B, replayed) "
+            f"{100 * teacher:.1f} %"
+            + (
+                f" (the paper, with its parser: {100 * result['teacher_test_paper']:.1f} %)"
+                if result.get("teacher_test_paper")
+                else ""
+            )
+            + f"; untrained student {100 * result['untrained_student']:.1f} %; trivial floor "
+            f"{100 * result['floor']:.1f} % ({result['floor_how']}).",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", nargs="+", default=list(DEFAULT_TASKS),
-                        help="tasks with a jobs/replication-<task>.yaml (svamp, cqa, ...)")
-    parser.add_argument("--data-dir", help="the folder of the task's released files (one task), instead of "
-                                           "the config's task.data_dir")
-    parser.add_argument("--output-dir", type=Path, default=REPO / "runs" / "replication",
-                        help="where the run directories go (a rerun resumes them)")
+    parser.add_argument(
+        "--task",
+        nargs="+",
+        default=list(DEFAULT_TASKS),
+        help="tasks with a jobs/replication-<task>.yaml (svamp, cqa, ...)",
+    )
+    parser.add_argument(
+        "--data-dir", help="the folder of the task's released files (one task), instead of the config's task.data_dir"
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=REPO / "runs" / "replication",
+        help="where the run directories go (a rerun resumes them)",
+    )
     parser.add_argument("--smoke", action="store_true", help="one fraction, one seed, 4 steps: checks the path")
     parser.add_argument("--render", action="store_true", help="only write replication.md from replication.json")
-    parser.add_argument("--collect", action="store_true",
-                        help="replication.json and .md from the run directories as they are, without running: a run "
-                             "stopped midway gives its finished trainings (and its baselines, measured if missing)")
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="replication.json and .md from the run directories as they are, without running: a run "
+        "stopped midway gives its finished trainings (and its baselines, measured if missing)",
+    )
     args = parser.parse_args()
     if args.render:
         (RESULTS / "replication.md").write_text(markdown(json.loads((RESULTS / "replication.json").read_text())))
@@ -179,18 +233,29 @@ def main() -> int:
         parser.error("--data-dir names the files of one task: give one --task")
     for task in args.task:
         if not (REPO / "jobs" / f"replication-{task}.yaml").is_file():
-            parser.error(f"no jobs/replication-{task}.yaml; tasks with one: "
-                         + ", ".join(sorted(p.stem.removeprefix("replication-") for p in (REPO / "jobs").glob("replication-*.yaml"))))
+            parser.error(
+                f"no jobs/replication-{task}.yaml; tasks with one: "
+                + ", ".join(
+                    sorted(p.stem.removeprefix("replication-") for p in (REPO / "jobs").glob("replication-*.yaml"))
+                )
+            )
 
-    extra = (SMOKE if args.smoke else []) + ([f"task.data_dir={Path(args.data_dir).resolve()}"] if args.data_dir else [])
+    extra = (SMOKE if args.smoke else []) + (
+        [f"task.data_dir={Path(args.data_dir).resolve()}"] if args.data_dir else []
+    )
     output_dir = args.output_dir / ("smoke" if args.smoke else "full")
     output_dir.mkdir(parents=True, exist_ok=True)
     results_file = output_dir / "replication.json" if args.smoke else RESULTS / "replication.json"
     summary = json.loads(results_file.read_text()) if results_file.is_file() else {}
     if summary.get("schema") != RESULTS_SCHEMA:  # an earlier benchmark's results: its tasks are not comparable
         summary = {}
-    summary.update({"schema": RESULTS_SCHEMA, "command": "python benchmarks/replication.py " + " ".join(sys.argv[1:]),
-                    "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU"})
+    summary.update(
+        {
+            "schema": RESULTS_SCHEMA,
+            "command": "python benchmarks/replication.py " + " ".join(sys.argv[1:]),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+        }
+    )
     summary.setdefault("tasks", {})
     for task in args.task:
         started = time.perf_counter()
@@ -211,7 +276,8 @@ def main() -> int:
             shutil.copy(run_dir / "plots" / "accuracy_vs_fraction.png", RESULTS / f"replication_{task}.png")
             report = (run_dir / "report.md").read_text()  # its plot beside it, under the name it has here
             (RESULTS / f"replication_{task}.md").write_text(
-                report.replace("(plots/accuracy_vs_fraction.png)", f"(replication_{task}.png)"))
+                report.replace("(plots/accuracy_vs_fraction.png)", f"(replication_{task}.png)")
+            )
             (RESULTS / "replication.md").write_text(markdown(summary))
     print(f"\nwrote {results_file}")
     return 0

@@ -17,7 +17,7 @@ with short generations and reports throughput and the driver's peak memory.
     .venv/bin/python benchmarks/teacher_throughput.py --scale 1000 10000            # vLLM, short generations
     .venv/bin/python benchmarks/teacher_throughput.py --scale 1000 10000 100000 --scale-backend replay
     BENCH_TEACHER_OVERRIDES="teacher.rows_per_checkpoint=2048" .venv/bin/python benchmarks/teacher_throughput.py \
-        --scale 1000 10000 100000 --scale-backend replay        # config overrides for every run, e.g. the cluster jobs' block size
+        --scale 1000 10000 100000 --scale-backend replay  # overrides for every run (the cluster jobs' block size)
 
 Writes benchmarks/results/teacher_throughput.json.
 """
@@ -45,12 +45,22 @@ sys.path.insert(0, str(ROOT))
 def _config(out: str, rows: int, max_new_tokens: int, num_shots: int):
     from raydsbs.config import load_config
 
-    return load_config(None, [  # the defaults: the bundled teacher on vLLM, answering the train rows only
-        f"output_dir={out}", "tag=bench", f"task.name={TASK}", "teacher.answer_heldout=false",
-        f"task.num_train={rows}", "task.num_val=1", "task.num_test=1",
-        f"teacher.max_new_tokens={max_new_tokens}", f"teacher.num_shots={num_shots}",
-        "teacher.min_rationale_words=0", *os.environ.get("BENCH_TEACHER_OVERRIDES", "").split(),
-    ])
+    return load_config(
+        None,
+        [  # the defaults: the bundled teacher on vLLM, answering the train rows only
+            f"output_dir={out}",
+            "tag=bench",
+            f"task.name={TASK}",
+            "teacher.answer_heldout=false",
+            f"task.num_train={rows}",
+            "task.num_val=1",
+            "task.num_test=1",
+            f"teacher.max_new_tokens={max_new_tokens}",
+            f"teacher.num_shots={num_shots}",
+            "teacher.min_rationale_words=0",
+            *os.environ.get("BENCH_TEACHER_OVERRIDES", "").split(),
+        ],
+    )
 
 
 def _prompts(rows: int, max_new_tokens: int, num_shots: int) -> list[str]:
@@ -73,7 +83,9 @@ def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int, replay: bool = F
     with tempfile.TemporaryDirectory() as out:
         config = _config(out, rows, max_new_tokens, num_shots)
         if replay:  # a stand-in teacher: the pipeline at scale without the engine's cost
-            config = with_overrides(config, {"teacher.backend": "replay", "teacher.replay_file": f"{out}/replay.parquet"})
+            config = with_overrides(
+                config, {"teacher.backend": "replay", "teacher.replay_file": f"{out}/replay.parquet"}
+            )
         # The corpus is written by a process of its own: the driver's peak memory is the stage's.
         setup = multiprocessing.get_context("spawn").Process(target=_prepare, args=(config, replay))
         setup.start()
@@ -86,8 +98,12 @@ def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int, replay: bool = F
         summary = generate(config, run)  # requests, engine start, generation, parse, writes, selection
         seconds = time.perf_counter() - started
         ray.shutdown()
-    return {"rows": summary["rows"], "generated_tokens": summary["generated_tokens"], "seconds": seconds,
-            "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "rows": summary["rows"],
+        "generated_tokens": summary["generated_tokens"],
+        "seconds": seconds,
+        "driver_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _prepare(config, replay: bool) -> None:
@@ -106,8 +122,9 @@ def _write_stand_in_completions(run, path: str) -> None:
     import pyarrow.parquet as pq
 
     train = pq.read_table(run.corpus_file("train"), columns=["id", "gold"])
-    completion = pc.binary_join_element_wise("Counting step by step gives ", train["gold"], ". So the answer is ",
-                                             train["gold"], ".", "")
+    completion = pc.binary_join_element_wise(
+        "Counting step by step gives ", train["gold"], ". So the answer is ", train["gold"], ".", ""
+    )
     pq.write_table(train.select(["id"]).append_column("completion", completion), path)
 
 
@@ -126,11 +143,20 @@ def run_vllm(rows: int, max_new_tokens: int, num_shots: int) -> dict:
     from vllm import LLM, SamplingParams
 
     teacher = _config("/tmp/unused", rows, max_new_tokens, num_shots).teacher  # the same engine settings as (a)
-    llm = LLM(model=model, max_model_len=teacher.max_model_len, max_num_batched_tokens=teacher.max_num_batched_tokens,
-              enforce_eager=True, dtype="bfloat16")
+    llm = LLM(
+        model=model,
+        max_model_len=teacher.max_model_len,
+        max_num_batched_tokens=teacher.max_num_batched_tokens,
+        enforce_eager=True,
+        dtype="bfloat16",
+    )
     outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop=STOP))
     seconds = time.perf_counter() - started
-    return {"rows": len(prompts), "generated_tokens": sum(len(o.outputs[0].token_ids) for o in outputs), "seconds": seconds}
+    return {
+        "rows": len(prompts),
+        "generated_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+        "seconds": seconds,
+    }
 
 
 def run_transformers_loop(rows: int, max_new_tokens: int, num_shots: int) -> dict:
@@ -149,27 +175,51 @@ def run_transformers_loop(rows: int, max_new_tokens: int, num_shots: int) -> dic
     with torch.inference_mode():
         for prompt in prompts:
             inputs = tokenizer(prompt, return_tensors="pt")
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, stop_strings=STOP,
-                                    tokenizer=tokenizer, pad_token_id=tokenizer.eos_token_id)
+            output = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                stop_strings=STOP,
+                tokenizer=tokenizer,
+                pad_token_id=tokenizer.eos_token_id,
+            )
             tokens += output.shape[1] - inputs["input_ids"].shape[1]
     seconds = time.perf_counter() - started
     return {"rows": len(prompts), "generated_tokens": tokens, "seconds": seconds, "dtype": str(model.dtype)}
 
 
-RUNNERS = {"raydsbs": run_raydsbs, "raydsbs_replay": run_raydsbs_replay, "vllm": run_vllm,
-           "transformers_loop": run_transformers_loop}
+RUNNERS = {
+    "raydsbs": run_raydsbs,
+    "raydsbs_replay": run_raydsbs_replay,
+    "vllm": run_vllm,
+    "transformers_loop": run_transformers_loop,
+}
 
 
 def in_subprocess(which: str, rows: int, max_new_tokens: int, num_shots: int) -> dict:
     """Each measurement in a fresh process: no warm caches or engines shared between them."""
     with tempfile.NamedTemporaryFile(suffix=".json") as result:
-        command = [sys.executable, __file__, "--one", which, str(rows), str(max_new_tokens), str(num_shots), result.name]
-        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL if not os.environ.get("BENCH_VERBOSE") else None)
+        command = [
+            sys.executable,
+            __file__,
+            "--one",
+            which,
+            str(rows),
+            str(max_new_tokens),
+            str(num_shots),
+            result.name,
+        ]
+        subprocess.run(
+            command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL if not os.environ.get("BENCH_VERBOSE") else None
+        )
         measured = json.loads(Path(result.name).read_text())
     measured["tokens_per_s"] = round(measured["generated_tokens"] / measured["seconds"], 1)
     measured["seconds"] = round(measured["seconds"], 1)
-    print(f"{which:>18}: {measured['rows']:>6} prompts, {measured['generated_tokens']:>7} tokens in "
-          f"{measured['seconds']:>7.1f} s = {measured['tokens_per_s']:>7.1f} generated tokens/s", flush=True)
+    print(
+        f"{which:>18}: {measured['rows']:>6} prompts, {measured['generated_tokens']:>7} tokens in "
+        f"{measured['seconds']:>7.1f} s = {measured['tokens_per_s']:>7.1f} generated tokens/s",
+        flush=True,
+    )
     return measured
 
 
@@ -181,8 +231,12 @@ def main() -> None:
     parser.add_argument("--num-shots", type=int, default=4)
     parser.add_argument("--scale", type=int, nargs="*", default=[], help="corpus sizes for the scaling part")
     parser.add_argument("--scale-max-new-tokens", type=int, default=8)
-    parser.add_argument("--scale-backend", choices=["vllm", "replay"], default="vllm",
-                        help="replay: a stand-in teacher (synthetic completions) to measure the pipeline alone at scale")
+    parser.add_argument(
+        "--scale-backend",
+        choices=["vllm", "replay"],
+        default="vllm",
+        help="replay: a stand-in teacher (synthetic completions) to measure the pipeline alone at scale",
+    )
     parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -196,9 +250,14 @@ def main() -> None:
         b = in_subprocess("vllm", args.prompts, args.max_new_tokens, args.num_shots)
         c = in_subprocess("transformers_loop", args.loop_prompts, args.max_new_tokens, args.num_shots)
         results.update(
-            prompts=args.prompts, loop_prompts=args.loop_prompts, max_new_tokens=args.max_new_tokens,
-            num_shots=args.num_shots, model="bundled:smollm2-135m-instruct (SmolLM2-135M-Instruct, bf16)",
-            raydsbs=a, vllm=b, transformers_loop=c,
+            prompts=args.prompts,
+            loop_prompts=args.loop_prompts,
+            max_new_tokens=args.max_new_tokens,
+            num_shots=args.num_shots,
+            model="bundled:smollm2-135m-instruct (SmolLM2-135M-Instruct, bf16)",
+            raydsbs=a,
+            vllm=b,
+            transformers_loop=c,
             ratio_vs_vllm=round(a["tokens_per_s"] / b["tokens_per_s"], 3),
             ratio_vs_transformers_loop=round(a["tokens_per_s"] / c["tokens_per_s"], 2),
         )
@@ -210,13 +269,21 @@ def main() -> None:
         for rows in args.scale:
             measured = in_subprocess(which, rows, args.scale_max_new_tokens, 0)
             measured["rows_per_s"] = round(measured["rows"] / measured["seconds"], 1)
-            print(f"{'':>18}  {rows} rows: {measured['rows_per_s']} rows/s, driver peak RSS "
-                  f"{measured['driver_peak_rss_mib']:.0f} MiB", flush=True)
+            print(
+                f"{'':>18}  {rows} rows: {measured['rows_per_s']} rows/s, driver peak RSS "
+                f"{measured['driver_peak_rss_mib']:.0f} MiB",
+                flush=True,
+            )
             scale.append(measured)
         overrides = os.environ.get("BENCH_TEACHER_OVERRIDES", "").split()
         key = "_".join([f"scale_{args.scale_backend}", *(o.split(".")[-1].replace("=", "_") for o in overrides)])
-        results[key] = {"backend": args.scale_backend, "max_new_tokens": args.scale_max_new_tokens, "num_shots": 0,
-                        "overrides": overrides, "runs": scale}
+        results[key] = {
+            "backend": args.scale_backend,
+            "max_new_tokens": args.scale_max_new_tokens,
+            "num_shots": 0,
+            "overrides": overrides,
+            "runs": scale,
+        }
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {RESULTS.relative_to(ROOT)}")

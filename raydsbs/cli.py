@@ -29,7 +29,7 @@ STAGES = {
     "train": "train one student (train.method) on Ray Train",
     "evaluate": "score the trained student on the val and test splits",
     "sweep": "Ray Tune over sweep.grid (grid or random search, optional ASHA): the teacher's outputs first if a "
-             "method needs them, each trial a Ray Train run, then the report",
+    "method needs them, each trial a Ray Train run, then the report",
     "report": "report.md and plots from the run's evaluated students",
     "predict": "print the trained student's label and rationale for each input (--input, or lines of stdin)",
     "presets": "list the student presets: size, GPUs and ZeRO stage each needs",
@@ -55,19 +55,34 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     epilog = "config keys (override any with key=value):\n" + "\n".join(config_keys())
     for name, help_text in STAGES.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=epilog,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if name == "presets":
             continue
-        sub.add_argument("config", nargs="?" if name in ("doctor", "predict") else None,
-                         help="a YAML config (e.g. jobs/quickstart.yaml) or an existing run directory")
-        sub.add_argument("overrides", nargs="*", metavar="key=value",
-                         help="dotted config keys to override, e.g. train.rationale_weight=0.5")
+        sub.add_argument(
+            "config",
+            nargs="?" if name in ("doctor", "predict") else None,
+            help="a YAML config (e.g. jobs/quickstart.yaml) or an existing run directory",
+        )
+        sub.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="key=value",
+            help="dotted config keys to override, e.g. train.rationale_weight=0.5",
+        )
         if name == "predict":
             sub.add_argument("--model", help="a trained student's model folder (instead of CONFIG)")
             sub.add_argument("--input", action="append", help="an input text (repeatable); default: lines of stdin")
-            sub.add_argument("--trust-remote-code", action="store_true",
-                             help="let a --model folder with its own modelling code run it (off by default)")
+            sub.add_argument(
+                "--trust-remote-code",
+                action="store_true",
+                help="let a --model folder with its own modelling code run it (off by default)",
+            )
             sub.add_argument("--max-new-tokens", type=int, default=128, help="generation limit of each output")
     return parser
 
@@ -79,8 +94,10 @@ def presets() -> int:
     for name, preset in PRESETS.items():
         weights = preset.pretrained or "built from config"
         gpus = str(preset.gpus) if preset.gpus else "-"
-        print(f"{name:<16} {preset.kind:<8} {preset.parameters:>6}  {weights:<32} {gpus:>4}  {preset.zero_stage:>4}  "
-              f"{preset.note}")
+        print(
+            f"{name:<16} {preset.kind:<8} {preset.parameters:>6}  {weights:<32} {gpus:>4}  {preset.zero_stage:>4}  "
+            f"{preset.note}"
+        )
     return 0
 
 
@@ -107,9 +124,10 @@ def predict(args) -> int:
         return 2
     inputs = args.input or [line.strip() for line in sys.stdin if line.strip()]
     model, tokenizer, fmt = load_student(folder, trust_remote_code)
-    outputs = {task: generate(model, tokenizer, fmt, inputs, task, args.max_new_tokens)
-               for task in ("label", "rationale")}
-    for text, label, rationale in zip(inputs, outputs["label"], outputs["rationale"]):
+    outputs = {
+        task: generate(model, tokenizer, fmt, inputs, task, args.max_new_tokens) for task in ("label", "rationale")
+    }
+    for text, label, rationale in zip(inputs, outputs["label"], outputs["rationale"], strict=True):
         print(f"input:     {text}\nlabel:     {label}\nrationale: {rationale}\n")
     return 0
 
@@ -120,7 +138,9 @@ def resolve(config_arg: str, overrides: list[str]) -> tuple[Config, RunDir]:
     if path.is_dir():
         run = RunDir(path)
         if not run.config_file.is_file():
-            raise ConfigError(config_arg, [f"{path} is a folder without config.yaml; give a YAML file or a run directory"])
+            raise ConfigError(
+                config_arg, [f"{path} is a folder without config.yaml; give a YAML file or a run directory"]
+            )
         return run.load_config(overrides), run
     config = load_config(path, overrides)
     return config, open_run(config)

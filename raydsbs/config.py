@@ -41,16 +41,19 @@ class Section(BaseModel):
 class TaskConfig(Section):
     name: str = Field(
         "arith",
-        description="A registered task (arith: embedded; svamp, cqa, esnli, anli: the paper's) or a path to a task .yaml.",
+        description="A registered task (arith: embedded; svamp, cqa, esnli, anli: the paper's) or a task .yaml path.",
     )
     num_train: int = Field(320, ge=1, description="Rows in the train split (arith: generated; others: at most).")
     num_val: int = Field(64, ge=1, description="Rows in the validation split, used for model selection.")
     num_test: int = Field(128, ge=1, description="Rows in the held-out test split, used only for the final score.")
     data_dir: str | None = Field(
-        None, description="Folder of the paper's released files (<task>_train.json, ...), e.g. ../shared/data/dss/svamp."
+        None,
+        description="Folder of the paper's released files (<task>_train.json, ...), e.g. ../shared/data/dss/svamp.",
     )
     train_file: str | None = Field(None, description="Local train rows (JSONL, JSON, Parquet or CSV); needs test_file.")
-    val_file: str | None = Field(None, description="Local validation rows; without it, validation is carved from train.")
+    val_file: str | None = Field(
+        None, description="Local validation rows; without it, validation is carved from train."
+    )
     test_file: str | None = Field(None, description="Local held-out rows.")
     max_input_chars: int = Field(20000, ge=1, description="Longer inputs are rejected (input_too_long), not truncated.")
     parser: Literal["raydsbs", "paper"] = Field(
@@ -80,54 +83,84 @@ class TeacherConfig(Section):
     )
     model: str = Field(
         "bundled:smollm2-135m-instruct",
-        description="Hugging Face name or local folder of the teacher; 'bundled:smollm2-135m-instruct' is the offline default.",
+        description="Hugging Face name or local folder of the teacher ('bundled:smollm2-135m-instruct': offline).",
     )
     num_shots: int = Field(4, ge=0, description="Few-shot chain-of-thought exemplars in each prompt.")
     max_new_tokens: int = Field(64, ge=1, description="Generation limit per completion.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy.")
-    samples: int = Field(1, ge=1, description="Completions per row; with more than 1 the label is a majority vote (needs temperature > 0).")
+    samples: int = Field(
+        1,
+        ge=1,
+        description="Completions per row; with more than 1 the label is a majority vote (needs temperature > 0).",
+    )
     seed: int = Field(0, description="Base seed of sampling; each (row, sample) gets its own seed, so reruns repeat.")
-    require_gold_agreement: bool = Field(False, description="Keep only rows whose teacher label matches the gold label.")
+    require_gold_agreement: bool = Field(
+        False, description="Keep only rows whose teacher label matches the gold label."
+    )
     answer_heldout: bool = Field(
-        True, description="The teacher also answers the validation and test rows (never trained on), so its accuracy "
-        "is measured on the test rows the students are scored on; false saves those generations."
+        True,
+        description="The teacher also answers the validation and test rows (never trained on), so its accuracy "
+        "is measured on the test rows the students are scored on; false saves those generations.",
     )
     deduplicate: bool = Field(True, description="Drop rows whose input repeats an earlier row's (duplicate_input).")
     min_rationale_words: int = Field(1, ge=0, description="Shorter rationales are dropped (rationale_too_short).")
     max_rationale_words: int = Field(400, ge=1, description="Longer rationales are dropped (rationale_too_long).")
-    rows_per_checkpoint: int = Field(64, ge=1, description="Rows written together; a killed run redoes at most the unwritten ones.")
-    max_model_len: int = Field(2048, ge=64, description="Context length; longer prompts are rejected (prompt_too_long).")
+    rows_per_checkpoint: int = Field(
+        64, ge=1, description="Rows written together; a killed run redoes at most the unwritten ones."
+    )
+    max_model_len: int = Field(
+        2048, ge=64, description="Context length; longer prompts are rejected (prompt_too_long)."
+    )
     batch_size: int = Field(64, ge=1, description="Rows per batch sent to the engine.")
     max_num_batched_tokens: int = Field(
-        4096, ge=64, description="Tokens per vLLM engine step (its offline default; long few-shot prompts prefill faster)."
+        4096,
+        ge=64,
+        description="Tokens per vLLM engine step (its offline default; long few-shot prompts prefill faster).",
     )
     replicas: int = Field(1, ge=1, description="vLLM engine replicas (one per GPU or CPU bundle).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica.")
     cpus_per_replica: float = Field(1.0, gt=0, description="CPUs each replica reserves when no GPU is used.")
     use_gpu: bool = Field(False, description="Give each replica a GPU (clusters) instead of CPUs.")
     replica_resources: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources each replica's bundles also reserve (one bundle per "
-        "GPU), e.g. {teacher_node: 1} to keep replicas on the nodes that declare that resource, one per node."
+        default_factory=dict,
+        description="Custom Ray resources each replica's bundles also reserve (one bundle per "
+        "GPU), e.g. {teacher_node: 1} to keep replicas on the nodes that declare that resource, one per node.",
     )
     trust_remote_code: bool = Field(
-        False, description="Let teacher.model run the Python code shipped with it (a hub model's own modelling files). "
-        "Off: such a model fails to load instead of running unreviewed code."
+        False,
+        description="Let teacher.model run the Python code shipped with it (a hub model's own modelling files). "
+        "Off: such a model fails to load instead of running unreviewed code.",
     )
     kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the CPU engine (VLLM_CPU_KVCACHE_SPACE).")
-    max_engine_restarts: int = Field(2, ge=0, description="vllm backend: restarts of a replica whose engine died, and "
-                                     "retries of its batches; past them the stage fails with the engine's error "
-                                     "(the rows already written are kept).")
+    max_engine_restarts: int = Field(
+        2,
+        ge=0,
+        description="vllm backend: restarts of a replica whose engine died, and "
+        "retries of its batches; past them the stage fails with the engine's error "
+        "(the rows already written are kept).",
+    )
     endpoint: str | None = Field(None, description="openai backend: base URL, e.g. http://host:8000/v1.")
-    api: Literal["completions", "chat"] = Field("completions", description="openai backend: /completions or /chat/completions.")
-    api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: the environment variable holding the key (never the key).")
+    api: Literal["completions", "chat"] = Field(
+        "completions", description="openai backend: /completions or /chat/completions."
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="openai backend: the environment variable holding the key (never the key)."
+    )
     max_concurrent_requests: int = Field(8, ge=1, description="openai backend: requests in flight per worker.")
     max_retries: int = Field(4, ge=0, description="openai backend: retries of a failed request (429, 5xx, timeouts).")
-    request_timeout_s: float = Field(120.0, gt=0, description="openai backend: seconds before a request counts as failed.")
-    max_retry_wait_s: float = Field(60.0, gt=0, description="openai backend: the longest wait before a retry, "
-                                    "whatever the server's Retry-After asks (longer ones are cut, and logged).")
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="openai backend: seconds before a request counts as failed."
+    )
+    max_retry_wait_s: float = Field(
+        60.0,
+        gt=0,
+        description="openai backend: the longest wait before a retry, "
+        "whatever the server's Retry-After asks (longer ones are cut, and logged).",
+    )
     replay_file: str | None = Field(
-        None, description="replay backend: JSONL/Parquet with id and completion, or id, rationale and label; "
-        "without it, the paper's files in task.data_dir."
+        None,
+        description="replay backend: JSONL/Parquet with id and completion, or id, rationale and label; "
+        "without it, the paper's files in task.data_dir.",
     )
 
     @property
@@ -143,8 +176,10 @@ class TeacherConfig(Section):
         if self.min_rationale_words > self.max_rationale_words:
             raise ValueError("teacher.min_rationale_words is above teacher.max_rationale_words")
         if self.backend == "vllm" and self.prefills_whole_prompts and self.max_num_batched_tokens < self.max_model_len:
-            raise ValueError("sampling (teacher.temperature > 0) on CPU needs teacher.max_num_batched_tokens >= "
-                             f"teacher.max_model_len ({self.max_num_batched_tokens} < {self.max_model_len})")
+            raise ValueError(
+                "sampling (teacher.temperature > 0) on CPU needs teacher.max_num_batched_tokens >= "
+                f"teacher.max_model_len ({self.max_num_batched_tokens} < {self.max_model_len})"
+            )
         return self
 
 
@@ -153,35 +188,44 @@ class LoraConfig(Section):
     alpha: float = Field(32.0, gt=0, description="Updates are scaled by alpha / rank.")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapters' inputs.")
     target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Module names that get adapters (e.g. [q_proj, v_proj]); all-linear: every linear "
-        "layer but the output head."
+        "all-linear",
+        description="Module names that get adapters (e.g. [q_proj, v_proj]); all-linear: every linear "
+        "layer but the output head.",
     )
 
 
 class StudentConfig(Section):
     preset: str = Field(
-        "t5-tiny", description="A student preset: built from config (t5-tiny, llama-tiny, ...) or pretrained "
-        "(t5-v1_1-base, flan-t5-xxl, smollm2-135m, ...); `raydsbs presets` lists them with the GPUs each needs."
+        "t5-tiny",
+        description="A student preset: built from config (t5-tiny, llama-tiny, ...) or pretrained "
+        "(t5-v1_1-base, flan-t5-xxl, smollm2-135m, ...); `raydsbs presets` lists them with the GPUs each needs.",
     )
     pretrained: str | None = Field(
         None, description="Hugging Face name or local folder of any seq2seq or causal student; replaces the preset."
     )
     task_marker: Literal["input", "output"] = Field(
-        "input", description="input: the paper's 'predict: x' / 'explain: x' prefixes, a pass per task; output: the "
+        "input",
+        description="input: the paper's 'predict: x' / 'explain: x' prefixes, a pass per task; output: the "
         "marker starts the target, so the input is read once for both tasks (a seq2seq encoder runs once; a causal "
-        "student reads one packed sequence, its two targets masked from each other)."
+        "student reads one packed sequence, its two targets masked from each other).",
     )
     trust_remote_code: bool = Field(
-        False, description="Let student.pretrained run the Python code shipped with it. Off: such a model fails to load."
+        False,
+        description="Let student.pretrained run the Python code shipped with it. Off: such a model fails to load.",
     )
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout of a student built from config (pretrained ones keep theirs).")
-    vocab_size: int = Field(1000, ge=64, description="Size of the tokenizer trained on the run's own texts (no pretrained).")
+    dropout: float = Field(
+        0.1, ge=0, lt=1, description="Dropout of a student built from config (pretrained ones keep theirs)."
+    )
+    vocab_size: int = Field(
+        1000, ge=64, description="Size of the tokenizer trained on the run's own texts (no pretrained)."
+    )
     max_input_tokens: int = Field(160, ge=8, description="Inputs are cut to this many tokens.")
     max_label_tokens: int = Field(16, ge=2, description="Label targets are cut to this many tokens.")
     max_rationale_tokens: int = Field(96, ge=2, description="Rationale targets are cut to this many tokens.")
     lora: LoraConfig | None = Field(
-        None, description="Train LoRA adapters (peft) instead of every weight, e.g. student.lora={rank: 16}; the "
-        "final model/ has them merged in. None: full fine-tuning."
+        None,
+        description="Train LoRA adapters (peft) instead of every weight, e.g. student.lora={rank: 16}; the "
+        "final model/ has them merged in. None: full fine-tuning.",
     )
 
     @field_validator("preset")
@@ -199,27 +243,36 @@ class TrainConfig(Section):
         "standard_distill: teacher labels only; cot_finetune: the rationale then the label as one target.",
     )
     label_source: Literal["gold", "teacher"] = Field(
-        "gold", description="Labels learned beside the teacher's rationales by step_by_step and cot_finetune "
-        "(the paper reports both)."
+        "gold",
+        description="Labels learned beside the teacher's rationales by step_by_step and cot_finetune "
+        "(the paper reports both).",
     )
     rationale_weight: float = Field(
         1.0, ge=0, description="λ in loss = label_loss + λ · rationale_loss (paper's code: α=0.5 ↔ λ=1)."
     )
-    train_fraction: float = Field(1.0, gt=0, le=1, description="Fraction of the train split used (the paper's data-size axis).")
+    train_fraction: float = Field(
+        1.0, gt=0, le=1, description="Fraction of the train split used (the paper's data-size axis)."
+    )
     epochs: int = Field(20, ge=1, description="Passes over the training set (unless train.max_steps is set).")
     max_steps: int | None = Field(
-        None, ge=1, description="Train this many optimizer steps, over as many passes as that takes, instead of "
-        "train.epochs: the same budget at every training-set fraction, as in the paper.")
+        None,
+        ge=1,
+        description="Train this many optimizer steps, over as many passes as that takes, instead of "
+        "train.epochs: the same budget at every training-set fraction, as in the paper.",
+    )
     batch_size: int = Field(32, ge=1, description="Examples per worker per step (each example gives 1 or 2 task rows).")
     learning_rate: float = Field(3e-3, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
-    cpus_per_worker: float = Field(0.9, gt=0, description="CPUs each worker reserves (fractions keep 2-core machines from hanging).")
+    cpus_per_worker: float = Field(
+        0.9, gt=0, description="CPUs each worker reserves (fractions keep 2-core machines from hanging)."
+    )
     use_gpu: bool = Field(False, description="One GPU per worker.")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage; 0 trains with plain DDP.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on GPUs and on CPUs with bf16 instructions (avx512_bf16, AMX), else fp32. "
-        "fp16 needs a GPU and is refused for T5 (it overflows)."
+        "auto",
+        description="auto: bf16 on GPUs and on CPUs with bf16 instructions (avx512_bf16, AMX), else fp32. "
+        "fp16 needs a GPU and is refused for T5 (it overflows).",
     )
     gradient_accumulation_steps: int = Field(1, ge=1, description="Micro-batches summed into one optimizer step.")
     offload_optimizer: bool = Field(False, description="ZeRO 1-3: keep optimizer states in CPU memory.")
@@ -229,7 +282,9 @@ class TrainConfig(Section):
     eval_every_steps: int | None = Field(
         None, ge=1, description="Validate and checkpoint every N optimizer steps; None: at the end of each epoch."
     )
-    max_failures: int = Field(2, ge=0, description="Worker failures a training survives (it restarts from its checkpoint).")
+    max_failures: int = Field(
+        2, ge=0, description="Worker failures a training survives (it restarts from its checkpoint)."
+    )
     seed: int = Field(0, description="Seed of initialisation, subsampling and batch order.")
 
     @model_validator(mode="after")
@@ -279,35 +334,43 @@ class SweepConfig(Section):
         "value of each key per trial.",
     )
     search: Literal["grid", "random"] = Field(
-        "grid", description="grid: every combination of sweep.grid; random: sweep.num_samples trials, each drawing "
-        "from sweep.grid's lists and sweep.ranges."
+        "grid",
+        description="grid: every combination of sweep.grid; random: sweep.num_samples trials, each drawing "
+        "from sweep.grid's lists and sweep.ranges.",
     )
     ranges: dict[str, Range] = Field(
-        default_factory=dict, description="random search: dotted config key -> {low, high, log}, a number drawn "
-        "per trial, e.g. train.rationale_weight: {low: 0.1, high: 10, log: true}."
+        default_factory=dict,
+        description="random search: dotted config key -> {low, high, log}, a number drawn "
+        "per trial, e.g. train.rationale_weight: {low: 0.1, high: 10, log: true}.",
     )
     num_samples: int = Field(8, ge=1, description="random search: how many trials are drawn.")
     seed: int = Field(0, description="random search: seed of the draws, so a rerun draws the same trials.")
     scheduler: Literal["none", "asha"] = Field(
-        "none", description="asha: stop trials whose validation label loss trails the others' at the same point "
-        "(ASHA; trials report it at each checkpoint, train.eval_every_steps)."
+        "none",
+        description="asha: stop trials whose validation label loss trails the others' at the same point "
+        "(ASHA; trials report it at each checkpoint, train.eval_every_steps).",
     )
     grace_reports: int = Field(2, ge=1, description="asha: checkpoints every trial reaches before it can be stopped.")
-    cpus_per_trial: float = Field(0.1, ge=0, description="CPUs the trial's driver reserves (its workers reserve their own).")
+    cpus_per_trial: float = Field(
+        0.1, ge=0, description="CPUs the trial's driver reserves (its workers reserve their own)."
+    )
     max_concurrent_trials: int = Field(1, ge=1, description="Trials run at once.")
 
     @model_validator(mode="after")
     def _ranges_need_random_search(self):
         if self.ranges and self.search != "random":
-            raise ValueError("sweep.ranges are drawn by random search: set sweep.search=random, or list values "
-                             "in sweep.grid")
+            raise ValueError(
+                "sweep.ranges are drawn by random search: set sweep.search=random, or list values in sweep.grid"
+            )
         return self
 
 
 class RayConfig(Section):
     address: str | None = Field(None, description="Ray cluster address; None starts or joins a local one.")
     num_cpus: int | None = Field(
-        None, ge=1, description="Logical CPUs of a local cluster; None declares at least 4 so 2-core machines don't hang."
+        None,
+        ge=1,
+        description="Logical CPUs of a local cluster; None declares at least 4 so 2-core machines don't hang.",
     )
 
 
@@ -335,8 +398,10 @@ class Config(Section):
     @model_validator(mode="after")
     def _cot_needs_heldout_answers(self):
         if self.train.method == "cot_finetune" and not self.teacher.answer_heldout:
-            raise ValueError("train.method=cot_finetune selects its checkpoint on the teacher's rationales for the "
-                             "validation rows: it needs teacher.answer_heldout=true")
+            raise ValueError(
+                "train.method=cot_finetune selects its checkpoint on the teacher's rationales for the "
+                "validation rows: it needs teacher.answer_heldout=true"
+            )
         return self
 
     @model_validator(mode="after")
@@ -346,13 +411,17 @@ class Config(Section):
         if self.student.lora is None:
             return self
         if pretrained_source(self.student) is None:
-            raise ValueError(f"student.lora adapts pretrained weights, but student.preset={self.student.preset} is "
-                             "built from config with random weights: train it fully (student.lora=null) or pick a "
-                             "pretrained student (e.g. student.preset=smollm2-135m)")
+            raise ValueError(
+                f"student.lora adapts pretrained weights, but student.preset={self.student.preset} is "
+                "built from config with random weights: train it fully (student.lora=null) or pick a "
+                "pretrained student (e.g. student.preset=smollm2-135m)"
+            )
         if self.train.zero_stage == 3:
-            raise ValueError("student.lora with train.zero_stage=3 is not supported: ZeRO-3 shards the frozen base "
-                             "weights, which the adapters' merge into model/ needs whole; LoRA's trainable states are "
-                             "small, so use train.zero_stage=2 (or 1, or 0 for DDP)")
+            raise ValueError(
+                "student.lora with train.zero_stage=3 is not supported: ZeRO-3 shards the frozen base "
+                "weights, which the adapters' merge into model/ needs whole; LoRA's trainable states are "
+                "small, so use train.zero_stage=2 (or 1, or 0 for DDP)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -363,8 +432,10 @@ class Config(Section):
             return self
         available = len(get_task(self.task.name).exemplars())
         if self.teacher.num_shots > available:
-            raise ValueError(f"teacher.num_shots={self.teacher.num_shots}, but task {self.task.name} has {available} "
-                             f"exemplars: lower num_shots or add exemplars to the task")
+            raise ValueError(
+                f"teacher.num_shots={self.teacher.num_shots}, but task {self.task.name} has {available} "
+                f"exemplars: lower num_shots or add exemplars to the task"
+            )
         return self
 
 

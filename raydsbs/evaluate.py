@@ -43,13 +43,29 @@ def score(config: Config, run: RunDir, model, tokenizer, fmt) -> tuple[dict, lis
     metrics, rows = {}, []
     for split in EVAL_SPLITS:
         examples = pq.read_table(run.corpus_file(split)).to_pylist()
-        outputs = generate_counted(model, tokenizer, fmt, [e["question"] for e in examples], "label",
-                                   answer_tokens(config), config.eval.batch_size, dtype)
-        for example, (output, tokens) in zip(examples, outputs):
+        outputs = generate_counted(
+            model,
+            tokenizer,
+            fmt,
+            [e["question"] for e in examples],
+            "label",
+            answer_tokens(config),
+            config.eval.batch_size,
+            dtype,
+        )
+        for example, (output, tokens) in zip(examples, outputs, strict=True):
             label = task.parse_prediction(output, example["question"])
-            rows.append({"split": split, "id": example["id"], "output": output, "label": label or "",
-                         "gold": example["gold"], "correct": task.answers_match(label, example["gold"]),
-                         "generated_tokens": tokens})
+            rows.append(
+                {
+                    "split": split,
+                    "id": example["id"],
+                    "output": output,
+                    "label": label or "",
+                    "gold": example["gold"],
+                    "correct": task.answers_match(label, example["gold"]),
+                    "generated_tokens": tokens,
+                }
+            )
         scored = [row for row in rows if row["split"] == split]
         count = max(1, len(scored))
         metrics[f"{split}_accuracy"] = round(sum(r["correct"] for r in scored) / count, 4)
@@ -81,15 +97,26 @@ def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
     model, tokenizer, fmt = load_student(folder / MODEL_SUBDIR, config.student.trust_remote_code)
     training_file = folder / "training.json"
     training = json.loads(training_file.read_text()) if training_file.is_file() else {}
-    metrics: dict = {"training": folder.name, "method": config.train.method,
-                     "train_fraction": config.train.train_fraction,
-                     "rationale_weight": config.train.rationale_weight, "seed": config.train.seed,
-                     "parameters": model.num_parameters(), "examples": training.get("examples"), "eval": scoring}
+    metrics: dict = {
+        "training": folder.name,
+        "method": config.train.method,
+        "train_fraction": config.train.train_fraction,
+        "rationale_weight": config.train.rationale_weight,
+        "seed": config.train.seed,
+        "parameters": model.num_parameters(),
+        "examples": training.get("examples"),
+        "eval": scoring,
+    }
     scores, rows = score(config, run, model, tokenizer, fmt)
     metrics.update(scores)
     _write(folder, metrics, rows)
-    logger.info("evaluate | %s | val acc %.3f | test acc %.3f | %.1f tokens per answer", folder.name,
-                metrics["val_accuracy"], metrics["test_accuracy"], metrics["test_tokens_per_answer"])
+    logger.info(
+        "evaluate | %s | val acc %.3f | test acc %.3f | %.1f tokens per answer",
+        folder.name,
+        metrics["val_accuracy"],
+        metrics["test_accuracy"],
+        metrics["test_tokens_per_answer"],
+    )
     return metrics
 
 
@@ -116,8 +143,12 @@ def evaluate_untrained(config: Config, run: RunDir) -> dict:
     metrics = {"student": student.pretrained or student.preset, **metrics}
     folder.mkdir(parents=True, exist_ok=True)
     _write(folder, metrics, rows)
-    logger.info("evaluate | untrained %s | val acc %.3f | test acc %.3f", metrics["student"],
-                metrics["val_accuracy"], metrics["test_accuracy"])
+    logger.info(
+        "evaluate | untrained %s | val acc %.3f | test acc %.3f",
+        metrics["student"],
+        metrics["val_accuracy"],
+        metrics["test_accuracy"],
+    )
     return metrics
 
 
@@ -145,9 +176,12 @@ def floor_accuracy(config: Config, run: RunDir) -> dict:
 def write_baselines(config: Config, run: RunDir) -> dict:
     """The untrained student and the floor, into summary.json ("baselines") for the report."""
     untrained, floor = evaluate_untrained(config, run), floor_accuracy(config, run)
-    baselines = {"untrained_student": untrained["student"],
-                 "untrained_student_test_accuracy": untrained["test_accuracy"],
-                 "untrained_student_val_accuracy": untrained["val_accuracy"],
-                 "floor_test_accuracy": floor["accuracy"], "floor": floor["how"]}
+    baselines = {
+        "untrained_student": untrained["student"],
+        "untrained_student_test_accuracy": untrained["test_accuracy"],
+        "untrained_student_val_accuracy": untrained["val_accuracy"],
+        "floor_test_accuracy": floor["accuracy"],
+        "floor": floor["how"],
+    }
     run.update_summary("baselines", baselines)
     return baselines

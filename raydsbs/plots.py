@@ -5,8 +5,8 @@ accuracy, the untrained student, the trivial floor) across each."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 Row = dict  # a row of raydsbs.report.summarize
 References = dict[str, float]  # label -> test accuracy of a horizontal reference line
@@ -23,17 +23,25 @@ def _figure():
     return plt, figure, axes
 
 
-def _draw(rows: list[Row], x: Callable[[Row], float], series: Callable[[Row], str], references: References,
-          path: Path, xlabel: str, title: str, log_x: bool = False) -> Path:
+def _draw(
+    rows: list[Row],
+    x: Callable[[Row], float],
+    series: Callable[[Row], str],
+    references: References,
+    path: Path,
+    xlabel: str,
+    title: str,
+    log_x: bool = False,
+) -> Path:
     """One line per series: mean test accuracy with its spread over seeds as error bars."""
     plt, figure, axes = _figure()
     lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     for row in rows:
         lines[series(row)].append((x(row), 100 * row["test_mean"], 100 * row["test_sd"]))
     for name, points in sorted(lines.items()):
-        xs, ys, errors = zip(*sorted(points))
+        xs, ys, errors = zip(*sorted(points), strict=True)
         axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=name)
-    for (label, accuracy), style in zip(references.items(), STYLES):
+    for (label, accuracy), style in zip(references.items(), STYLES, strict=False):
         axes.axhline(100 * accuracy, color="gray", linestyle=style, label=label)
     if log_x:
         from matplotlib.ticker import NullFormatter, ScalarFormatter
@@ -55,8 +63,15 @@ def _draw(rows: list[Row], x: Callable[[Row], float], series: Callable[[Row], st
 
 
 def accuracy_vs_fraction(rows: list[Row], series: Callable[[Row], str], references: References, path: Path) -> Path:
-    return _draw(rows, lambda r: 100 * r["train.train_fraction"], series, references, path,
-                 "training-set size (% of the train split)", "Student accuracy vs training-set size")
+    return _draw(
+        rows,
+        lambda r: 100 * r["train.train_fraction"],
+        series,
+        references,
+        path,
+        "training-set size (% of the train split)",
+        "Student accuracy vs training-set size",
+    )
 
 
 def _at_largest_fraction(rows: list[Row]) -> tuple[list[Row], str]:
@@ -65,15 +80,30 @@ def _at_largest_fraction(rows: list[Row]) -> tuple[list[Row], str]:
     return [r for r in rows if r["train.train_fraction"] == largest], f" ({100 * largest:g} % of the train split)"
 
 
-def accuracy_vs_student_size(rows: list[Row], series: Callable[[Row], str], references: References,
-                             path: Path) -> Path:
+def accuracy_vs_student_size(rows: list[Row], series: Callable[[Row], str], references: References, path: Path) -> Path:
     rows, note = _at_largest_fraction([r for r in rows if r.get("parameters")])
-    return _draw(rows, lambda r: r["parameters"] / 1e6, series, references, path,
-                 "student parameters (millions, log scale)", "Student accuracy vs student size" + note, log_x=True)
+    return _draw(
+        rows,
+        lambda r: r["parameters"] / 1e6,
+        series,
+        references,
+        path,
+        "student parameters (millions, log scale)",
+        "Student accuracy vs student size" + note,
+        log_x=True,
+    )
 
 
-def accuracy_vs_rationale_weight(rows: list[Row], series: Callable[[Row], str], references: References,
-                                 path: Path) -> Path:
+def accuracy_vs_rationale_weight(
+    rows: list[Row], series: Callable[[Row], str], references: References, path: Path
+) -> Path:
     rows, note = _at_largest_fraction([r for r in rows if r["train.method"] == "step_by_step"])
-    return _draw(rows, lambda r: r["train.rationale_weight"], series, references, path,
-                 "λ (weight of the rationale loss)", "Step-by-step: accuracy vs λ" + note)
+    return _draw(
+        rows,
+        lambda r: r["train.rationale_weight"],
+        series,
+        references,
+        path,
+        "λ (weight of the rationale loss)",
+        "Step-by-step: accuracy vs λ" + note,
+    )

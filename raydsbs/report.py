@@ -20,8 +20,14 @@ from raydsbs.rundir import RunDir
 
 BASE_KEYS = ("train.method", "train.rationale_weight", "train.train_fraction")  # the paper's axes, always shown
 SEED_KEY = "train.seed"  # what a row averages over
-LABELS = {"train.method": "method", "train.rationale_weight": "λ", "train.train_fraction": "train fraction",
-          "student.preset": "student", "student.pretrained": "pretrained", "student.task_marker": "task marker"}
+LABELS = {
+    "train.method": "method",
+    "train.rationale_weight": "λ",
+    "train.train_fraction": "train fraction",
+    "student.preset": "student",
+    "student.pretrained": "pretrained",
+    "student.task_marker": "task marker",
+}
 PLOT_NAME = "accuracy_vs_fraction.png"
 
 
@@ -53,16 +59,25 @@ def collect_trainings(run: RunDir) -> list[Training]:
         config = yaml.safe_load((folder / "config.yaml").read_text())
         training_file = folder / "training.json"
         training = json.loads(training_file.read_text()) if training_file.is_file() else {}
-        trainings.append(Training(folder.name, _flatten({"student": config["student"], "train": config["train"]}),
-                                  json.loads(metrics_file.read_text()), training.get("seconds")))
+        trainings.append(
+            Training(
+                folder.name,
+                _flatten({"student": config["student"], "train": config["train"]}),
+                json.loads(metrics_file.read_text()),
+                training.get("seconds"),
+            )
+        )
     return trainings
 
 
 def row_keys(trainings: list[Training]) -> list[str]:
     """The paper's axes, then every other student/train key whose value differs between trainings (not the seed)."""
     keys = sorted(set().union(*(t.settings for t in trainings)))
-    varying = [key for key in keys if key not in BASE_KEYS and key != SEED_KEY
-               and len({json.dumps(t.settings.get(key)) for t in trainings}) > 1]
+    varying = [
+        key
+        for key in keys
+        if key not in BASE_KEYS and key != SEED_KEY and len({json.dumps(t.settings.get(key)) for t in trainings}) > 1
+    ]
     return [*BASE_KEYS, *varying]
 
 
@@ -87,12 +102,20 @@ def summarize(trainings: list[Training], keys: list[str]) -> list[dict]:
         seconds = [t.seconds for t in members if t.seconds is not None]
         examples = [t.metrics["examples"] for t in members if t.metrics.get("examples") is not None]
         tokens = [t.metrics["test_tokens_per_answer"] for t in members if "test_tokens_per_answer" in t.metrics]
-        rows.append({**dict(zip(keys, values)), "seeds": len(members), "val_mean": val_mean, "val_sd": val_sd,
-                     "test_mean": test_mean, "test_sd": test_sd,
-                     "seconds": statistics.mean(seconds) if seconds else None,
-                     "examples": statistics.mean(examples) if examples else None,
-                     "tokens_per_answer": statistics.mean(tokens) if tokens else None,
-                     "parameters": members[0].metrics.get("parameters")})
+        rows.append(
+            {
+                **dict(zip(keys, values, strict=True)),
+                "seeds": len(members),
+                "val_mean": val_mean,
+                "val_sd": val_sd,
+                "test_mean": test_mean,
+                "test_sd": test_sd,
+                "seconds": statistics.mean(seconds) if seconds else None,
+                "examples": statistics.mean(examples) if examples else None,
+                "tokens_per_answer": statistics.mean(tokens) if tokens else None,
+                "parameters": members[0].metrics.get("parameters"),
+            }
+        )
     return rows
 
 
@@ -109,12 +132,26 @@ def _cell(key: str, row: dict) -> str:
 
 def table_cells(rows: list[dict], keys: list[str]) -> tuple[list[str], list[list[str]]]:
     """(header, cells) of the results table, shared by the Markdown and HTML reports."""
-    header = [LABELS.get(key, key) for key in keys] + ["seeds", "examples", "val acc %", "test acc %",
-                                                      "tokens/answer", "train time s"]
-    cells = [[_cell(key, row) for key in keys] + [
-        str(row["seeds"]), _number(row["examples"]), _percent(row["val_mean"], row["val_sd"], row["seeds"]),
-        _percent(row["test_mean"], row["test_sd"], row["seeds"]), _number(row["tokens_per_answer"], "{:.1f}"),
-        _number(row["seconds"])] for row in rows]
+    header = [LABELS.get(key, key) for key in keys] + [
+        "seeds",
+        "examples",
+        "val acc %",
+        "test acc %",
+        "tokens/answer",
+        "train time s",
+    ]
+    cells = [
+        [_cell(key, row) for key in keys]
+        + [
+            str(row["seeds"]),
+            _number(row["examples"]),
+            _percent(row["val_mean"], row["val_sd"], row["seeds"]),
+            _percent(row["test_mean"], row["test_sd"], row["seeds"]),
+            _number(row["tokens_per_answer"], "{:.1f}"),
+            _number(row["seconds"]),
+        ]
+        for row in rows
+    ]
     return header, cells
 
 
@@ -149,9 +186,15 @@ def smallest_fraction_beating(rows: list[dict], keys: list[str], teacher: float 
     for name, members in sorted(lines.items()):
         beating = sorted(r["train.train_fraction"] for r in members if r["test_mean"] > teacher)
         best = max(members, key=lambda r: r["test_mean"])
-        out.append(f"- {name}: " + (f"beats the teacher from {100 * beating[0]:g} % of the train split" if beating
-                   else f"does not beat the teacher (best {100 * best['test_mean']:.1f} % at "
-                        f"{100 * best['train.train_fraction']:g} %)"))
+        out.append(
+            f"- {name}: "
+            + (
+                f"beats the teacher from {100 * beating[0]:g} % of the train split"
+                if beating
+                else f"does not beat the teacher (best {100 * best['test_mean']:.1f} % at "
+                f"{100 * best['train.train_fraction']:g} %)"
+            )
+        )
     return out
 
 
@@ -159,25 +202,38 @@ def references(summary: dict) -> dict[str, float]:
     """The reference lines on the test split: the teacher (where it answered the test rows), the untrained
     student and the trivial floor."""
     teacher, baselines = summary.get("teacher", {}), summary.get("baselines", {})
-    lines = {"teacher, few-shot": teacher.get("teacher_accuracy_test"),
-             "untrained student": baselines.get("untrained_student_test_accuracy"),
-             "trivial floor": baselines.get("floor_test_accuracy")}
+    lines = {
+        "teacher, few-shot": teacher.get("teacher_accuracy_test"),
+        "untrained student": baselines.get("untrained_student_test_accuracy"),
+        "trivial floor": baselines.get("floor_test_accuracy"),
+    }
     return {label: accuracy for label, accuracy in lines.items() if accuracy is not None}
 
 
 def draw_plots(rows: list[dict], keys: list[str], lines: dict[str, float], folder: Path) -> list[Path]:
     """The main figure always; student size and λ figures when the trainings vary them."""
-    made = [plots.accuracy_vs_fraction(rows, lambda r: series_name(r, keys, ("train.train_fraction",)), lines,
-                                       folder / PLOT_NAME)]
+    made = [
+        plots.accuracy_vs_fraction(
+            rows, lambda r: series_name(r, keys, ("train.train_fraction",)), lines, folder / PLOT_NAME
+        )
+    ]
     size_keys = ("student.preset", "student.pretrained")
     if any(key in keys for key in size_keys) and sum(1 for r in rows if r.get("parameters")) > 1:
-        made.append(plots.accuracy_vs_student_size(rows, lambda r: series_name(r, keys, size_keys), lines,
-                                                   folder / "accuracy_vs_student_size.png"))
+        made.append(
+            plots.accuracy_vs_student_size(
+                rows, lambda r: series_name(r, keys, size_keys), lines, folder / "accuracy_vs_student_size.png"
+            )
+        )
     weights = {r["train.rationale_weight"] for r in rows if r["train.method"] == "step_by_step"}
     if len(weights) > 1:
-        made.append(plots.accuracy_vs_rationale_weight(
-            rows, lambda r: series_name(r, keys, ("train.rationale_weight",)), lines,
-            folder / "accuracy_vs_rationale_weight.png"))
+        made.append(
+            plots.accuracy_vs_rationale_weight(
+                rows,
+                lambda r: series_name(r, keys, ("train.rationale_weight",)),
+                lines,
+                folder / "accuracy_vs_rationale_weight.png",
+            )
+        )
     return made
 
 
@@ -188,9 +244,12 @@ def _teacher_lines(teacher: dict) -> list[str]:
     return [
         f"- rows sent to the teacher: {teacher['rows']}; kept {teacher['kept']}; rejected: {rejected or 'none'}",
         f"- teacher accuracy against gold on the train split: {100 * teacher['teacher_accuracy_train']:.1f} %",
-        *(f"- teacher accuracy on the {split} split: {100 * teacher[f'teacher_accuracy_{split}']:.1f} % of "
-          f"{teacher[f'teacher_rows_{split}']} rows" for split in ("val", "test")
-          if teacher.get(f"teacher_accuracy_{split}") is not None),
+        *(
+            f"- teacher accuracy on the {split} split: {100 * teacher[f'teacher_accuracy_{split}']:.1f} % of "
+            f"{teacher[f'teacher_rows_{split}']} rows"
+            for split in ("val", "test")
+            if teacher.get(f"teacher_accuracy_{split}") is not None
+        ),
         f"- generated tokens: {teacher['generated_tokens']} in {teacher.get('seconds', '?')} s "
         f"({teacher.get('generated_tokens_per_s', '?')} tokens/s)",
     ]
@@ -200,15 +259,19 @@ def _baseline_lines(summary: dict) -> list[str]:
     baselines = summary.get("baselines")
     if not baselines:
         return ["Not measured in this run (`raydsbs run` and `raydsbs sweep` measure them)."]
-    return [f"- untrained student ({baselines['untrained_student']}, the same prompt and parser, no training): "
-            f"{100 * baselines['untrained_student_test_accuracy']:.1f} % on the test split",
-            f"- trivial floor ({baselines['floor']}): {100 * baselines['floor_test_accuracy']:.1f} %"]
+    return [
+        f"- untrained student ({baselines['untrained_student']}, the same prompt and parser, no training): "
+        f"{100 * baselines['untrained_student_test_accuracy']:.1f} % on the test split",
+        f"- trivial floor ({baselines['floor']}): {100 * baselines['floor_test_accuracy']:.1f} %",
+    ]
 
 
-FAIR_ROWS = ("At a training fraction and seed, every method draws the same train rows. A row whose teacher output "
-             "was rejected gives its gold label to standard_finetune and to step_by_step with gold labels (no "
-             "rationale), and nothing to standard_distill, cot_finetune or teacher-labelled step_by_step; "
-             "'examples' counts what each training learned from.")
+FAIR_ROWS = (
+    "At a training fraction and seed, every method draws the same train rows. A row whose teacher output "
+    "was rejected gives its gold label to standard_finetune and to step_by_step with gold labels (no "
+    "rationale), and nothing to standard_distill, cot_finetune or teacher-labelled step_by_step; "
+    "'examples' counts what each training learned from."
+)
 
 
 def _cost_lines(teacher: dict, trainings: list[Training]) -> list[str]:
@@ -216,29 +279,51 @@ def _cost_lines(teacher: dict, trainings: list[Training]) -> list[str]:
     lines = []
     if teacher:
         lines.append(f"- teacher: {teacher['generated_tokens']} generated tokens in {teacher.get('seconds', '?')} s")
-    lines.append(f"- students: {len(trainings)} trainings, " + (f"{sum(seconds) / 60:.1f} min of training in all"
-                                                               if seconds else "training time not recorded"))
+    lines.append(
+        f"- students: {len(trainings)} trainings, "
+        + (f"{sum(seconds) / 60:.1f} min of training in all" if seconds else "training time not recorded")
+    )
     return lines
 
 
-def _html(title: str, intro: list[str], sections: list[tuple[str, list[str]]], header: list[str],
-          cells: list[list[str]], images: list[Path]) -> str:
+def _html(
+    title: str,
+    intro: list[str],
+    sections: list[tuple[str, list[str]]],
+    header: list[str],
+    cells: list[list[str]],
+    images: list[Path],
+) -> str:
     """The same report as one self-contained HTML page (images by relative path)."""
+
     def items(lines: list[str]) -> str:
         return "<ul>" + "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in lines) + "</ul>"
 
-    table = ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
-             + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
-             + "</table>")
-    body = [f"<h1>{html.escape(title)}</h1>", *(f"<p>{html.escape(line)}</p>" for line in intro),
-            "<h2>Students</h2>", "<p>Accuracy in %, mean ± standard deviation over seeds.</p>", table,
-            *(f'<p><img src="plots/{image.name}" alt="{html.escape(image.stem)}"></p>' for image in images)]
+    table = (
+        "<table><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        + "</tr>"
+        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells)
+        + "</table>"
+    )
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        *(f"<p>{html.escape(line)}</p>" for line in intro),
+        "<h2>Students</h2>",
+        "<p>Accuracy in %, mean ± standard deviation over seeds.</p>",
+        table,
+        *(f'<p><img src="plots/{image.name}" alt="{html.escape(image.stem)}"></p>' for image in images),
+    ]
     for heading, lines in sections:
         body += [f"<h2>{html.escape(heading)}</h2>", items(lines)]
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}img{max-width:100%}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
@@ -256,23 +341,39 @@ def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
     table = results_table(rows, keys)
     corpus = summary.get("corpus", {})
     title = f"raydsbs report: {run.root.name}"
-    teacher_source = (f"replayed completions from {config.teacher.replay_file or config.task.data_dir}"
-                      if config.teacher.backend == "replay" else f"{config.teacher.model} ({config.teacher.backend})")
-    intro = [f"Task {config.task.name}, teacher: {teacher_source}; config hash {config_hash(config)}.",
-             f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / "
-             f"{corpus.get('test', '?')} test rows. Model selection used the validation split only; the test split "
-             f"was scored once per model, and the teacher, the untrained student and the floor on the same rows.",
-             FAIR_ROWS]
-    sections = [("Teacher", _teacher_lines(teacher)), ("Baselines", _baseline_lines(summary)),
-                ("Smallest training set that beats the teacher",
-                 smallest_fraction_beating(rows, keys, teacher_accuracy)),
-                ("Cost", _cost_lines(teacher, trainings))]
-    markdown = [f"# {title}", "", *intro, "", "## Students",
-                "Accuracy in %, mean ± standard deviation over seeds.", "", table, "",
-                *(f"![{image.stem.replace('_', ' ')}](plots/{image.name})" for image in images), ""]
+    teacher_source = (
+        f"replayed completions from {config.teacher.replay_file or config.task.data_dir}"
+        if config.teacher.backend == "replay"
+        else f"{config.teacher.model} ({config.teacher.backend})"
+    )
+    intro = [
+        f"Task {config.task.name}, teacher: {teacher_source}; config hash {config_hash(config)}.",
+        f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / "
+        f"{corpus.get('test', '?')} test rows. Model selection used the validation split only; the test split "
+        f"was scored once per model, and the teacher, the untrained student and the floor on the same rows.",
+        FAIR_ROWS,
+    ]
+    sections = [
+        ("Teacher", _teacher_lines(teacher)),
+        ("Baselines", _baseline_lines(summary)),
+        ("Smallest training set that beats the teacher", smallest_fraction_beating(rows, keys, teacher_accuracy)),
+        ("Cost", _cost_lines(teacher, trainings)),
+    ]
+    markdown = [
+        f"# {title}",
+        "",
+        *intro,
+        "",
+        "## Students",
+        "Accuracy in %, mean ± standard deviation over seeds.",
+        "",
+        table,
+        "",
+        *(f"![{image.stem.replace('_', ' ')}](plots/{image.name})" for image in images),
+        "",
+    ]
     for heading, lines in sections:
         markdown += [f"## {heading}", *lines, ""]
     run.report_file.write_text("\n".join(markdown))
-    run.report_file.with_suffix(".html").write_text(
-        _html(title, intro, sections, *table_cells(rows, keys), images))
+    run.report_file.with_suffix(".html").write_text(_html(title, intro, sections, *table_cells(rows, keys), images))
     return run.report_file, table

@@ -86,20 +86,30 @@ class RunDir:
         saved = build_config(yaml.safe_load(self.config_file.read_text()), str(self.config_file))
         if not overrides:
             return saved
-        config = build_config(apply_overrides(saved.model_dump(mode="json"), list(overrides)),
-                              f"{self.config_file} + overrides")
-        changed = {key: (stage, old, new) for key, (old, new) in changed_keys(saved, config).items()
-                   if (stage := producing_stage(key))}
-        problems = [f"{key}: this run's {stage} was made with {old!r}, the override says {new!r}, and it is not "
-                    f"remade for an override. Run the config file with the override instead (its own run "
-                    f"directory), or delete {self._stage_folder(stage)} to remake it here"
-                    for key, (stage, old, new) in changed.items() if self._stage_done(stage)]
+        config = build_config(
+            apply_overrides(saved.model_dump(mode="json"), list(overrides)), f"{self.config_file} + overrides"
+        )
+        changed = {
+            key: (stage, old, new)
+            for key, (old, new) in changed_keys(saved, config).items()
+            if (stage := producing_stage(key))
+        }
+        problems = [
+            f"{key}: this run's {stage} was made with {old!r}, the override says {new!r}, and it is not "
+            f"remade for an override. Run the config file with the override instead (its own run "
+            f"directory), or delete {self._stage_folder(stage)} to remake it here"
+            for key, (stage, old, new) in changed.items()
+            if self._stage_done(stage)
+        ]
         if problems:
             raise ConfigError(str(self.root), problems)
         if changed:
             self.config_file.write_text(to_yaml(config))
-            logger.info("config.yaml of %s updated: %s", self.root.name,
-                        ", ".join(f"{key} {old!r} -> {new!r}" for key, (_, old, new) in changed.items()))
+            logger.info(
+                "config.yaml of %s updated: %s",
+                self.root.name,
+                ", ".join(f"{key} {old!r} -> {new!r}" for key, (_, old, new) in changed.items()),
+            )
         return config
 
     def _stage_folder(self, stage: str) -> Path:
@@ -112,10 +122,24 @@ class RunDir:
 
 
 # teacher.* keys that change how the teacher runs, not what it writes: a rerun may change them.
-TEACHER_RUNTIME_KEYS = {"rows_per_checkpoint", "batch_size", "max_num_batched_tokens", "replicas", "tensor_parallel_size",
-                        "cpus_per_replica", "use_gpu", "replica_resources", "trust_remote_code", "kv_cache_gib",
-                        "max_engine_restarts", "api_key_env", "max_concurrent_requests", "max_retries",
-                        "request_timeout_s", "max_retry_wait_s"}
+TEACHER_RUNTIME_KEYS = {
+    "rows_per_checkpoint",
+    "batch_size",
+    "max_num_batched_tokens",
+    "replicas",
+    "tensor_parallel_size",
+    "cpus_per_replica",
+    "use_gpu",
+    "replica_resources",
+    "trust_remote_code",
+    "kv_cache_gib",
+    "max_engine_restarts",
+    "api_key_env",
+    "max_concurrent_requests",
+    "max_retries",
+    "request_timeout_s",
+    "max_retry_wait_s",
+}
 
 
 def producing_stage(key: str) -> str | None:
@@ -140,7 +164,9 @@ def _leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
 def changed_keys(before: Config, after: Config) -> dict[str, tuple[Any, Any]]:
     """Dotted keys whose value differs between two configs: {key: (before, after)}."""
     old, new = _leaves(before.model_dump(mode="json")), _leaves(after.model_dump(mode="json"))
-    return {key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)}
+    return {
+        key: (old.get(key), new.get(key)) for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)
+    }
 
 
 def run_dir_for(config: Config) -> RunDir:

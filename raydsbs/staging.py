@@ -19,9 +19,9 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from raydsbs.failpoints import passing
 

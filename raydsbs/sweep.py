@@ -47,8 +47,17 @@ logger = logging.getLogger(__name__)
 # Train keys that change which targets the student learns, hence its tokenized data (with every student.* key).
 _DATA_KEYS = {"train.method", "train.label_source"}
 GRID_POINT = "grid_point"  # grid search: a trial's parameter is one grid point, {dotted key: value}
-_RESULT_KEYS = {"training", "method", "train_fraction", "rationale_weight", "seed", "examples", "val_accuracy",
-                "test_accuracy", "test_tokens_per_answer"}
+_RESULT_KEYS = {
+    "training",
+    "method",
+    "train_fraction",
+    "rationale_weight",
+    "seed",
+    "examples",
+    "val_accuracy",
+    "test_accuracy",
+    "test_tokens_per_answer",
+}
 
 
 def check_grid(config: Config) -> None:
@@ -58,8 +67,10 @@ def check_grid(config: Config) -> None:
     values_to_check.update({key: [bounds.low, bounds.high] for key, bounds in config.sweep.ranges.items()})
     for key, values in values_to_check.items():
         if stage := producing_stage(key):
-            problems.append(f"sweep.grid.{key}: changes the run's {stage}, which all trials of a sweep share; run one "
-                            f"sweep per value instead (raydsbs sweep CONFIG {key}=VALUE, each its own run directory)")
+            problems.append(
+                f"sweep.grid.{key}: changes the run's {stage}, which all trials of a sweep share; run one "
+                f"sweep per value instead (raydsbs sweep CONFIG {key}=VALUE, each its own run directory)"
+            )
             continue
         if not isinstance(values, list) or not values:
             problems.append(f"sweep.grid.{key} = {values!r}: expected a non-empty list of values")
@@ -79,7 +90,7 @@ def data_variants(config: Config) -> list[Config]:
     keys = [key for key in config.sweep.grid if key.startswith("student.") or key in _DATA_KEYS]
     variants = {}
     for values in itertools.product(*(config.sweep.grid[key] for key in keys)):
-        variant = with_overrides(config, dict(zip(keys, values)))
+        variant = with_overrides(config, dict(zip(keys, values, strict=True)))
         fingerprint = json.dumps([variant.student.model_dump(mode="json"), learned_targets(variant)])
         variants.setdefault(fingerprint, variant)
     return list(variants.values())
@@ -121,7 +132,7 @@ def distinct_trainings(config: Config) -> dict[str, list[dict]]:
     keys = list(config.sweep.grid)
     trainings: dict[str, list[dict]] = {}
     for values in itertools.product(*(config.sweep.grid[key] for key in keys)):
-        point = dict(zip(keys, values))
+        point = dict(zip(keys, values, strict=True))
         trainings.setdefault(training_name(with_overrides(config, point)), []).append(point)
     return trainings
 
@@ -149,11 +160,18 @@ def tune_config(config: Config):
     scheduler = None
     if sweep_config.scheduler == "asha":
         # training_iteration counts a trial's reports: one per checkpoint of its Ray Train run.
-        scheduler = ASHAScheduler(metric=SELECTION_METRIC, mode="min", time_attr="training_iteration",
-                                  grace_period=sweep_config.grace_reports, max_t=10_000)
+        scheduler = ASHAScheduler(
+            metric=SELECTION_METRIC,
+            mode="min",
+            time_attr="training_iteration",
+            grace_period=sweep_config.grace_reports,
+            max_t=10_000,
+        )
     return tune.TuneConfig(
         num_samples=sweep_config.num_samples if sweep_config.search == "random" else 1,
-        search_alg=BasicVariantGenerator(random_state=sweep_config.seed, max_concurrent=sweep_config.max_concurrent_trials),
+        search_alg=BasicVariantGenerator(
+            random_state=sweep_config.seed, max_concurrent=sweep_config.max_concurrent_trials
+        ),
         scheduler=scheduler,
         max_concurrent_trials=sweep_config.max_concurrent_trials,
     )
@@ -169,33 +187,45 @@ def sweep(config: Config, run: RunDir) -> list[dict]:
 
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=config.model_dump(mode="json"), run_dir=str(run.root)),
-        {"cpu": config.sweep.cpus_per_trial})
+        {"cpu": config.sweep.cpus_per_trial},
+    )
     if config.sweep.search == "grid":
         trainings = distinct_trainings(config)
         points = sum(len(group) for group in trainings.values())
         if points > len(trainings):
-            logger.info("sweep | %d grid points are %d distinct trainings: each runs once, and the points that differ "
-                        "only in keys their method ignores share its result", points, len(trainings))
+            logger.info(
+                "sweep | %d grid points are %d distinct trainings: each runs once, and the points that differ "
+                "only in keys their method ignores share its result",
+                points,
+                len(trainings),
+            )
     experiment = run.sweep / experiment_name(config)
     if tune.Tuner.can_restore(str(experiment)):
         logger.info("sweep %s was interrupted; restoring it (finished trials are kept)", experiment.name)
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
     else:
-        tuner = tune.Tuner(trainable, param_space=param_space(config), tune_config=tune_config(config),
-                           run_config=tune.RunConfig(name=experiment.name, storage_path=str(run.sweep)))
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(config),
+            tune_config=tune_config(config),
+            run_config=tune.RunConfig(name=experiment.name, storage_path=str(run.sweep)),
+        )
     grid = tuner.fit()
     failed = [result.error for result in grid if result.error]
     finished = [result.metrics for result in grid if not result.error and result.metrics]
-    results = [{key: value for key, value in metrics.items() if key in _RESULT_KEYS}
-               for metrics in finished if "test_accuracy" in metrics]  # a trial ASHA stopped has no final result
+    results = [
+        {key: value for key, value in metrics.items() if key in _RESULT_KEYS}
+        for metrics in finished
+        if "test_accuracy" in metrics
+    ]  # a trial ASHA stopped has no final result
     if config.sweep.search == "grid":
         for result in results:  # every grid point a training stands for
             result["grid_points"] = trainings.get(result["training"], [])
     with written_whole(run.sweep / "results.json", folder=False, replace=True) as staging:
         staging.write_text(json.dumps(results, indent=2))
-    run.update_summary("sweep", {"trials": len(grid), "failed": len(failed),
-                                 "stopped_early": len(finished) - len(results)})
+    run.update_summary(
+        "sweep", {"trials": len(grid), "failed": len(failed), "stopped_early": len(finished) - len(results)}
+    )
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(grid)} sweep trials failed; first error: {failed[0]}")
     return results
-

@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("question", pa.string()), ("gold", pa.string())])
 ROW_GROUP_ROWS = 8192  # the unit a reader decodes at once: later stages stream the corpus a row group at a time
-REJECT_SCHEMA = pa.schema([("id", pa.string()), ("split", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
+REJECT_SCHEMA = pa.schema(
+    [("id", pa.string()), ("split", pa.string()), ("reason", pa.string()), ("detail", pa.string())]
+)
 
 
 def row_problem(example: Example, seen: set[str]) -> str | None:
@@ -54,16 +56,23 @@ def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
             kept = []
             for example in splits[split]:
                 if isinstance(example, RejectedRow):
-                    rejects.append({"id": example.id, "split": split, "reason": example.reason, "detail": example.detail})
+                    rejects.append(
+                        {"id": example.id, "split": split, "reason": example.reason, "detail": example.detail}
+                    )
                     continue
                 problem = row_problem(example, seen)
                 if problem:
-                    rejects.append({"id": str(example.id), "split": split, "reason": problem, "detail": f"row {example.id}"})
+                    rejects.append(
+                        {"id": str(example.id), "split": split, "reason": problem, "detail": f"row {example.id}"}
+                    )
                     continue
                 seen.add(example.id)
                 kept.append(asdict(example))
-            pq.write_table(pa.Table.from_pylist(kept, CORPUS_SCHEMA), folder / run.corpus_file(split).name,
-                           row_group_size=ROW_GROUP_ROWS)
+            pq.write_table(
+                pa.Table.from_pylist(kept, CORPUS_SCHEMA),
+                folder / run.corpus_file(split).name,
+                row_group_size=ROW_GROUP_ROWS,
+            )
             counts[split] = len(kept)
         pq.write_table(pa.Table.from_pylist(rejects, REJECT_SCHEMA), folder / "rejects.parquet")
     reasons = Counter(reject["reason"] for reject in rejects)

@@ -108,12 +108,17 @@ def _cot_finetune(row: dict, kept: dict | None, gold_labels: bool, answer_marker
     return TrainingExample(row["question"], f"{kept['rationale']} {answer_marker} {label}.")
 
 
-METHOD_EXAMPLES = {"step_by_step": _step_by_step, "standard_finetune": _standard_finetune,
-                   "standard_distill": _standard_distill, "cot_finetune": _cot_finetune}
+METHOD_EXAMPLES = {
+    "step_by_step": _step_by_step,
+    "standard_finetune": _standard_finetune,
+    "standard_distill": _standard_distill,
+    "cot_finetune": _cot_finetune,
+}
 
 
-def training_examples(method: str, label_source: str, corpus: list[dict], distill: list[dict],
-                      answer_marker: str = "So the answer is") -> list[TrainingExample]:
+def training_examples(
+    method: str, label_source: str, corpus: list[dict], distill: list[dict], answer_marker: str = "So the answer is"
+) -> list[TrainingExample]:
     """One example per train row, in the corpus's order, so every method draws the same rows at a fraction.
 
     corpus: rows of corpus/train.parquet (id, question, gold);
@@ -161,37 +166,50 @@ def token_ids(tokenizer, texts: list[str], limit: int, special: bool) -> list[li
     return tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=special)["input_ids"]
 
 
-def encode_task(texts_in: list[str], targets: list[str], limit: int, tokenizer, fmt: StudentFormat,
-                task: str) -> list[TaskRow]:
+def encode_task(
+    texts_in: list[str], targets: list[str], limit: int, tokenizer, fmt: StudentFormat, task: str
+) -> list[TaskRow]:
     """Token rows of one task: sources cut to max_input_tokens, targets to ``limit`` (EOS kept)."""
     seq2seq = fmt.kind == "seq2seq"
     sources = token_ids(tokenizer, [fmt.prompt(task, q) for q in texts_in], fmt.max_input_tokens, special=seq2seq)
     eos = tokenizer.eos_token_id
     marker = fmt.marker_ids(tokenizer, task)
     bodies = token_ids(tokenizer, targets, limit, special=False)
-    return [TaskRow(source, marker + body[: limit - 1] + [eos], given=len(marker))
-            for source, body in zip(sources, bodies)]
+    return [
+        TaskRow(source, marker + body[: limit - 1] + [eos], given=len(marker))
+        for source, body in zip(sources, bodies, strict=True)
+    ]
 
 
-def encode(examples: list[TrainingExample], tokenizer, config: StudentConfig, fmt: StudentFormat,
-           label_tokens: int | None = None) -> list[EncodedExample | None]:
+def encode(
+    examples: list[TrainingExample],
+    tokenizer,
+    config: StudentConfig,
+    fmt: StudentFormat,
+    label_tokens: int | None = None,
+) -> list[EncodedExample | None]:
     """Token ids of each example's rows, cut to the configured lengths (labels to ``label_tokens`` if given);
     None for an example without a label."""
+
     def task_rows(task: str, targets: list[str | None], limit: int) -> list[TaskRow | None]:
         present = [i for i, target in enumerate(targets) if target is not None]
         if not present:
             return [None] * len(targets)
-        encoded = encode_task([examples[i].question for i in present], [targets[i] for i in present], limit,
-                              tokenizer, fmt, task)
+        encoded = encode_task(
+            [examples[i].question for i in present], [targets[i] for i in present], limit, tokenizer, fmt, task
+        )
         rows: list[TaskRow | None] = [None] * len(targets)
-        for i, row in zip(present, encoded):
+        for i, row in zip(present, encoded, strict=True):
             rows[i] = row
         return rows
 
     labels = task_rows("label", [e.label for e in examples], label_tokens or config.max_label_tokens)
-    rationales = task_rows("rationale", [e.rationale if e.label is not None else None for e in examples],
-                           config.max_rationale_tokens)
-    return [EncodedExample(label, rationale) if label else None for label, rationale in zip(labels, rationales)]
+    rationales = task_rows(
+        "rationale", [e.rationale if e.label is not None else None for e in examples], config.max_rationale_tokens
+    )
+    return [
+        EncodedExample(label, rationale) if label else None for label, rationale in zip(labels, rationales, strict=True)
+    ]
 
 
 def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -200,7 +218,7 @@ def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 def _scored(row: TaskRow) -> list[int]:
-    return [IGNORE] * row.given + row.target[row.given:]
+    return [IGNORE] * row.given + row.target[row.given :]
 
 
 def _seq2seq_task(rows: list[TaskRow], pad_id: int, start_id: int, with_encoder: bool) -> dict[str, torch.Tensor]:
@@ -252,9 +270,12 @@ def _packed(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]
     causal = torch.ones(width, width, dtype=torch.bool).tril()  # blocks follow the prompt in sequence order
     mask = same_or_prompt & causal & (block[:, None, :] >= 0)
     mask |= torch.eye(width, dtype=torch.bool)  # padding queries see themselves
-    return {"input_ids": pad_rows(sequences, pad_id), "position_ids": pad_rows(positions, 0),
-            "attention_mask": mask[:, None],
-            **{f"{task}_labels": pad_rows(labels[task], IGNORE) for task in TASKS}}
+    return {
+        "input_ids": pad_rows(sequences, pad_id),
+        "position_ids": pad_rows(positions, 0),
+        "attention_mask": mask[:, None],
+        **{f"{task}_labels": pad_rows(labels[task], IGNORE) for task in TASKS},
+    }
 
 
 def collate(batch: list[EncodedExample], fmt: StudentFormat, pad_id: int, start_id: int) -> dict[str, dict]:
@@ -277,7 +298,9 @@ def collate(batch: list[EncodedExample], fmt: StudentFormat, pad_id: int, start_
     if fmt.kind == "causal":
         return {task: _causal_task(rows, pad_id) for task, rows in columns.items()}
     shared_encoder = fmt.task_marker == "output"
-    out = {task: _seq2seq_task(rows, pad_id, start_id, with_encoder=not shared_encoder) for task, rows in columns.items()}
+    out = {
+        task: _seq2seq_task(rows, pad_id, start_id, with_encoder=not shared_encoder) for task, rows in columns.items()
+    }
     if shared_encoder:
         input_ids = pad_rows([row.source for row in columns["label"]], pad_id)
         out["encoder"] = {"input_ids": input_ids, "attention_mask": (input_ids != pad_id).long()}
@@ -286,8 +309,9 @@ def collate(batch: list[EncodedExample], fmt: StudentFormat, pad_id: int, start_
     return out
 
 
-def epoch_batches(count: int, batch_size: int, rank: int, world_size: int, seed: int,
-                  lengths: list[int] | None = None) -> list[list[int]]:
+def epoch_batches(
+    count: int, batch_size: int, rank: int, world_size: int, seed: int, lengths: list[int] | None = None
+) -> list[list[int]]:
     """This rank's batches of example indices for one epoch.
 
     Every rank gets the same number of batches (collectives must line up), so
@@ -304,8 +328,11 @@ def epoch_batches(count: int, batch_size: int, rank: int, world_size: int, seed:
     step = batch_size * world_size
     if lengths is not None:
         window = step * BUCKET_WINDOW
-        order = [i for start in range(0, len(order), window)
-                 for i in sorted(order[start : start + window], key=lengths.__getitem__)]
+        order = [
+            i
+            for start in range(0, len(order), window)
+            for i in sorted(order[start : start + window], key=lengths.__getitem__)
+        ]
     global_batches = [order[start : start + step] for start in range(0, len(order), step)]
     if lengths is not None:
         rng.shuffle(global_batches)

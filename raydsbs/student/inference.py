@@ -16,14 +16,23 @@ def _strip(rows: torch.Tensor, given: int, eos_id: int) -> list[list[int]]:
     return out
 
 
-def generate(model, tokenizer, fmt: StudentFormat, questions: list[str], task: str, max_new_tokens: int,
-             batch_size: int = 32) -> list[str]:
+def generate(
+    model, tokenizer, fmt: StudentFormat, questions: list[str], task: str, max_new_tokens: int, batch_size: int = 32
+) -> list[str]:
     """The decoded ``task`` ("label" or "rationale") outputs for ``questions``, in order."""
     return [text for text, _ in generate_counted(model, tokenizer, fmt, questions, task, max_new_tokens, batch_size)]
 
 
-def generate_counted(model, tokenizer, fmt: StudentFormat, questions: list[str], task: str, max_new_tokens: int,
-                     batch_size: int = 32, dtype: torch.dtype = torch.float32) -> list[tuple[str, int]]:
+def generate_counted(
+    model,
+    tokenizer,
+    fmt: StudentFormat,
+    questions: list[str],
+    task: str,
+    max_new_tokens: int,
+    batch_size: int = 32,
+    dtype: torch.dtype = torch.float32,
+) -> list[tuple[str, int]]:
     """(decoded output, tokens generated up to its end) of ``task`` for each of ``questions``, in order;
     ``dtype`` bf16 or fp16 computes under autocast (the precision the student trained in)."""
     outputs = []
@@ -39,7 +48,9 @@ def generate_counted(model, tokenizer, fmt: StudentFormat, questions: list[str],
         if seq2seq:
             input_ids = pad_rows(sources, pad)
             attention_mask = (input_ids != pad).long()
-            first = torch.tensor([[model.config.decoder_start_token_id] + fmt.marker_ids(tokenizer, task)] * len(sources))
+            first = torch.tensor(
+                [[model.config.decoder_start_token_id] + fmt.marker_ids(tokenizer, task)] * len(sources)
+            )
             kwargs = {"decoder_input_ids": first}
             given = first.shape[1]
         else:  # left-padded prompts: every continuation starts at the same column
@@ -48,9 +59,16 @@ def generate_counted(model, tokenizer, fmt: StudentFormat, questions: list[str],
             attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sources])
             kwargs, given = {}, width
         with torch.no_grad(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                                       do_sample=False, pad_token_id=pad, eos_token_id=eos, **kwargs)
+            generated = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=pad,
+                eos_token_id=eos,
+                **kwargs,
+            )
         answers = _strip(generated, given, eos)
         texts = tokenizer.batch_decode(answers, skip_special_tokens=True)
-        outputs += [(text.strip(), min(len(ids) + 1, max_new_tokens)) for text, ids in zip(texts, answers)]
+        outputs += [(text.strip(), min(len(ids) + 1, max_new_tokens)) for text, ids in zip(texts, answers, strict=True)]
     return outputs

@@ -15,11 +15,11 @@ from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.staging import written_whole
 from raydsbs.student.batching import needs_teacher, student_format
-from raydsbs.student.tokenized import prepare_tokenized
-from raydsbs.student.tokenizer import load_tokenizer, train_tokenizer
 from raydsbs.student.learner import MODEL_SUBDIR, STATE_FILE
 from raydsbs.student.lora import ADAPTER_SUBDIR
 from raydsbs.student.model import PRESETS, build_student, pretrained_source, save_student, student_kind
+from raydsbs.student.tokenized import prepare_tokenized
+from raydsbs.student.tokenizer import load_tokenizer, train_tokenizer
 from raydsbs.student.train_loop import SELECTION_METRIC, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -27,9 +27,12 @@ logger = logging.getLogger(__name__)
 
 # The train keys each method ignores: λ weighs a second task only step_by_step has, and the label source
 # only matters beside the teacher's rationales.
-IGNORED_KEYS = {"step_by_step": (), "cot_finetune": ("rationale_weight",),
-                "standard_finetune": ("rationale_weight", "label_source"),
-                "standard_distill": ("rationale_weight", "label_source")}
+IGNORED_KEYS = {
+    "step_by_step": (),
+    "cot_finetune": ("rationale_weight",),
+    "standard_finetune": ("rationale_weight", "label_source"),
+    "standard_distill": ("rationale_weight", "label_source"),
+}
 
 
 def canonical(config: Config) -> Config:
@@ -82,9 +85,17 @@ def warn_if_undersized(config: Config) -> None:
         return
     gpus = config.train.num_workers if config.train.use_gpu else 0
     if gpus < preset.gpus or config.train.zero_stage < preset.zero_stage:
-        logger.warning("student preset %s (%s parameters) is sized for %d GPU(s) with ZeRO stage %d%s; this run has "
-                       "%d GPU(s) and ZeRO stage %d", config.student.preset, preset.parameters, preset.gpus,
-                       preset.zero_stage, f" ({preset.note})" if preset.note else "", gpus, config.train.zero_stage)
+        logger.warning(
+            "student preset %s (%s parameters) is sized for %d GPU(s) with ZeRO stage %d%s; this run has "
+            "%d GPU(s) and ZeRO stage %d",
+            config.student.preset,
+            preset.parameters,
+            preset.gpus,
+            preset.zero_stage,
+            f" ({preset.note})" if preset.note else "",
+            gpus,
+            config.train.zero_stage,
+        )
 
 
 def _write_merged(config: Config, run: RunDir, adapter: Path, target: Path) -> None:
@@ -118,16 +129,20 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config.model_dump(mode="json"), "run_dir": str(run.root)},
-        scaling_config=ScalingConfig(num_workers=config.train.num_workers, use_gpu=config.train.use_gpu,
-                                     resources_per_worker={"CPU": config.train.cpus_per_worker}),
+        scaling_config=ScalingConfig(
+            num_workers=config.train.num_workers,
+            use_gpu=config.train.use_gpu,
+            resources_per_worker={"CPU": config.train.cpus_per_worker},
+        ),
         run_config=RunConfig(
             name=folder.name,
             # Ray starts workers at nice 15; a training worker is the stage's whole work and runs at the normal
             # priority, as the teacher's engine does (it lost CPU to Ray's own processes otherwise).
             worker_runtime_env={"env_vars": {"RAY_worker_niceness": "0"}},
             storage_path=str(run.student / "ray"),
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC,
-                                               checkpoint_score_order="min"),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC, checkpoint_score_order="min"
+            ),
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             callbacks=[TuneReportCallback()] if report_to_tune else None,
         ),
@@ -146,8 +161,13 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
     with best.as_directory() as checkpoint:
         checkpoint = Path(checkpoint)
         selected = json.loads((checkpoint / STATE_FILE).read_text())
-        summary = {"selected": selected, "final_step": final_step, "seconds": seconds, **counts,
-                   "kept_checkpoints": history}
+        summary = {
+            "selected": selected,
+            "final_step": final_step,
+            "seconds": seconds,
+            **counts,
+            "kept_checkpoints": history,
+        }
         with written_whole(folder / "training.json", folder=False, replace=True) as staging:
             staging.write_text(json.dumps(summary, indent=2))
         with written_whole(folder / MODEL_SUBDIR, replace=True) as staging:
@@ -157,6 +177,10 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
                 _write_merged(config, run, folder / ADAPTER_SUBDIR, staging)
             else:
                 shutil.copytree(checkpoint / MODEL_SUBDIR, staging, dirs_exist_ok=True)
-    logger.info("student %s trained; the checkpoint after %d optimizer steps selected on %s", folder.name,
-                selected["optimizer_steps"], SELECTION_METRIC)
+    logger.info(
+        "student %s trained; the checkpoint after %d optimizer steps selected on %s",
+        folder.name,
+        selected["optimizer_steps"],
+        SELECTION_METRIC,
+    )
     return folder

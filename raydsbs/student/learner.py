@@ -73,8 +73,10 @@ def deepspeed_config(train: TrainConfig) -> dict:
         "steps_per_print": 10**9,
     }
     if train.offload_optimizer:  # offloaded states want DeepSpeed's vectorised CPU Adam (compiled on first use)
-        config["optimizer"] = {"type": "AdamW", "params": {"lr": train.learning_rate,
-                                                           "weight_decay": train.weight_decay}}
+        config["optimizer"] = {
+            "type": "AdamW",
+            "params": {"lr": train.learning_rate, "weight_decay": train.weight_decay},
+        }
     return config
 
 
@@ -87,8 +89,13 @@ def _init_single_process_group(use_gpu: bool) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1",
-                       "LOCAL_RANK": "0"}.items():
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+    }.items():
         os.environ.setdefault(key, value)
     dist.init_process_group("nccl" if use_gpu else "gloo")
 
@@ -112,9 +119,9 @@ class Learner:
             # A torch AdamW unless states are offloaded: DeepSpeed's CPU Adam compiles C++ first.
             optimizer = None if train.offload_optimizer else self._adamw(wrapper)
             trainable = [p for p in wrapper.parameters() if p.requires_grad]  # a LoRA student's adapters only
-            self.engine, self.optimizer, *_ = deepspeed.initialize(model=wrapper, optimizer=optimizer,
-                                                                   model_parameters=trainable,
-                                                                   config=deepspeed_config(train))
+            self.engine, self.optimizer, *_ = deepspeed.initialize(
+                model=wrapper, optimizer=optimizer, model_parameters=trainable, config=deepspeed_config(train)
+            )
             self.module = self.engine.module.model
             self.device = self.engine.device
             return
@@ -131,8 +138,9 @@ class Learner:
 
     def _adamw(self, module: torch.nn.Module) -> torch.optim.Optimizer:
         trainable = [p for p in module.parameters() if p.requires_grad]
-        return torch.optim.AdamW(trainable, lr=self.train_config.learning_rate,
-                                 weight_decay=self.train_config.weight_decay)
+        return torch.optim.AdamW(
+            trainable, lr=self.train_config.learning_rate, weight_decay=self.train_config.weight_decay
+        )
 
     def _to_device(self, batch: dict) -> dict:
         return {task: {k: v.to(self.device) for k, v in tensors.items()} for task, tensors in batch.items()}
@@ -199,8 +207,12 @@ class Learner:
             if rank == 0:
                 save_model(self.module, folder / (ADAPTER_SUBDIR if self.lora else MODEL_SUBDIR))
         if self.zero_stage:
-            self.engine.save_checkpoint(str(folder / DEEPSPEED_SUBDIR), tag=DEEPSPEED_TAG, save_latest=False,
-                                        exclude_frozen_parameters=self.lora)
+            self.engine.save_checkpoint(
+                str(folder / DEEPSPEED_SUBDIR),
+                tag=DEEPSPEED_TAG,
+                save_latest=False,
+                exclude_frozen_parameters=self.lora,
+            )
         elif rank == 0:
             torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
         if rank == 0:
@@ -209,9 +221,13 @@ class Learner:
     def restore(self, checkpoint: Path) -> Progress:
         """Load weights and optimizer state of a checkpoint folder; returns where to continue."""
         if self.zero_stage:
-            self.engine.load_checkpoint(str(checkpoint / DEEPSPEED_SUBDIR), tag=DEEPSPEED_TAG,
-                                        load_optimizer_states=True, load_lr_scheduler_states=False,
-                                        load_module_strict=not self.lora)  # LoRA: the frozen weights are not in it
+            self.engine.load_checkpoint(
+                str(checkpoint / DEEPSPEED_SUBDIR),
+                tag=DEEPSPEED_TAG,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,
+                load_module_strict=not self.lora,
+            )  # LoRA: the frozen weights are not in it
         else:
             if self.lora:
                 load_adapter_weights(self.module, checkpoint / ADAPTER_SUBDIR)

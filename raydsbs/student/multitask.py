@@ -55,8 +55,11 @@ class MultiTaskModel(torch.nn.Module):
             inputs = dict(batch[task])
             rows = inputs.pop("rows", None)  # the encoder rows this task decodes (default: all)
             if "encoder" in batch:
-                hidden, mask = (encoded, encoder["attention_mask"]) if rows is None else \
-                    (encoded[rows], encoder["attention_mask"][rows])
+                hidden, mask = (
+                    (encoded, encoder["attention_mask"])
+                    if rows is None
+                    else (encoded[rows], encoder["attention_mask"][rows])
+                )
                 inputs.update(encoder_outputs=(hidden,), attention_mask=mask)
             losses[task] = self.model(**inputs).loss
         return losses
@@ -67,9 +70,12 @@ class MultiTaskModel(torch.nn.Module):
         scored = torch.stack([(labels != IGNORE).any(0) for labels in targets.values()]).any(0)
         first = max(1, int(scored.nonzero()[0]))  # no logits before the first scored token's are needed
         keep = width - first + 1  # position p predicts token p + 1
-        logits = self.model(input_ids=packed["input_ids"], position_ids=packed["position_ids"],
-                            attention_mask=self._block_mask(packed["attention_mask"]),
-                            **({"logits_to_keep": keep} if self.keeps_logits else {})).logits[:, -keep:-1]
+        logits = self.model(
+            input_ids=packed["input_ids"],
+            position_ids=packed["position_ids"],
+            attention_mask=self._block_mask(packed["attention_mask"]),
+            **({"logits_to_keep": keep} if self.keeps_logits else {}),
+        ).logits[:, -keep:-1]
         losses = {}
         for task, labels in targets.items():
             labels = labels[:, first:]
@@ -83,8 +89,11 @@ class MultiTaskModel(torch.nn.Module):
         if implementation == "sdpa":
             return allowed
         if implementation != "eager":
-            raise ValueError(f"packed causal rows (student.task_marker=output) need sdpa or eager attention; this "
-                             f"student uses {implementation}: use student.task_marker=input")
+            raise ValueError(
+                f"packed causal rows (student.task_marker=output) need sdpa or eager attention; this "
+                f"student uses {implementation}: use student.task_marker=input"
+            )
         dtype = next(self.model.parameters()).dtype
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min)
+            ~allowed, torch.finfo(dtype).min
+        )

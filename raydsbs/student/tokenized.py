@@ -30,8 +30,16 @@ import pyarrow.parquet as pq
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
 from raydsbs.staging import written_whole
-from raydsbs.student.batching import (EncodedExample, StudentFormat, TaskRow, TrainingExample, encode, needs_teacher,
-                                      subsample_indices, training_examples)
+from raydsbs.student.batching import (
+    EncodedExample,
+    StudentFormat,
+    TaskRow,
+    TrainingExample,
+    encode,
+    needs_teacher,
+    subsample_indices,
+    training_examples,
+)
 from raydsbs.student.model import pretrained_source
 from raydsbs.tasks import get_task
 
@@ -39,8 +47,17 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 _TOKENS = pa.list_(pa.int32())
-_SCHEMA = pa.schema([("id", pa.string()), ("label_source", _TOKENS), ("label_target", _TOKENS), ("label_given", pa.int32()),
-                     ("rationale_source", _TOKENS), ("rationale_target", _TOKENS), ("rationale_given", pa.int32())])
+_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("label_source", _TOKENS),
+        ("label_target", _TOKENS),
+        ("label_given", pa.int32()),
+        ("rationale_source", _TOKENS),
+        ("rationale_target", _TOKENS),
+        ("rationale_given", pa.int32()),
+    ]
+)
 
 
 def _file_digest(path: Path) -> str:
@@ -73,9 +90,14 @@ def tokenized_dir(config: Config, run: RunDir, fmt: StudentFormat) -> Path:
     """The folder of this config's tokenized examples (it may not exist yet)."""
     student = config.student
     tokenizer = pretrained_source(student) or _file_digest(run.tokenizer / "tokenizer.json")
-    key = {"tokenizer": tokenizer, "format": fmt.to_dict(), "max_label_tokens": student.max_label_tokens,
-           "max_rationale_tokens": student.max_rationale_tokens, "targets": learned_targets(config),
-           "files": {path.name: _file_digest(path) for path in _source_files(config, run)}}
+    key = {
+        "tokenizer": tokenizer,
+        "format": fmt.to_dict(),
+        "max_label_tokens": student.max_label_tokens,
+        "max_rationale_tokens": student.max_rationale_tokens,
+        "targets": learned_targets(config),
+        "files": {path.name: _file_digest(path) for path in _source_files(config, run)},
+    }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return run.student / "tokenized" / f"{learned_targets(config)}-{digest}"
 
@@ -99,9 +121,11 @@ def _examples(config: Config, run: RunDir) -> dict[str, tuple[list[str], list[Tr
         heldout = pq.read_table(run.heldout_file).filter(pc.field("reason") == "").to_pylist()
         val_examples = training_examples(method, "gold", val, heldout, marker)
         if all(example.label is None for example in val_examples):
-            raise ValueError(f"cot_finetune selects its checkpoint on the teacher's rationales for the validation rows, "
-                             f"and {run.heldout_file} keeps none: the teacher must answer them (a replay file needs "
-                             f"the validation rows' ids too)")
+            raise ValueError(
+                f"cot_finetune selects its checkpoint on the teacher's rationales for the validation rows, "
+                f"and {run.heldout_file} keeps none: the teacher must answer them (a replay file needs "
+                f"the validation rows' ids too)"
+            )
     else:
         val_examples = [TrainingExample(row["question"], row["gold"]) for row in val]
     return {"train": ([row["id"] for row in corpus], train), "val": ([row["id"] for row in val], val_examples)}
@@ -114,8 +138,11 @@ def _table(ids: list[str], encoded: list[EncodedExample | None]) -> pa.Table:
 
     columns = {"id": ids}
     for task in ("label", "rationale"):
-        columns |= {f"{task}_source": column(task, "source"), f"{task}_target": column(task, "target"),
-                    f"{task}_given": column(task, "given")}
+        columns |= {
+            f"{task}_source": column(task, "source"),
+            f"{task}_target": column(task, "target"),
+            f"{task}_given": column(task, "given"),
+        }
     return pa.Table.from_pydict(columns, schema=_SCHEMA)
 
 
@@ -155,8 +182,9 @@ def read_tokenized(folder: Path, fraction: float, seed: int) -> tuple[list[Encod
     return _with_labels(train), _with_labels(pq.read_table(folder / "val.parquet"))
 
 
-def training_data(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> tuple[list[EncodedExample], list[EncodedExample]]:
+def training_data(
+    config: Config, run: RunDir, tokenizer, fmt: StudentFormat
+) -> tuple[list[EncodedExample], list[EncodedExample]]:
     """This training's encoded (train, val) examples, tokenizing the run's rows first if nobody has yet."""
     folder = prepare_tokenized(config, run, tokenizer, fmt)
     return read_tokenized(folder, config.train.train_fraction, config.train.seed)
-

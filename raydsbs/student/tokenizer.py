@@ -8,8 +8,8 @@ A pretrained student uses its own tokenizer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from raydsbs.config import StudentConfig
 from raydsbs.staging import written_whole
@@ -48,8 +48,9 @@ def load_tokenizer(config: StudentConfig, trained_dir: Path):
     from raydsbs.teacher.model_cache import resolve_model
 
     source = pretrained_source(config)
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(source) if source else str(trained_dir),
-                                              trust_remote_code=config.trust_remote_code)
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolve_model(source) if source else str(trained_dir), trust_remote_code=config.trust_remote_code
+    )
     if tokenizer.pad_token is None:  # many causal tokenizers have none; padding is never scored
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -12,8 +12,8 @@ import contextlib
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -85,7 +85,7 @@ class RunningMeans:
         self.sums, self.count = [0.0, 0.0, 0.0], 0
 
     def add(self, losses: tuple[float, float, float]) -> None:
-        self.sums = [s + v for s, v in zip(self.sums, losses)]
+        self.sums = [s + v for s, v in zip(self.sums, losses, strict=True)]
         self.count += 1
 
     def pop(self) -> dict:
@@ -94,8 +94,16 @@ class RunningMeans:
         return {"train_loss": loss, "train_label_loss": label, "train_rationale_loss": rationale}
 
 
-def fit(config: Config, run: RunDir, report: Report, rank: int = 0, world: int = 1,
-        resume_from: Path | None = None, distributed: bool = False, device: torch.device | None = None) -> None:
+def fit(
+    config: Config,
+    run: RunDir,
+    report: Report,
+    rank: int = 0,
+    world: int = 1,
+    resume_from: Path | None = None,
+    distributed: bool = False,
+    device: torch.device | None = None,
+) -> None:
     """Train the student of ``config``; at each checkpoint ``report(metrics, folder)``.
 
     Runs as a plain function (one process, no Ray) or inside a Ray Train worker
@@ -109,14 +117,24 @@ def fit(config: Config, run: RunDir, report: Report, rank: int = 0, world: int =
     means = RunningMeans()
 
     def checkpoint(next_epoch: int, next_batch: int) -> None:
-        metrics = {**means.pop(), "epoch": next_epoch if next_batch else next_epoch - 1,
-                   "step": progress.optimizer_steps, "examples": len(trainer.train_set),
-                   "rationales": sum(1 for e in trainer.train_set if e.rationale is not None),
-                   SELECTION_METRIC: trainer.validation_label_loss()}
+        metrics = {
+            **means.pop(),
+            "epoch": next_epoch if next_batch else next_epoch - 1,
+            "step": progress.optimizer_steps,
+            "examples": len(trainer.train_set),
+            "rationales": sum(1 for e in trainer.train_set if e.rationale is not None),
+            SELECTION_METRIC: trainer.validation_label_loss(),
+        }
         if rank == 0:
-            logger.info("step %05d | epoch %03d | loss %.4f | label %.4f | rationale %.4f | val label %.4f",
-                        metrics["step"], metrics["epoch"], metrics["train_loss"], metrics["train_label_loss"],
-                        metrics["train_rationale_loss"], metrics[SELECTION_METRIC])
+            logger.info(
+                "step %05d | epoch %03d | loss %.4f | label %.4f | rationale %.4f | val label %.4f",
+                metrics["step"],
+                metrics["epoch"],
+                metrics["train_loss"],
+                metrics["train_label_loss"],
+                metrics["train_rationale_loss"],
+                metrics[SELECTION_METRIC],
+            )
         with tempfile.TemporaryDirectory() as folder:
             state = Progress(next_epoch, next_batch, progress.optimizer_steps)
             learner.save(Path(folder), state, rank, trainer.save_model)
@@ -171,7 +189,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
         if resume_from:
             logger.info("rank %d resumes from %s", context.get_world_rank(), resume_from)
-        fit(Config.model_validate(loop_config["config"]), RunDir(loop_config["run_dir"]), report,
-            rank=context.get_world_rank(), world=context.get_world_size(), distributed=True,
-            resume_from=Path(resume_from) if resume_from else None, device=ray.train.torch.get_device())
-
+        fit(
+            Config.model_validate(loop_config["config"]),
+            RunDir(loop_config["run_dir"]),
+            report,
+            rank=context.get_world_rank(),
+            world=context.get_world_size(),
+            distributed=True,
+            resume_from=Path(resume_from) if resume_from else None,
+            device=ray.train.torch.get_device(),
+        )

@@ -11,8 +11,11 @@ from raydsbs.tasks.base import SPLITS, Example, Exemplar, ParsedCompletion, Reje
 from raydsbs.tasks.spec import SpecTask, TaskSpecError, load_spec
 
 SPEC_DIR = Path(str(resources.files("raydsbs.tasks").joinpath("specs")))
-TASKS: dict[str, Path | type[Task]] = {"arith": ArithTask, "arith2": TwoStepArithTask,
-                                       **{path.stem: path for path in sorted(SPEC_DIR.glob("*.yaml"))}}
+TASKS: dict[str, Path | type[Task]] = {
+    "arith": ArithTask,
+    "arith2": TwoStepArithTask,
+    **{path.stem: path for path in sorted(SPEC_DIR.glob("*.yaml"))},
+}
 
 
 class UnknownTaskError(KeyError):
@@ -29,10 +32,22 @@ def get_task(name: str) -> Task:
     if is_task_file(name):
         return SpecTask(load_spec(name), Path(name).parent)
     if name not in TASKS:
-        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}, or a path to a task .yaml")
+        raise UnknownTaskError(
+            f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}, or a path to a task .yaml"
+        )
     entry = TASKS[name]
     return SpecTask(load_spec(entry), entry.parent) if isinstance(entry, Path) else entry()
 
 
-__all__ = ["SPLITS", "TASKS", "Example", "Exemplar", "ParsedCompletion", "RejectedRow", "Task", "TaskSpecError",
-           "get_task", "is_task_file"]
+__all__ = [
+    "SPLITS",
+    "TASKS",
+    "Example",
+    "Exemplar",
+    "ParsedCompletion",
+    "RejectedRow",
+    "Task",
+    "TaskSpecError",
+    "get_task",
+    "is_task_file",
+]

@@ -157,8 +157,12 @@ def answer_format(kind: str, choices: list[str] | None = None) -> AnswerFormat:
         if not choices:
             raise ValueError("answer kind 'choice' needs a list of choices")
         return ChoiceAnswer(choices)
-    formats = {"lettered_choice": LetteredChoiceAnswer, "number": NumberAnswer,
-               "expression": ExpressionAnswer, "free": FreeAnswer}
+    formats = {
+        "lettered_choice": LetteredChoiceAnswer,
+        "number": NumberAnswer,
+        "expression": ExpressionAnswer,
+        "free": FreeAnswer,
+    }
     if kind not in formats:
         raise ValueError(f"unknown answer kind {kind!r}; known: {', '.join(ANSWER_KINDS)}")
     return formats[kind]()

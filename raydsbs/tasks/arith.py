@@ -23,22 +23,34 @@ from __future__ import annotations
 import random
 
 from raydsbs.config import TaskConfig
-from raydsbs.tasks.base import SPLITS, Example, Task
 from raydsbs.tasks.answers import NumberAnswer
+from raydsbs.tasks.base import SPLITS, Example, Task
 
-NAMES = [("Mia", "She"), ("Leo", "He"), ("Ava", "She"), ("Sam", "He"), ("Zoe", "She"), ("Max", "He"),
-         ("Ivy", "She"), ("Ben", "He"), ("Emma", "She"), ("Noah", "He"), ("Lily", "She"), ("Omar", "He")]
+NAMES = [
+    ("Mia", "She"),
+    ("Leo", "He"),
+    ("Ava", "She"),
+    ("Sam", "He"),
+    ("Zoe", "She"),
+    ("Max", "He"),
+    ("Ivy", "She"),
+    ("Ben", "He"),
+    ("Emma", "She"),
+    ("Noah", "He"),
+    ("Lily", "She"),
+    ("Omar", "He"),
+]
 ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "cookies", "cards", "shells", "coins", "balloons"]
 
 
 def _buy_more(rng: random.Random) -> tuple[str, int]:
-    (name, she), = rng.sample(NAMES, 1)
+    ((name, she),) = rng.sample(NAMES, 1)
     item, a, b = rng.choice(ITEMS), rng.randint(2, 20), rng.randint(2, 20)
     return f"{name} has {a} {item}. {she} buys {b} more. How many {item} does {name} have now?", a + b
 
 
 def _give_away(rng: random.Random) -> tuple[str, int]:
-    (name, she), = rng.sample(NAMES, 1)
+    ((name, she),) = rng.sample(NAMES, 1)
     item, a = rng.choice(ITEMS), rng.randint(3, 24)
     b = rng.randint(1, a - 1)
     return f"{name} has {a} {item}. {she} gives away {b}. How many {item} does {name} have left?", a - b
@@ -50,48 +62,65 @@ def _boxes(rng: random.Random) -> tuple[str, int]:
 
 
 def _share_out(rng: random.Random) -> tuple[str, int]:
-    (name, _), = rng.sample(NAMES, 1)
+    ((name, _),) = rng.sample(NAMES, 1)
     item, friends, each = rng.choice(ITEMS), rng.randint(2, 5), rng.randint(2, 6)
-    return (f"{name} shares {friends * each} {item} equally among {friends} friends. "
-            f"How many {item} does each friend get?", each)
+    return (
+        f"{name} shares {friends * each} {item} equally among {friends} friends. How many {item} does each friend get?",
+        each,
+    )
 
 
 def _add_then_give(rng: random.Random) -> tuple[str, int]:
     (name, she), (friend, _) = rng.sample(NAMES, 2)
     item, a, b = rng.choice(ITEMS), rng.randint(2, 12), rng.randint(2, 12)
     c = rng.randint(1, a + b - 1)
-    return (f"{name} has {a} {item}. {she} buys {b} more. Then {she.lower()} gives {c} to {friend}. "
-            f"How many {item} does {name} have now?", a + b - c)
+    return (
+        f"{name} has {a} {item}. {she} buys {b} more. Then {she.lower()} gives {c} to {friend}. "
+        f"How many {item} does {name} have now?",
+        a + b - c,
+    )
 
 
 def _boxes_minus(rng: random.Random) -> tuple[str, int]:
-    (name, she), = rng.sample(NAMES, 1)
+    ((name, she),) = rng.sample(NAMES, 1)
     item, a, b = rng.choice(ITEMS), rng.randint(2, 6), rng.randint(2, 6)
     c = rng.randint(1, a * b - 1)
-    return (f"There are {a} boxes with {b} {item} in each box. {name} takes out {c} {item}. "
-            f"How many {item} are left in the boxes?", a * b - c)
+    return (
+        f"There are {a} boxes with {b} {item} in each box. {name} takes out {c} {item}. "
+        f"How many {item} are left in the boxes?",
+        a * b - c,
+    )
 
 
 def _three_gifts(rng: random.Random) -> tuple[str, int]:
-    (name, she), = rng.sample(NAMES, 1)
+    ((name, she),) = rng.sample(NAMES, 1)
     item, a, b, c = rng.choice(ITEMS), rng.randint(1, 12), rng.randint(1, 12), rng.randint(1, 12)
-    return (f"{name} had {a} {item}. {she} got {b} more on Monday and {c} more on Tuesday. "
-            f"How many {item} does {name} have now?", a + b + c)
+    return (
+        f"{name} had {a} {item}. {she} got {b} more on Monday and {c} more on Tuesday. "
+        f"How many {item} does {name} have now?",
+        a + b + c,
+    )
 
 
 def _bags_plus(rng: random.Random) -> tuple[str, int]:
     (name, _), (friend, _) = rng.sample(NAMES, 2)
     item, a, b, c = rng.choice(ITEMS), rng.randint(2, 6), rng.randint(2, 6), rng.randint(1, 12)
-    return (f"{name} has {a} bags with {b} {item} in each bag. {friend} has {c} {item}. "
-            f"How many {item} do they have together?", a * b + c)
+    return (
+        f"{name} has {a} bags with {b} {item} in each bag. {friend} has {c} {item}. "
+        f"How many {item} do they have together?",
+        a * b + c,
+    )
 
 
 def _share(rng: random.Random) -> tuple[str, int]:
-    (name, she), = rng.sample(NAMES, 1)
+    ((name, she),) = rng.sample(NAMES, 1)
     item, c, each = rng.choice(ITEMS), rng.randint(2, 5), rng.randint(2, 6)
     a = rng.randint(1, c * each - 1)
-    return (f"{name} has {a} {item} and buys {c * each - a} more. {she} shares them equally among {c} friends. "
-            f"How many {item} does each friend get?", each)
+    return (
+        f"{name} has {a} {item} and buys {c * each - a} more. {she} shares them equally among {c} friends. "
+        f"How many {item} does each friend get?",
+        each,
+    )
 
 
 ONE_STEP = [_buy_more, _give_away, _boxes, _share_out]

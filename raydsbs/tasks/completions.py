@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 # Phrases that introduce the answer; the text after them up to the end of its line is the answer.
 _ANSWER_PHRASES = (
@@ -75,7 +75,9 @@ class CompletionReader:
 
     def __init__(self, answer_marker: str, example_openings: Sequence[str] = ("Q:",), patterns: Sequence[str] = ()):
         openings = [opening.strip() for opening in example_openings if opening.strip()]
-        self.next_example = re.compile("|".join(rf"\n\s*{re.escape(opening)}" for opening in openings)) if openings else None
+        self.next_example = (
+            re.compile("|".join(rf"\n\s*{re.escape(opening)}" for opening in openings)) if openings else None
+        )
         self.own_patterns = [re.compile(pattern, re.IGNORECASE | re.MULTILINE) for pattern in patterns]
         phrases = [re.escape(answer_marker)] if answer_marker.strip() else []
         self.phrases = re.compile("|".join([*phrases, *_ANSWER_PHRASES]), re.IGNORECASE)
@@ -99,7 +101,7 @@ class CompletionReader:
         matches = list(self.phrases.finditer(text))
         if matches:
             last = matches[-1]
-            line = text[last.end():].strip().split("\n")[0]
+            line = text[last.end() :].strip().split("\n")[0]
             return Statement(text[: last.start()].strip(), _strip_wrappers(line))
         boxed = last_boxed(text)
         if boxed is not None:

@@ -19,8 +19,8 @@ figures; raydsbs's own parsers (the default) read more answers correctly
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from raydsbs.tasks.base import ParsedCompletion
 from raydsbs.tasks.safe_eval import try_evaluate

@@ -66,8 +66,11 @@ def _json_file(path: Path) -> list[RawRow]:
     out: list[RawRow] = []
     for i, row in enumerate(rows):
         where = f"{path.name} item {i}"
-        out.append(_decoded(row, where) if isinstance(row, dict)
-                   else RowProblem("not_an_object", f"{where}: {type(row).__name__}"))
+        out.append(
+            _decoded(row, where)
+            if isinstance(row, dict)
+            else RowProblem("not_an_object", f"{where}: {type(row).__name__}")
+        )
     return out
 
 
@@ -105,7 +108,9 @@ def _csv_file(path: Path) -> list[RawRow]:
         where = f"{path.name} line {first_line}"
         first_line = reader.line_num + 1
         if None in row or None in row.values():
-            rows.append(RowProblem("wrong_field_count", f"{where}: {len(reader.fieldnames or [])} columns in the header"))
+            rows.append(
+                RowProblem("wrong_field_count", f"{where}: {len(reader.fieldnames or [])} columns in the header")
+            )
         else:
             rows.append(_decoded(row, where))
     return rows
@@ -137,5 +142,7 @@ def read_hub_split(dataset: str, config: str | None, split: str) -> list[RawRow]
     try:
         return list(datasets.load_dataset(dataset, config, split=split))
     except Exception as error:  # network, auth, unknown split: say which and how to work offline
-        raise SourceError(f"could not load {dataset!r} ({config or 'default'}) split {split!r} from the hub: {error}; "
-                          "offline, use task.train_file / task.test_file") from None
+        raise SourceError(
+            f"could not load {dataset!r} ({config or 'default'}) split {split!r} from the hub: {error}; "
+            "offline, use task.train_file / task.test_file"
+        ) from None

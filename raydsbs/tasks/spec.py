@@ -47,7 +47,9 @@ class AnswerSpec(_Strict):
 
 class ExemplarSpec(_Strict):
     question: str | None = Field(None, description="The input text as the model sees it ...")
-    row: dict[str, Any] | None = Field(None, description="... or a row of the task's columns, formatted by the template.")
+    row: dict[str, Any] | None = Field(
+        None, description="... or a row of the task's columns, formatted by the template."
+    )
     rationale: str
     answer: str
 
@@ -76,11 +78,17 @@ class TaskSpec(_Strict):
     id_column: str | None = Field(None, description="Column with a unique row id; else the row's position.")
     answer: AnswerSpec
     answer_marker: str = "So the answer is"
-    answer_patterns: list[str] = Field(default_factory=list, description=(
-        "The teacher's own answer statements, tried before the built-in ones: regular expressions with a group "
-        "named 'answer', e.g. 'Verdict: (?P<answer>\\w+)'."))
+    answer_patterns: list[str] = Field(
+        default_factory=list,
+        description=(
+            "The teacher's own answer statements, tried before the built-in ones: regular expressions with a group "
+            "named 'answer', e.g. 'Verdict: (?P<answer>\\w+)'."
+        ),
+    )
     exemplars: str | list[ExemplarSpec] = Field(description="A JSONL file beside this one, or the list itself.")
-    released_files: bool = Field(False, description="Reads the paper's released files (<name>_<split>.json) in task.data_dir.")
+    released_files: bool = Field(
+        False, description="Reads the paper's released files (<name>_<split>.json) in task.data_dir."
+    )
     hub: HubSpec | None = None
     paper_parser: str | None = Field(None, description="The authors' own parsing rules (task.parser=paper).")
 
@@ -151,7 +159,9 @@ class SpecTask(Task):
                 try:
                     value = value.decode("utf-8")
                 except UnicodeDecodeError as error:
-                    raise RowError("undecodable_bytes", f"column {column!r}: {error.reason} at byte {error.start}") from None
+                    raise RowError(
+                        "undecodable_bytes", f"column {column!r}: {error.reason} at byte {error.start}"
+                    ) from None
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise RowError("mistyped_field", f"column {column!r} is {type(value).__name__}, expected text")
             values[column] = value
@@ -160,7 +170,7 @@ class SpecTask(Task):
             choices = row.get(self.spec.choices_column)
             if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
                 raise RowError("mistyped_field", f"column {self.spec.choices_column!r} must be a list of texts")
-            lines = [f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices)]
+            lines = [f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices, strict=False)]
             text = "\n".join([text, "Answer Choices:", *lines])
         return text
 
@@ -184,11 +194,16 @@ class SpecTask(Task):
         if not label:
             raise RowError("missing_label", f"empty label in column {column!r}")
         if self.answer_format.kind != "lettered_choice" and self.answer_format.normalize(label) is None:
-            raise RowError("unknown_label", f"label {label!r} is not a valid {self.answer_format.kind} answer"
-                           + (f" (one of {', '.join(self.spec.answer.choices)})" if self.spec.answer.choices else ""))
+            raise RowError(
+                "unknown_label",
+                f"label {label!r} is not a valid {self.answer_format.kind} answer"
+                + (f" (one of {', '.join(self.spec.answer.choices)})" if self.spec.answer.choices else ""),
+            )
         return label
 
-    def to_example(self, row: RawRow, row_id: str, *, max_chars: int | None = None, hub: bool = False) -> Example | RejectedRow:
+    def to_example(
+        self, row: RawRow, row_id: str, *, max_chars: int | None = None, hub: bool = False
+    ) -> Example | RejectedRow:
         if isinstance(row, RowProblem):
             return RejectedRow(row_id, row.reason, row.detail)
         template = self.spec.hub.input_template if hub and self.spec.hub else None
@@ -200,12 +215,16 @@ class SpecTask(Task):
             if self.spec.choices_column:  # the label names one of the row's choices ("(b)" becomes its text)
                 named = self.answer_format.parse(gold, question)
                 if named is None:
-                    raise RowError("unknown_label", f"label {gold!r} is not one of the row's {self.spec.choices_column!r}")
+                    raise RowError(
+                        "unknown_label", f"label {gold!r} is not one of the row's {self.spec.choices_column!r}"
+                    )
                 gold = named
         except RowError as error:
             return RejectedRow(row_id, error.reason, f"row {row_id}: {error.detail}")
         if max_chars is not None and len(question) > max_chars:
-            return RejectedRow(row_id, "input_too_long", f"row {row_id}: {len(question)} characters > task.max_input_chars={max_chars}")
+            return RejectedRow(
+                row_id, "input_too_long", f"row {row_id}: {len(question)} characters > task.max_input_chars={max_chars}"
+            )
         return Example(row_id, question, gold)
 
     # --- splits ----------------------------------------------------------------------------
@@ -226,14 +245,18 @@ class SpecTask(Task):
         if self.spec.hub:
             hub = self.spec.hub
             return {split: read_hub_split(hub.dataset, hub.config, name) for split, name in hub.splits.items()}, True
-        raise SourceError(f"task {self.name!r} needs data: set task.train_file and task.test_file (JSONL, Parquet, CSV)"
-                          + (" or task.data_dir (the paper's released files)" if self.spec.released_files else ""))
+        raise SourceError(
+            f"task {self.name!r} needs data: set task.train_file and task.test_file (JSONL, Parquet, CSV)"
+            + (" or task.data_dir (the paper's released files)" if self.spec.released_files else "")
+        )
 
     def load_splits(self, config: TaskConfig) -> dict[str, list[Example | RejectedRow]]:
         raw, hub = self._raw_splits(config)
         converted = {
-            split: [self.to_example(row, released_id(self.name, split, i), max_chars=config.max_input_chars, hub=hub)
-                    for i, row in enumerate(rows)]
+            split: [
+                self.to_example(row, released_id(self.name, split, i), max_chars=config.max_input_chars, hub=hub)
+                for i, row in enumerate(rows)
+            ]
             for split, rows in raw.items()
         }
         limits = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
@@ -243,9 +266,12 @@ class SpecTask(Task):
             good = [i for i, row in enumerate(train) if isinstance(row, Example)]
             val_positions = set(good[: min(config.num_val, len(good) // 2)])
             converted["val"] = [train[i] for i in sorted(val_positions)]
-            converted["train"] = _first_examples([row for i, row in enumerate(train) if i not in val_positions],
-                                                 config.num_train)
-        return {split: sorted(_first_examples(converted[split], limits[split]), key=lambda row: row.id) for split in SPLITS}
+            converted["train"] = _first_examples(
+                [row for i, row in enumerate(train) if i not in val_positions], config.num_train
+            )
+        return {
+            split: sorted(_first_examples(converted[split], limits[split]), key=lambda row: row.id) for split in SPLITS
+        }
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -256,10 +282,17 @@ class SpecTask(Task):
             import json
 
             path = self.base_dir / items
-            items = [ExemplarSpec.model_validate(json.loads(line))
-                     for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [Exemplar(item.question if item.question is not None else self.format_input(item.row),
-                         item.rationale, item.answer) for item in items]
+            items = [
+                ExemplarSpec.model_validate(json.loads(line))
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            ]
+        return [
+            Exemplar(
+                item.question if item.question is not None else self.format_input(item.row), item.rationale, item.answer
+            )
+            for item in items
+        ]
 
     def exemplars(self) -> list[Exemplar]:
         return self._exemplars

@@ -24,11 +24,11 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -54,6 +54,7 @@ def _sampling(config: TeacherConfig, seed: int) -> dict:
 
 # --- vLLM through ray.data.llm --------------------------------------------------------------
 
+
 def _vllm_processor(config: TeacherConfig):
     try:
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
@@ -74,7 +75,8 @@ def _vllm_processor(config: TeacherConfig):
         engine_kwargs["enable_chunked_prefill"] = False
     custom = dict(config.replica_resources)
     resources = (
-        {"bundle_per_worker": {"GPU": 1, **custom}, "strategy": "STRICT_PACK"} if config.use_gpu
+        {"bundle_per_worker": {"GPU": 1, **custom}, "strategy": "STRICT_PACK"}
+        if config.use_gpu
         else {"bundles": [{"CPU": config.cpus_per_replica, **custom}]}
     )
     processor_config = vLLMEngineProcessorConfig(
@@ -98,8 +100,11 @@ def _vllm_processor(config: TeacherConfig):
     processor = build_processor(
         processor_config,
         # The engine stage writes its own counter into "request_id": ours travels under another name.
-        preprocess=lambda row: {**row, "sampling_params": _sampling(config, row["seed"]),
-                                OUR_REQUEST_ID: row["request_id"]},
+        preprocess=lambda row: {
+            **row,
+            "sampling_params": _sampling(config, row["seed"]),
+            OUR_REQUEST_ID: row["request_id"],
+        },
         postprocess=lambda row: {
             **{column: row[column] for column in PASSTHROUGH},
             "request_id": row[OUR_REQUEST_ID],
@@ -111,8 +116,9 @@ def _vllm_processor(config: TeacherConfig):
     # Ray Data restarts a dead actor and retries its batches without end by default: an engine that dies the
     # same way each time would hang the run. Bounded, the stage ends with the engine's error.
     engine = processor.get_stage_by_name("vLLMEngineStage")
-    engine.map_batches_kwargs.update(max_restarts=config.max_engine_restarts,
-                                     max_task_retries=config.max_engine_restarts)
+    engine.map_batches_kwargs.update(
+        max_restarts=config.max_engine_restarts, max_task_retries=config.max_engine_restarts
+    )
     return processor
 
 
@@ -125,8 +131,11 @@ def vllm_backend(ds, config: TeacherConfig, task_config: TaskConfig):
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 PROMPT_TOO_LONG = "prompt_too_long"  # an error that starts "prompt_too_long:" rejects its row under that reason
 # How servers (OpenAI, vLLM, TGI, llama.cpp, proxies) say a prompt does not fit the model's context.
-_CONTEXT_REFUSAL = re.compile(r"context[ _]length|maximum context|prompt is too long|input is too long|too many "
-                              r"(?:input )?tokens|exceeds? the (?:model'?s? )?(?:context|maximum)", re.IGNORECASE)
+_CONTEXT_REFUSAL = re.compile(
+    r"context[ _]length|maximum context|prompt is too long|input is too long|too many "
+    r"(?:input )?tokens|exceeds? the (?:model'?s? )?(?:context|maximum)",
+    re.IGNORECASE,
+)
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float:
@@ -141,8 +150,8 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return 0.0
-    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class OpenAIClient:
@@ -189,8 +198,12 @@ class OpenAIClient:
     def _wait(self, asked: float, attempt: int) -> float:
         backoff = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
         if asked > self.config.max_retry_wait_s:
-            logger.warning("teacher | %s asked to wait %.0f s before a retry; waiting teacher.max_retry_wait_s=%g s",
-                           self.url, asked, self.config.max_retry_wait_s)
+            logger.warning(
+                "teacher | %s asked to wait %.0f s before a retry; waiting teacher.max_retry_wait_s=%g s",
+                self.url,
+                asked,
+                self.config.max_retry_wait_s,
+            )
         return min(max(asked, backoff), self.config.max_retry_wait_s)
 
     def _complete(self, prompt: str, seed: int) -> tuple[str, int, str]:
@@ -231,11 +244,18 @@ class OpenAIClient:
 
 
 def openai_backend(ds, config: TeacherConfig, task_config: TaskConfig):
-    return ds.map_batches(OpenAIClient, fn_constructor_kwargs={"config": config}, batch_size=config.batch_size,
-                          concurrency=config.replicas, num_cpus=0.25, batch_format="numpy")
+    return ds.map_batches(
+        OpenAIClient,
+        fn_constructor_kwargs={"config": config},
+        batch_size=config.batch_size,
+        concurrency=config.replicas,
+        num_cpus=0.25,
+        batch_format="numpy",
+    )
 
 
 # --- replay -----------------------------------------------------------------------------------
+
 
 @dataclass
 class ReplayFile:
@@ -280,7 +300,9 @@ class ReplayLookup:
         else:
             from raydsbs.data.released import completions_by_id
 
-            self.outputs = {i: {"completion": text} for i, text in completions_by_id(task_config.data_dir, task_config.name).items()}
+            self.outputs = {
+                i: {"completion": text} for i, text in completions_by_id(task_config.data_dir, task_config.name).items()
+            }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         found = [self.outputs.get(row_id) for row_id in batch["id"]]
@@ -294,8 +316,13 @@ class ReplayLookup:
 
 
 def replay_backend(ds, config: TeacherConfig, task_config: TaskConfig):
-    return ds.map_batches(ReplayLookup, fn_constructor_kwargs={"config": config, "task_config": task_config},
-                          concurrency=1, num_cpus=0.25, batch_format="numpy")
+    return ds.map_batches(
+        ReplayLookup,
+        fn_constructor_kwargs={"config": config, "task_config": task_config},
+        concurrency=1,
+        num_cpus=0.25,
+        batch_format="numpy",
+    )
 
 
 BACKENDS: dict[str, Backend] = {"vllm": vllm_backend, "openai": openai_backend, "replay": replay_backend}

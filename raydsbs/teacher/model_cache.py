@@ -65,7 +65,9 @@ def resolve_model(name: str) -> str:
         return name
     key = name[len(BUNDLED_PREFIX) :]
     if key not in BUNDLED_MODELS:
-        raise ValueError(f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_PREFIX + k for k in BUNDLED_MODELS)}")
+        raise ValueError(
+            f"unknown bundled model {name!r}; bundled: {', '.join(BUNDLED_PREFIX + k for k in BUNDLED_MODELS)}"
+        )
     target = cache_dir() / "models" / key
     if not (target / "config.json").is_file():
         _convert(_gguf_path(*BUNDLED_MODELS[key]), target)

@@ -34,12 +34,21 @@ from raydsbs.teacher.prompts import build_prompt
 from raydsbs.teacher.selection import question_key
 
 CHUNK_ROWS = 8192
-REQUEST_SCHEMA = pa.schema([
-    ("request_id", pa.string()), ("id", pa.string()), ("split", pa.string()), ("sample", pa.int64()),
-    ("seed", pa.int64()),
-    ("question", pa.string()), ("question_key", pa.int64()), ("gold", pa.string()), ("prompt", pa.string()),
-    ("reason", pa.string()), ("detail", pa.string()),
-])
+REQUEST_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("id", pa.string()),
+        ("split", pa.string()),
+        ("sample", pa.int64()),
+        ("seed", pa.int64()),
+        ("question", pa.string()),
+        ("question_key", pa.int64()),
+        ("gold", pa.string()),
+        ("prompt", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
 
 
 def request_id(row_id: str, sample: int) -> str:
@@ -82,19 +91,33 @@ class RequestBuilder:
             return [""] * len(prompts)
         limit = self.teacher.max_model_len - self.teacher.max_new_tokens
         lengths = [len(encoding.ids) for encoding in self.tokenizer.encode_batch(prompts)]
-        return [f"prompt of {n} tokens + {self.teacher.max_new_tokens} new tokens exceeds "
-                f"teacher.max_model_len={self.teacher.max_model_len}" if n > limit else "" for n in lengths]
+        return [
+            f"prompt of {n} tokens + {self.teacher.max_new_tokens} new tokens exceeds "
+            f"teacher.max_model_len={self.teacher.max_model_len}"
+            if n > limit
+            else ""
+            for n in lengths
+        ]
 
     def build(self, rows: list[dict], split: str = "train") -> pa.Table:
         prompts = [build_prompt(self.task, row["question"], self.teacher.num_shots) for row in rows]
         too_long = self._too_long(prompts)
         keys = [question_key(row["question"]) for row in rows]  # made here, so the selection never reads the inputs
         requests = [
-            {"request_id": request_id(row["id"], sample), "id": row["id"], "split": split, "sample": sample,
-             "seed": sample_seed(self.teacher.seed, row["id"], sample), "question": row["question"],
-             "question_key": key, "gold": row["gold"], "prompt": prompt,
-             "reason": "prompt_too_long" if detail else "", "detail": detail}
-            for row, prompt, detail, key in zip(rows, prompts, too_long, keys)
+            {
+                "request_id": request_id(row["id"], sample),
+                "id": row["id"],
+                "split": split,
+                "sample": sample,
+                "seed": sample_seed(self.teacher.seed, row["id"], sample),
+                "question": row["question"],
+                "question_key": key,
+                "gold": row["gold"],
+                "prompt": prompt,
+                "reason": "prompt_too_long" if detail else "",
+                "detail": detail,
+            }
+            for row, prompt, detail, key in zip(rows, prompts, too_long, keys, strict=True)
             for sample in range(self.teacher.samples)
         ]
         return pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA)

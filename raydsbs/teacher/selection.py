@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from itertools import groupby
-from typing import Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 from raydsbs.config import TeacherConfig
 

@@ -46,10 +46,8 @@ def last_checkpoint_step(out: Path, training: str = "*") -> int:
     in the run directories under ``out`` (files on disk alone may not be registered yet)."""
     steps = []
     for snapshot in out.glob(f"*/student/ray/{training}/checkpoint_manager_snapshot.json"):
-        try:
+        with suppress(json.JSONDecodeError, KeyError, TypeError):  # being written, or nothing registered yet
             steps.append(json.loads(snapshot.read_text())["latest_checkpoint_result"]["metrics"]["step"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass  # being written, or nothing registered yet
     return max(steps, default=0)
 
 
@@ -62,8 +60,15 @@ class Background:
     def __init__(self, *args: str, log: Path, env: dict | None = None):
         self.log = log
         with open(log, "w") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "raydsbs", *args], cwd=REPO, stdout=out, env=env,
-                                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "raydsbs", *args],
+                cwd=REPO,
+                stdout=out,
+                env=env,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
 
     def output(self, tail: int = 6000) -> str:
         return self.log.read_text(errors="replace")[-tail:]
@@ -125,8 +130,15 @@ class TokenHead:
     def ray(self, *args: str, token: str | None = "cluster's", timeout: float = 120) -> subprocess.CompletedProcess:
         """The `ray` command line against this head, e.g. ``head.ray("job", "list")``."""
         args = [*args[:2], "--address", self.dashboard, *args[2:]] if args[0] == "job" else list(args)
-        return subprocess.run([str(BIN / "ray"), *args], env=self.env(token), cwd=REPO, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        return subprocess.run(
+            [str(BIN / "ray"), *args],
+            env=self.env(token),
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
 
 
 @contextmanager
@@ -138,9 +150,19 @@ def token_head(home: Path, num_cpus: int = 4):
     env.update(RAYDSBS_HEAD_PORT=head.gcs.rsplit(":", 1)[1], RAYDSBS_DASHBOARD_PORT=head.dashboard.rsplit(":", 1)[1])
     log_path = home / "head.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(["bash", str(REPO / "cluster" / "local-head.sh"), f"--num-cpus={num_cpus}",
-                                    f"--temp-dir={temp_dir}", "--block"],
-                                   env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [
+                "bash",
+                str(REPO / "cluster" / "local-head.sh"),
+                f"--num-cpus={num_cpus}",
+                f"--temp-dir={temp_dir}",
+                "--block",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 120
             while head.ray("job", "list").returncode != 0:

@@ -24,19 +24,48 @@ pytestmark = pytest.mark.integration
 EVERYWHERE = os.environ.get("RAYDSBS_KILL_EVERYWHERE") == "1"
 # In the order a run reaches them; each run is killed at one, and the next run goes on from there.
 TEACHER_POINTS = ["rename:corpus", "rename:requests", "selection:bucket", "rename:rejects.parquet"]
-MORE_POINTS = ["rename:summary.json", "rename:heldout.parquet", "rename:distill.parquet", "rename:tokenizer",
-               "rename:training.json", "rename:model", "rename:predictions.parquet", "rename:metrics.json",
-               "rename:results.json"]
-TEACHER_FILES = ["corpus/train.parquet", "corpus/val.parquet", "corpus/test.parquet", "corpus/rejects.parquet",
-                 "teacher/distill.parquet", "teacher/rejects.parquet", "teacher/heldout.parquet"]
+MORE_POINTS = [
+    "rename:summary.json",
+    "rename:heldout.parquet",
+    "rename:distill.parquet",
+    "rename:tokenizer",
+    "rename:training.json",
+    "rename:model",
+    "rename:predictions.parquet",
+    "rename:metrics.json",
+    "rename:results.json",
+]
+TEACHER_FILES = [
+    "corpus/train.parquet",
+    "corpus/val.parquet",
+    "corpus/test.parquet",
+    "corpus/rejects.parquet",
+    "teacher/distill.parquet",
+    "teacher/rejects.parquet",
+    "teacher/heldout.parquet",
+]
 
 
 def _command(out: Path, dss_data: Path) -> list[str]:
     command = "run" if EVERYWHERE else "generate"
-    return [command, "tests/integration/tiny.yaml", f"output_dir={out}", "tag=kill", "task.name=cqa",
-            f"task.data_dir={dss_data / 'cqa'}", "task.num_train=300", "task.num_val=20", "task.num_test=40",
-            "teacher.backend=replay", "train.method=step_by_step", "train.num_workers=1", "train.max_steps=4",
-            "train.eval_every_steps=2", "train.batch_size=16", "sweep.grid={train.seed: [0]}"]
+    return [
+        command,
+        "tests/integration/tiny.yaml",
+        f"output_dir={out}",
+        "tag=kill",
+        "task.name=cqa",
+        f"task.data_dir={dss_data / 'cqa'}",
+        "task.num_train=300",
+        "task.num_val=20",
+        "task.num_test=40",
+        "teacher.backend=replay",
+        "train.method=step_by_step",
+        "train.num_workers=1",
+        "train.max_steps=4",
+        "train.eval_every_steps=2",
+        "train.batch_size=16",
+        "sweep.grid={train.seed: [0]}",
+    ]
 
 
 def _rows(path: Path) -> list[dict]:
@@ -51,10 +80,21 @@ def test_a_run_killed_inside_any_stage_ends_with_the_outputs_of_one_never_killed
 
     points = TEACHER_POINTS + (MORE_POINTS if EVERYWHERE else [])
     if EVERYWHERE:
-        order = ["rename:corpus", "rename:summary.json", "rename:requests", "selection:bucket",
-                 "rename:heldout.parquet", "rename:rejects.parquet", "rename:distill.parquet", "rename:tokenizer",
-                 "rename:training.json", "rename:model", "rename:predictions.parquet", "rename:metrics.json",
-                 "rename:results.json"]
+        order = [
+            "rename:corpus",
+            "rename:summary.json",
+            "rename:requests",
+            "selection:bucket",
+            "rename:heldout.parquet",
+            "rename:rejects.parquet",
+            "rename:distill.parquet",
+            "rename:tokenizer",
+            "rename:training.json",
+            "rename:model",
+            "rename:predictions.parquet",
+            "rename:metrics.json",
+            "rename:results.json",
+        ]
         points = [point for point in order if point in points]
     for number, point in enumerate(points):
         env = {**os.environ, "RAYDSBS_KILL_AT": point}
@@ -69,12 +109,14 @@ def test_a_run_killed_inside_any_stage_ends_with_the_outputs_of_one_never_killed
         assert _rows(killed / name) == _rows(clean / name), name
     teacher = {run: json.loads((run / "summary.json").read_text())["teacher"] for run in (clean, killed)}
     timing = {"seconds", "generated_tokens_per_s", "resumed"}
-    assert {k: v for k, v in teacher[killed].items() if k not in timing} == \
-           {k: v for k, v in teacher[clean].items() if k not in timing}
+    assert {k: v for k, v in teacher[killed].items() if k not in timing} == {
+        k: v for k, v in teacher[clean].items() if k not in timing
+    }
     assert not [path for path in killed.rglob("*") if ".staging-" in path.name or ".scratch" in path.name]
     if EVERYWHERE:
         for run in (clean, killed):
-            (training,) = [p for p in (run / "student").glob("step_by_step-*")]
-            assert {"model", "training.json", "metrics.json", "predictions.parquet", "config.yaml"} <= \
-                   {p.name for p in training.iterdir()}
+            (training,) = list((run / "student").glob("step_by_step-*"))
+            assert {"model", "training.json", "metrics.json", "predictions.parquet", "config.yaml"} <= {
+                p.name for p in training.iterdir()
+            }
         assert (killed / "report.md").is_file()

@@ -45,14 +45,27 @@ def test_esnli_on_vllm_replicas_on_two_nodes_with_two_samples_a_prompt_too_long_
     # 31 rows x 2 samples: more prompt tokens in flight than one engine step holds (what split prefills).
     rows = [{**row, "premise": f"{row['premise'][:-1]}, scene {i}."} for i in range(6) for row in NLI_ROWS][:31]
     long_row = {"premise": "word " * 3000, "hypothesis": "Something.", "label": 1}
-    files = {split: jsonl(tmp_path / f"{split}.jsonl", split_rows) for split, split_rows in
-             {"train": rows + [long_row], "val": NLI_ROWS[:1], "test": NLI_ROWS[:2]}.items()}
-    command = ["generate", "tests/integration/tiny.yaml", f"output_dir={tmp_path / 'runs'}", "tag=nodes",
-               f"ray.address={cluster.address}", "task.name=esnli",
-               *(f"task.{split}_file={path}" for split, path in files.items()),
-               "teacher.samples=2", "teacher.temperature=0.7", "teacher.max_new_tokens=32", "teacher.num_shots=3",
-               "teacher.replicas=2", "teacher.replica_resources={teacher_slot: 1}", "teacher.batch_size=4",
-               "teacher.rows_per_checkpoint=8"]
+    files = {
+        split: jsonl(tmp_path / f"{split}.jsonl", split_rows)
+        for split, split_rows in {"train": rows + [long_row], "val": NLI_ROWS[:1], "test": NLI_ROWS[:2]}.items()
+    }
+    command = [
+        "generate",
+        "tests/integration/tiny.yaml",
+        f"output_dir={tmp_path / 'runs'}",
+        "tag=nodes",
+        f"ray.address={cluster.address}",
+        "task.name=esnli",
+        *(f"task.{split}_file={path}" for split, path in files.items()),
+        "teacher.samples=2",
+        "teacher.temperature=0.7",
+        "teacher.max_new_tokens=32",
+        "teacher.num_shots=3",
+        "teacher.replicas=2",
+        "teacher.replica_resources={teacher_slot: 1}",
+        "teacher.batch_size=4",
+        "teacher.rows_per_checkpoint=8",
+    ]
     run = Background(*command, log=tmp_path / "first.log")
     # Both replicas hold their node's slot at the same time: generation runs on two nodes.
     run.wait_for(lambda: all(_available(node, "teacher_slot") == 0 for node in teacher_nodes), "both replicas")
@@ -93,9 +106,18 @@ def test_a_training_whose_worker_node_dies_resumes_from_its_checkpoint(cluster, 
     # Two worker nodes with room for one Ray Train worker each (0.9 CPU); the head has room for one more.
     worker_nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
-    run = Background("train", "tests/integration/tiny.yaml", f"output_dir={tmp_path}", "tag=nodes", f"ray.address={cluster.address}",
-                     "train.method=standard_finetune", "train.epochs=3", "train.eval_every_steps=4",
-                     "train.batch_size=16", log=tmp_path / "train.log")
+    run = Background(
+        "train",
+        "tests/integration/tiny.yaml",
+        f"output_dir={tmp_path}",
+        "tag=nodes",
+        f"ray.address={cluster.address}",
+        "train.method=standard_finetune",
+        "train.epochs=3",
+        "train.eval_every_steps=4",
+        "train.batch_size=16",
+        log=tmp_path / "train.log",
+    )
     run.wait_for(lambda: last_checkpoint_step(tmp_path) >= 8, "a checkpoint at step 8")
     busy = [node for node in worker_nodes if _available(node, "CPU") < 0.5]
     assert busy, "no Ray Train worker on a worker node"

@@ -22,9 +22,17 @@ from tests.integration.helpers import REPO, Background, TokenHead, last_checkpoi
 pytestmark = pytest.mark.integration
 
 TINY = [
-    "tag=tiny", "task.num_train=24", "task.num_val=8", "task.num_test=8", "teacher.max_new_tokens=48",
-    "train.max_steps=2", "train.eval_every_steps=1", "train.batch_size=4", "train.num_workers=2",
-    "train.cpus_per_worker=0.9", "student.max_rationale_tokens=32",
+    "tag=tiny",
+    "task.num_train=24",
+    "task.num_val=8",
+    "task.num_test=8",
+    "teacher.max_new_tokens=48",
+    "train.max_steps=2",
+    "train.eval_every_steps=1",
+    "train.batch_size=4",
+    "train.num_workers=2",
+    "train.cpus_per_worker=0.9",
+    "student.max_rationale_tokens=32",
     # step_by_step on all the data is the main training: its trial finds the model there and trains nothing
     "sweep.grid={train.method: [step_by_step, standard_finetune], train.train_fraction: [1.0]}",
 ]
@@ -33,8 +41,14 @@ JOB_ID = "raydsbs-quickstart"
 
 def raydsbs(*args: str, head: TokenHead, timeout: int = 600) -> subprocess.CompletedProcess:
     """The command line of a user whose shell points at the head (RAY_ADDRESS and the token): one cluster."""
-    result = subprocess.run([sys.executable, "-m", "raydsbs", *args], env={**head.env(), "RAY_ADDRESS": head.gcs},
-                            cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "raydsbs", *args],
+        env={**head.env(), "RAY_ADDRESS": head.gcs},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert result.returncode == 0, f"raydsbs {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
     return result
 
@@ -50,8 +64,9 @@ def tiny_run(head: TokenHead, tmp_path_factory) -> tuple[Path, str]:
     """The quickstart, cut small, submitted as a job; (run directory, what `ray job submit` printed)."""
     out = tmp_path_factory.mktemp("runs")
     entrypoint = ["python", "-m", "raydsbs", "run", "jobs/quickstart.yaml", f"output_dir={out}", *TINY]
-    submitted = head.ray("job", "submit", "--working-dir", ".", "--submission-id", JOB_ID, "--", *entrypoint,
-                         timeout=900)
+    submitted = head.ray(
+        "job", "submit", "--working-dir", ".", "--submission-id", JOB_ID, "--", *entrypoint, timeout=900
+    )
     assert submitted.returncode == 0, submitted.stdout[-6000:]
     (run_dir,) = out.iterdir()
     return run_dir, submitted.stdout
@@ -74,8 +89,9 @@ def test_the_job_ran_from_its_working_dir_and_its_logs_say_so(head, tiny_run):
 
 def test_a_submission_without_the_token_is_refused(head):
     for token in (None, secrets.token_hex(16)):  # none at all, and a wrong one
-        refused = head.ray("job", "submit", "--submission-id", f"refused-{token is None}", "--", "echo", "ran",
-                           token=token)
+        refused = head.ray(
+            "job", "submit", "--submission-id", f"refused-{token is None}", "--", "echo", "ran", token=token
+        )
         assert refused.returncode != 0
         assert "Unauthorized" in refused.stdout or "authentication" in refused.stdout.lower(), refused.stdout[-2000:]
     listed = head.ray("job", "list")
@@ -84,11 +100,22 @@ def test_a_submission_without_the_token_is_refused(head):
 
 def test_doctor_says_whether_the_cluster_accepts_us(head):
     """The doctor's Ray check (the whole doctor runs in tests/unit/test_doctor.py), as a user's shell runs it."""
-    check = ("from raydsbs.config import load_config; from raydsbs.doctor import check_ray, format_checks; "
-             f"print(format_checks([check_ray(load_config('jobs/quickstart.yaml', ['ray.address={head.gcs}']))]))")
-    accepted, refused = (subprocess.run([sys.executable, "-c", check], env=head.env(token), cwd=REPO, text=True,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180)
-                         for token in ("cluster's", None))
+    check = (
+        "from raydsbs.config import load_config; from raydsbs.doctor import check_ray, format_checks; "
+        f"print(format_checks([check_ray(load_config('jobs/quickstart.yaml', ['ray.address={head.gcs}']))]))"
+    )
+    accepted, refused = (
+        subprocess.run(
+            [sys.executable, "-c", check],
+            env=head.env(token),
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=180,
+        )
+        for token in ("cluster's", None)
+    )
     assert f"ok   | ray: connected to {head.gcs}" in accepted.stdout, accepted.stdout[-3000:]
     assert "FAIL | ray: cannot reach" in refused.stdout and "RAY_AUTH_TOKEN" in refused.stdout, refused.stdout[-3000:]
     assert head.token not in accepted.stdout + refused.stdout
@@ -97,9 +124,19 @@ def test_doctor_says_whether_the_cluster_accepts_us(head):
 def test_run_writes_every_output(tiny_run):
     run_dir, stdout = tiny_run
     assert "| method | λ | train fraction |" in stdout and "report:" in stdout
-    for path in ["config.yaml", "corpus/train.parquet", "corpus/val.parquet", "corpus/test.parquet",
-                 "teacher/distill.parquet", "teacher/rejects.parquet", "teacher/heldout.parquet", "report.md",
-                 "plots/accuracy_vs_fraction.png", "sweep/results.json", "summary.json"]:
+    for path in [
+        "config.yaml",
+        "corpus/train.parquet",
+        "corpus/val.parquet",
+        "corpus/test.parquet",
+        "teacher/distill.parquet",
+        "teacher/rejects.parquet",
+        "teacher/heldout.parquet",
+        "report.md",
+        "plots/accuracy_vs_fraction.png",
+        "sweep/results.json",
+        "summary.json",
+    ]:
         assert (run_dir / path).is_file(), path
     trained = sorted(p.parent.parent.name for p in run_dir.glob("student/*/model/config.json"))
     assert len(trained) == 2, trained  # the main training, which one trial reused, and the other trial's
@@ -197,11 +234,24 @@ def test_deepspeed_zero_3_with_parameter_offload_bf16_and_accumulation_trains_a_
     from transformers import AutoModelForSeq2SeqLM
 
     run_dir, _ = tiny_run
-    raydsbs("train", str(run_dir), "student.preset=t5-tiny", "student.lora=null", "student.task_marker=input",
-            "train.zero_stage=3", "train.max_steps=2", "train.precision=bf16", "train.gradient_accumulation_steps=2",
-            "train.offload_parameters=true", head=head)
-    (folder,) = [p for p in (run_dir / "student").glob("step_by_step-f1-l1-s0-*") if
-                 yaml.safe_load((p / "config.yaml").read_text())["train"]["zero_stage"] == 3]
+    raydsbs(
+        "train",
+        str(run_dir),
+        "student.preset=t5-tiny",
+        "student.lora=null",
+        "student.task_marker=input",
+        "train.zero_stage=3",
+        "train.max_steps=2",
+        "train.precision=bf16",
+        "train.gradient_accumulation_steps=2",
+        "train.offload_parameters=true",
+        head=head,
+    )
+    (folder,) = [
+        p
+        for p in (run_dir / "student").glob("step_by_step-f1-l1-s0-*")
+        if yaml.safe_load((p / "config.yaml").read_text())["train"]["zero_stage"] == 3
+    ]
     model = AutoModelForSeq2SeqLM.from_pretrained(folder / "model")
     assert sum(p.numel() for p in model.parameters()) > 0
     assert all(p.abs().sum() > 0 for p in model.parameters())  # gathered, not empty ZeRO-3 shards

@@ -39,9 +39,18 @@ def test_svamp_replay_generates_a_distillation_set_and_shows_its_progress_as_ray
     from raydsbs.rundir import open_run
     from raydsbs.teacher.pipeline import generate
 
-    config = load_config("tests/integration/tiny.yaml", [
-        f"output_dir={tmp_path}", "task.name=svamp", f"task.data_dir={dss_data / 'svamp'}", "task.num_train=1000",
-        "task.num_val=100", "task.num_test=200", "teacher.backend=replay"])
+    config = load_config(
+        "tests/integration/tiny.yaml",
+        [
+            f"output_dir={tmp_path}",
+            "task.name=svamp",
+            f"task.data_dir={dss_data / 'svamp'}",
+            "task.num_train=1000",
+            "task.num_val=100",
+            "task.num_test=200",
+            "teacher.backend=replay",
+        ],
+    )
     run = open_run(config)
     write_corpus(config.task, run)
     ray.init(num_cpus=4)
@@ -69,7 +78,8 @@ def test_svamp_replay_generates_a_distillation_set_and_shows_its_progress_as_ray
     # reruns to the same rows, from the written generations (`raydsbs generate RUN_DIR`).
     (run.root / "teacher/distill.parquet").unlink()
     (run.root / "teacher/rejects.parquet").unlink()
-    result = subprocess.run([sys.executable, "-m", "raydsbs", "generate", str(run.root)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "raydsbs", "generate", str(run.root)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert pq.read_table(run.root / "teacher/distill.parquet").to_pylist() == kept

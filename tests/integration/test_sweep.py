@@ -21,9 +21,17 @@ pytestmark = pytest.mark.integration
 # standard_finetune needs no teacher. One worker (two DDP workers resume in test_multinode.py), batches of
 # 64: 3 optimizer steps an epoch on half the 320 training rows, 5 on all of them; a checkpoint every 4
 # steps and at the end.
-SWEEP = ["sweep", "tests/integration/tiny.yaml", "tag=sweep", "train.method=standard_finetune", "train.epochs=3",
-         "train.num_workers=1", "train.batch_size=64", "train.eval_every_steps=4",
-         "sweep.grid={train.train_fraction: [0.5, 1.0]}"]
+SWEEP = [
+    "sweep",
+    "tests/integration/tiny.yaml",
+    "tag=sweep",
+    "train.method=standard_finetune",
+    "train.epochs=3",
+    "train.num_workers=1",
+    "train.batch_size=64",
+    "train.eval_every_steps=4",
+    "sweep.grid={train.train_fraction: [0.5, 1.0]}",
+]
 
 
 def _start(out: Path, log: str) -> Background:
@@ -38,8 +46,11 @@ def test_a_killed_sweep_keeps_what_finished_and_resumes_what_was_interrupted(tmp
     runs = tmp_path / "runs"
     first_run = _start(tmp_path, "first.log")
     # The trials run one at a time: the half-data one first, then the full one.
-    first_run.wait_for(lambda: _models(tmp_path) and last_checkpoint_step(runs, "standard_finetune-f1-*") >= 8,
-                       "the first trial's model and the second's checkpoint at step 8", timeout=600)
+    first_run.wait_for(
+        lambda: _models(tmp_path) and last_checkpoint_step(runs, "standard_finetune-f1-*") >= 8,
+        "the first trial's model and the second's checkpoint at step 8",
+        timeout=600,
+    )
     first_run.kill()
     (first,) = _models(tmp_path)
     trained_at = first.stat().st_mtime
@@ -63,10 +74,23 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
     # Two trials in order: a learning rate that learns, then one that barely moves. Each (one worker, 5
     # steps of 64 rows) reports its validation label loss every 2 steps; at the first rung the second
     # trails the first and stops.
-    command = [sys.executable, "-m", "raydsbs", "sweep", "tests/integration/tiny.yaml", f"output_dir={tmp_path}",
-               "tag=asha", "train.method=standard_finetune", "train.epochs=1", "train.eval_every_steps=2",
-               "train.num_workers=1", "train.batch_size=64",
-               "sweep.scheduler=asha", "sweep.grace_reports=1", "sweep.grid={train.learning_rate: [3.0e-3, 1.0e-8]}"]
+    command = [
+        sys.executable,
+        "-m",
+        "raydsbs",
+        "sweep",
+        "tests/integration/tiny.yaml",
+        f"output_dir={tmp_path}",
+        "tag=asha",
+        "train.method=standard_finetune",
+        "train.epochs=1",
+        "train.eval_every_steps=2",
+        "train.num_workers=1",
+        "train.batch_size=64",
+        "sweep.scheduler=asha",
+        "sweep.grace_reports=1",
+        "sweep.grid={train.learning_rate: [3.0e-3, 1.0e-8]}",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = tmp_path.iterdir()
@@ -85,10 +109,21 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
 
 def test_grid_points_that_name_one_training_share_it_even_with_trials_side_by_side(tmp_path):
     # standard_finetune ignores train.label_source: 4 grid points, 2 trainings, run 2 at a time.
-    command = [sys.executable, "-m", "raydsbs", "sweep", "tests/integration/tiny.yaml", f"output_dir={tmp_path}",
-               "tag=dup", "train.method=standard_finetune", "train.epochs=1", "train.num_workers=1",
-               "train.batch_size=64", "sweep.max_concurrent_trials=2",
-               "sweep.grid={train.label_source: [gold, teacher], train.train_fraction: [0.5, 1.0]}"]
+    command = [
+        sys.executable,
+        "-m",
+        "raydsbs",
+        "sweep",
+        "tests/integration/tiny.yaml",
+        f"output_dir={tmp_path}",
+        "tag=dup",
+        "train.method=standard_finetune",
+        "train.epochs=1",
+        "train.num_workers=1",
+        "train.batch_size=64",
+        "sweep.max_concurrent_trials=2",
+        "sweep.grid={train.label_source: [gold, teacher], train.train_fraction: [0.5, 1.0]}",
+    ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "4 grid points are 2 distinct trainings" in result.stdout + result.stderr

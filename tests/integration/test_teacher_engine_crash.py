@@ -22,9 +22,15 @@ ENGINE_READY = re.compile(r"\(EngineCore pid=(\d+)\).*init engine .* took")
 
 def test_an_engine_that_always_dies_ends_the_stage_after_its_restarts_and_keeps_the_rows_written(tmp_path):
     restarts = 1
-    run = Background("generate", "tests/integration/tiny.yaml", f"output_dir={tmp_path}", "tag=crash",
-                     "teacher.rows_per_checkpoint=8", f"teacher.max_engine_restarts={restarts}",
-                     log=tmp_path / "generate.log")
+    run = Background(
+        "generate",
+        "tests/integration/tiny.yaml",
+        f"output_dir={tmp_path}",
+        "tag=crash",
+        "teacher.rows_per_checkpoint=8",
+        f"teacher.max_engine_restarts={restarts}",
+        log=tmp_path / "generate.log",
+    )
     generations = lambda: sorted(tmp_path.glob("crash-*/teacher/generations/*.parquet"))  # noqa: E731
     seen_ready: dict[str, int] = {}  # engine core pid -> files written when it was first seen ready
     killed: list[str] = []

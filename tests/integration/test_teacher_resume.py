@@ -18,9 +18,21 @@ pytestmark = pytest.mark.integration
 
 
 def _generate_command(out, dss_data) -> list[str]:
-    return [sys.executable, "-m", "raydsbs", "generate", "tests/integration/tiny.yaml", f"output_dir={out}", "tag=resume",
-            "task.name=cqa", f"task.data_dir={dss_data / 'cqa'}", "task.num_train=20000", "task.num_val=200",
-            "teacher.backend=replay", "teacher.rows_per_checkpoint=32"]
+    return [
+        sys.executable,
+        "-m",
+        "raydsbs",
+        "generate",
+        "tests/integration/tiny.yaml",
+        f"output_dir={out}",
+        "tag=resume",
+        "task.name=cqa",
+        f"task.data_dir={dss_data / 'cqa'}",
+        "task.num_train=20000",
+        "task.num_val=200",
+        "teacher.backend=replay",
+        "teacher.rows_per_checkpoint=32",
+    ]
 
 
 def test_killed_generation_resumes_without_losing_or_repeating_rows(tmp_path, dss_data):
@@ -41,14 +53,18 @@ def test_killed_generation_resumes_without_losing_or_repeating_rows(tmp_path, ds
     assert not (run_dir / "teacher/generations/_SUCCESS").exists()
     assert not (run_dir / "teacher/distill.parquet").exists()
     done_before = pads.dataset(run_dir / "teacher/generations", format="parquet").count_rows()
-    assert 0 < done_before
+    assert done_before > 0
 
     # The same command again finishes the rest.
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     train_ids = pq.read_table(run_dir / "corpus/train.parquet", columns=["id"])["id"].to_pylist()
-    held_out = [i for split in ("val", "test") for i in pq.read_table(run_dir / f"corpus/{split}.parquet")["id"].to_pylist()]
-    generated = pads.dataset(run_dir / "teacher/generations", format="parquet").to_table(columns=["id"])["id"].to_pylist()
+    held_out = [
+        i for split in ("val", "test") for i in pq.read_table(run_dir / f"corpus/{split}.parquet")["id"].to_pylist()
+    ]
+    generated = (
+        pads.dataset(run_dir / "teacher/generations", format="parquet").to_table(columns=["id"])["id"].to_pylist()
+    )
     assert sorted(generated) == sorted(train_ids + held_out)  # nothing lost, nothing generated twice
     kept = pq.read_table(run_dir / "teacher/distill.parquet", columns=["id"])["id"].to_pylist()
     rejected = pq.read_table(run_dir / "teacher/rejects.parquet", columns=["id"])["id"].to_pylist()

@@ -91,7 +91,9 @@ def _encode(text: str) -> bytes:
 
 def _write(path: Path, fmt: str, rows: list) -> None:
     if fmt == "jsonl":
-        path.write_bytes(b"\n".join(_encode(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) for r in rows))
+        path.write_bytes(
+            b"\n".join(_encode(r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) for r in rows)
+        )
     elif fmt == "json":
         path.write_bytes(_encode(json.dumps(rows, ensure_ascii=False)))
     elif fmt == "csv":
@@ -105,8 +107,13 @@ def _write(path: Path, fmt: str, rows: list) -> None:
                 writer.writerow([r["id"], r["text"], "" if r["label"] is None else r["label"]])
         path.write_bytes(_encode(out.getvalue()))
     else:  # binary text column, so that a row can hold bytes that are not UTF-8
-        table = pa.table({"id": [r["id"] for r in rows], "text": pa.array([_encode(r["text"]) for r in rows], pa.binary()),
-                          "label": pa.array([r["label"] for r in rows], pa.string())})
+        table = pa.table(
+            {
+                "id": [r["id"] for r in rows],
+                "text": pa.array([_encode(r["text"]) for r in rows], pa.binary()),
+                "label": pa.array([r["label"] for r in rows], pa.string()),
+            }
+        )
         pq.write_table(table, path)
 
 
@@ -115,8 +122,13 @@ def corpora(draw):
     fmt = draw(st.sampled_from(["jsonl", "json", "csv", "parquet"]))
     kinds = [kind for kind, (formats, _) in KINDS.items() if fmt in formats]
     drawn = draw(st.lists(st.sampled_from(kinds), min_size=1, max_size=30))
-    texts = draw(st.lists(st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=40),
-                          min_size=len(drawn), max_size=len(drawn)))
+    texts = draw(
+        st.lists(
+            st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=40),
+            min_size=len(drawn),
+            max_size=len(drawn),
+        )
+    )
     return fmt, ["good", "good", *drawn], ["first good row", "second good row", *texts]
 
 
@@ -126,7 +138,7 @@ def test_every_bad_row_is_rejected_with_its_reason_and_every_good_row_is_kept(co
     fmt, kinds, texts = corpus
     good_ids: list[str] = []
     rows = []
-    for i, (kind, text) in enumerate(zip(kinds, texts)):
+    for i, (kind, text) in enumerate(zip(kinds, texts, strict=True)):
         if kind in ("good", "good_label_name") and text.strip():
             good_ids.append(f"r{i}")
         elif kind in ("good", "good_label_name"):
@@ -138,10 +150,19 @@ def test_every_bad_row_is_rejected_with_its_reason_and_every_good_row_is_kept(co
         train = root / f"train.{fmt}"
         _write(train, fmt, rows)
         (root / "test.jsonl").write_text(json.dumps({"id": "t0", "text": "Good.", "label": 1}) + "\n")
-        config = load_config(None, [f"output_dir={root / 'runs'}", f"task.name={root / 'reviews.yaml'}",
-                                    f"task.train_file={train}", f"task.test_file={root / 'test.jsonl'}",
-                                    "task.num_val=1", "task.num_train=1000", f"task.max_input_chars={MAX_CHARS}",
-                                    "teacher.num_shots=1"])
+        config = load_config(
+            None,
+            [
+                f"output_dir={root / 'runs'}",
+                f"task.name={root / 'reviews.yaml'}",
+                f"task.train_file={train}",
+                f"task.test_file={root / 'test.jsonl'}",
+                "task.num_val=1",
+                "task.num_train=1000",
+                f"task.max_input_chars={MAX_CHARS}",
+                "teacher.num_shots=1",
+            ],
+        )
         run = open_run(config)
         write_corpus(config.task, run)
         written = [row for split in ("train", "val") for row in pq.read_table(run.corpus_file(split)).to_pylist()]

@@ -86,8 +86,9 @@ def test_job_config_is_valid_and_documented(path):
             with_overrides(config, {key: value})
     preset = PRESETS[config.student.preset]
     if config.train.use_gpu and preset.gpus:
-        assert config.train.num_workers >= preset.gpus and config.train.zero_stage >= preset.zero_stage, \
+        assert config.train.num_workers >= preset.gpus and config.train.zero_stage >= preset.zero_stage, (
             f"{path.name}: {config.student.preset} needs {preset.gpus} GPUs and ZeRO {preset.zero_stage}"
+        )
     if config.teacher.use_gpu:
         assert config.teacher.tensor_parallel_size <= 8, "tensor parallelism spans one node's GPUs (8 at most)"
         assert re.search(r"ray job submit .*raydsbs run jobs/" + path.name, path.read_text(), re.S)

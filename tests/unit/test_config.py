@@ -4,7 +4,6 @@ import pytest
 
 from raydsbs.config import Config, ConfigError, config_hash, load_config, with_overrides
 from raydsbs.rundir import open_run, run_dir_for
-
 from tests.conftest import REPO
 
 
@@ -96,7 +95,9 @@ def test_standard_methods_ignore_lambda_in_their_training_name():
     from raydsbs.student.launcher import training_name
 
     base = Config()
-    finetune = [with_overrides(base, {"train.method": "standard_finetune", "train.rationale_weight": w}) for w in (0.5, 2)]
+    finetune = [
+        with_overrides(base, {"train.method": "standard_finetune", "train.rationale_weight": w}) for w in (0.5, 2)
+    ]
     assert training_name(finetune[0]) == training_name(finetune[1])
     assert training_name(finetune[0]).startswith("standard_finetune-f1-s0-")
     steps = [with_overrides(base, {"train.rationale_weight": w}) for w in (0.5, 2)]

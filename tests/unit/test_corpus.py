@@ -12,7 +12,11 @@ def test_bad_rows_are_rejected_with_a_reason_and_the_rest_is_written(tmp_path, m
 
     def with_bad_rows(self, config):
         splits = {split: list(rows[:5]) for split, rows in good.items()}
-        splits["train"] += [Example("bad-1", "  ", "3"), Example("bad-2", "q?", ""), Example(good["train"][0].id, "q", "1")]
+        splits["train"] += [
+            Example("bad-1", "  ", "3"),
+            Example("bad-2", "q?", ""),
+            Example(good["train"][0].id, "q", "1"),
+        ]
         return splits
 
     monkeypatch.setattr(ArithTask, "load_splits", with_bad_rows)
@@ -22,7 +26,10 @@ def test_bad_rows_are_rejected_with_a_reason_and_the_rest_is_written(tmp_path, m
     assert counts == {"train": 5, "val": 5, "test": 5}
     rejects = pq.read_table(run.corpus / "rejects.parquet").to_pylist()
     assert [(r["id"], r["reason"]) for r in rejects] == [
-        ("bad-1", "empty_question"), ("bad-2", "empty_gold"), (good["train"][0].id, "duplicate_id")]
+        ("bad-1", "empty_question"),
+        ("bad-2", "empty_gold"),
+        (good["train"][0].id, "duplicate_id"),
+    ]
     assert rejects[0]["detail"] == "row bad-1"
     assert run.read_summary()["corpus"]["rejected"] == {"empty_question": 1, "empty_gold": 1, "duplicate_id": 1}
     assert write_corpus(config.task, run) == counts  # a rerun keeps what was written

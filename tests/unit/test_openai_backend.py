@@ -7,6 +7,7 @@ import email.utils
 import json
 import threading
 import time
+from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -59,8 +60,9 @@ class _Handler(BaseHTTPRequestHandler):
             return FAULTS[fault](self)
         if "TOO LONG" in prompt:
             # Like some proxies, it echoes the request's headers in its error: the key among them.
-            return self._reply(400, {"error": {"message": "prompt exceeds the context",
-                                               "request_headers": dict(self.headers)}})
+            return self._reply(
+                400, {"error": {"message": "prompt exceeds the context", "request_headers": dict(self.headers)}}
+            )
         if attempt == 1:
             status = 429 if prompt.endswith("3") else 503
             return self._reply(status, {"error": {"message": "busy"}}, {"Retry-After": "0"})
@@ -84,9 +86,21 @@ FAULTS = {
     "HTTP DATE": lambda h: _raw(h, 503, b"{}", {"Retry-After": email.utils.formatdate(time.time() + 1, usegmt=True)}),
     "LONG WAIT": lambda h: _raw(h, 429, b"{}", {"Retry-After": "3600"}),
     "CUT SHORT": lambda h: _raw(h, 200, b'{"choices": [{"te', {"Content-Type": "application/json"}, length=400),
-    "NOT UTF8": lambda h: _raw(h, 200, b'{"choices": [{"text": "caf\xe9 \xff"}]}', {"Content-Type": "application/json"}),
-    "CONTEXT": lambda h: _raw(h, 400, json.dumps({"error": {"message": "This model's maximum context length is 2048 "
-                                                            "tokens. However, you requested 2301 tokens"}}).encode(), {}),
+    "NOT UTF8": lambda h: _raw(
+        h, 200, b'{"choices": [{"text": "caf\xe9 \xff"}]}', {"Content-Type": "application/json"}
+    ),
+    "CONTEXT": lambda h: _raw(
+        h,
+        400,
+        json.dumps(
+            {
+                "error": {
+                    "message": "This model's maximum context length is 2048 tokens. However, you requested 2301 tokens"
+                }
+            }
+        ).encode(),
+        {},
+    ),
 }
 
 
@@ -101,16 +115,29 @@ def server():
 
 def _batch(prompts: list[str]) -> dict[str, np.ndarray]:
     n = len(prompts)
-    return {"request_id": np.array([f"r{i}#0" for i in range(n)], dtype=object), "id": np.array([f"r{i}" for i in range(n)], dtype=object),
-            "sample": np.zeros(n, dtype=np.int64), "seed": np.arange(n), "question": np.array(prompts, dtype=object),
-            "question_key": np.arange(n), "split": np.array(["train"] * n, dtype=object),
-            "gold": np.array(["1"] * n, dtype=object), "prompt": np.array(prompts, dtype=object)}
+    return {
+        "request_id": np.array([f"r{i}#0" for i in range(n)], dtype=object),
+        "id": np.array([f"r{i}" for i in range(n)], dtype=object),
+        "sample": np.zeros(n, dtype=np.int64),
+        "seed": np.arange(n),
+        "question": np.array(prompts, dtype=object),
+        "question_key": np.arange(n),
+        "split": np.array(["train"] * n, dtype=object),
+        "gold": np.array(["1"] * n, dtype=object),
+        "prompt": np.array(prompts, dtype=object),
+    }
 
 
 def test_retries_errors_concurrency_and_key(server, monkeypatch):
     monkeypatch.setenv("STAND_IN_KEY", "sk-test-123")
-    config = TeacherConfig(backend="openai", endpoint=f"http://127.0.0.1:{server.server_port}/v1", model="m",
-                           api_key_env="STAND_IN_KEY", max_concurrent_requests=3, max_retries=2)
+    config = TeacherConfig(
+        backend="openai",
+        endpoint=f"http://127.0.0.1:{server.server_port}/v1",
+        model="m",
+        api_key_env="STAND_IN_KEY",
+        max_concurrent_requests=3,
+        max_retries=2,
+    )
     prompts = [f"prompt {i}" for i in range(10)] + ["TOO LONG prompt"]
     out = OpenAIClient(config)(_batch(prompts))
     assert list(out["error"][:10]) == [""] * 10  # each failed once (503 or 429) and succeeded on retry
@@ -132,11 +159,16 @@ def test_gives_up_after_the_retries_with_the_reason(monkeypatch):
 
 
 def test_each_fault_of_a_server_becomes_a_retry_or_a_rejected_row(server):
-    config = TeacherConfig(backend="openai", endpoint=f"http://127.0.0.1:{server.server_port}/v1", model="m",
-                           max_retries=2, max_retry_wait_s=1.5)
+    config = TeacherConfig(
+        backend="openai",
+        endpoint=f"http://127.0.0.1:{server.server_port}/v1",
+        model="m",
+        max_retries=2,
+        max_retry_wait_s=1.5,
+    )
     started = time.monotonic()
     out = OpenAIClient(config)(_batch(["HTTP DATE 1", "LONG WAIT 2", "CUT SHORT 3", "NOT UTF8 4", "CONTEXT 5"]))
-    errors = dict(zip(["date", "wait", "cut", "utf8", "context"], out["error"]))
+    errors = dict(zip(["date", "wait", "cut", "utf8", "context"], out["error"], strict=True))
     assert (errors["date"], errors["wait"], errors["cut"]) == ("", "", "")  # retried, then answered
     assert out["completion"][0].startswith(" Reasoning for HTTP DATE 1")
     assert time.monotonic() - started < 10  # Retry-After: 3600 was cut to teacher.max_retry_wait_s
@@ -145,9 +177,9 @@ def test_each_fault_of_a_server_becomes_a_retry_or_a_rejected_row(server):
 
 
 def test_retry_after_is_read_as_seconds_or_an_http_date():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
     assert retry_after_seconds("7", now) == 7.0
     assert retry_after_seconds("Tue, 01 Dec 2026 12:00:30 GMT", now) == 30.0
     assert retry_after_seconds("Tue, 01 Dec 2026 11:00:00 GMT", now) == 0.0  # in the past
@@ -160,6 +192,9 @@ def test_a_prompt_the_server_refuses_as_too_long_is_rejected_as_prompt_too_long(
 
     parse = ParseSamples(load_config(None, ["teacher.backend=openai", "teacher.endpoint=http://127.0.0.1:9/v1"]))
     batch = _batch(["q", "q"])
-    batch.update(completion=np.array(["", ""], dtype=object), generated_tokens=np.zeros(2, dtype=np.int64),
-                 error=np.array(["prompt_too_long: http 400: maximum context length", "http 500: busy"], dtype=object))
+    batch.update(
+        completion=np.array(["", ""], dtype=object),
+        generated_tokens=np.zeros(2, dtype=np.int64),
+        error=np.array(["prompt_too_long: http 400: maximum context length", "http 500: busy"], dtype=object),
+    )
     assert list(parse(batch)["reason"]) == ["prompt_too_long", "inference_error"]

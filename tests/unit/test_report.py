@@ -10,11 +10,23 @@ from raydsbs.config import Config, to_yaml, with_overrides
 from raydsbs.report import write_report
 from raydsbs.rundir import RunDir
 
-TEACHER = {"rows": 100, "kept": 90, "rejected": {"no_answer": 10}, "teacher_accuracy_train": 0.45,
-           "teacher_accuracy_test": 0.5, "teacher_rows_test": 40, "generated_tokens": 12345, "seconds": 60.0}
-BASELINES = {"untrained_student": "t5-tiny", "untrained_student_test_accuracy": 0.05,
-             "untrained_student_val_accuracy": 0.04, "floor_test_accuracy": 0.1,
-             "floor": "always '7', the train split's most common label"}
+TEACHER = {
+    "rows": 100,
+    "kept": 90,
+    "rejected": {"no_answer": 10},
+    "teacher_accuracy_train": 0.45,
+    "teacher_accuracy_test": 0.5,
+    "teacher_rows_test": 40,
+    "generated_tokens": 12345,
+    "seconds": 60.0,
+}
+BASELINES = {
+    "untrained_student": "t5-tiny",
+    "untrained_student_test_accuracy": 0.05,
+    "untrained_student_val_accuracy": 0.04,
+    "floor_test_accuracy": 0.1,
+    "floor": "always '7', the train split's most common label",
+}
 
 
 def _accuracy(method: str, fraction: float, seed: int) -> float:
@@ -27,9 +39,17 @@ def _training(run: RunDir, overrides: dict, accuracy: float, parameters: int) ->
     folder = run.student / f"t{len(list(run.student.glob('t*')))}"
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(to_yaml(config))
-    (folder / "metrics.json").write_text(json.dumps({"val_accuracy": accuracy, "test_accuracy": accuracy,
-                                                     "parameters": parameters, "examples": 80,
-                                                     "test_tokens_per_answer": 3.0}))
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "val_accuracy": accuracy,
+                "test_accuracy": accuracy,
+                "parameters": parameters,
+                "examples": 80,
+                "test_tokens_per_answer": 3.0,
+            }
+        )
+    )
     (folder / "training.json").write_text(json.dumps({"seconds": 30.0}))
 
 
@@ -41,8 +61,12 @@ def run(tmp_path) -> RunDir:
     for method in ("step_by_step", "standard_finetune"):
         for fraction in (0.25, 0.5, 1.0):
             for seed in (0, 1):
-                _training(run, {"train.method": method, "train.train_fraction": fraction, "train.seed": seed},
-                          _accuracy(method, fraction, seed), parameters=1_000_000)
+                _training(
+                    run,
+                    {"train.method": method, "train.train_fraction": fraction, "train.seed": seed},
+                    _accuracy(method, fraction, seed),
+                    parameters=1_000_000,
+                )
     for seed in (0, 1):
         _training(run, {"train.rationale_weight": 0.5, "train.seed": seed}, 0.6, parameters=1_000_000)
         _training(run, {"student.preset": "t5-mini", "train.seed": seed}, 0.7, parameters=8_000_000)
@@ -52,8 +76,10 @@ def run(tmp_path) -> RunDir:
 def test_rows_group_every_varying_key_and_average_over_seeds(run):
     report, table = write_report(Config(), run)
     lines = table.splitlines()
-    assert lines[0] == ("| method | λ | train fraction | student | seeds | examples | val acc % | test acc % | "
-                        "tokens/answer | train time s |")
+    assert lines[0] == (
+        "| method | λ | train fraction | student | seeds | examples | val acc % | test acc % | "
+        "tokens/answer | train time s |"
+    )
     assert "| step_by_step | 1 | 0.25 | t5-tiny | 2 | 80 | 43.0 ± 0.7 | 43.0 ± 0.7 | 3.0 | 30 |" in lines
     assert "| standard_finetune | – | 1 | t5-tiny | 2 | 80 | 40.5 ± 0.7 | 40.5 ± 0.7 | 3.0 | 30 |" in lines
     assert "| step_by_step | 1 | 1 | t5-mini | 2 | 80 | 70.0 ± 0.0 | 70.0 ± 0.0 | 3.0 | 30 |" in lines

@@ -29,7 +29,7 @@ PAYLOADS = [
     f"exec(\"open('{MARKER}','w')\")",
     f"eval(\"open('{MARKER}','w')\")",
     f"(x := open('{MARKER}', 'w'))",
-    f"f'{{open(\"{MARKER}\", \"w\")}}'",
+    f'f\'{{open("{MARKER}", "w")}}\'',
     "2 ** 10 ** 10",
     "9" * 400,
 ]
@@ -116,10 +116,19 @@ def _model_with_its_own_code(folder: Path) -> Path:
     folder.mkdir()
     (folder / "hostile_config.py").write_text(
         f"from pathlib import Path\nPath({str(MARKER)!r}).touch()\n"
-        "from transformers import T5Config\nclass HostileConfig(T5Config):\n    model_type = 'hostile'\n")
-    (folder / "config.json").write_text(json.dumps({
-        "model_type": "hostile", "architectures": ["T5ForConditionalGeneration"],
-        "auto_map": {"AutoConfig": "hostile_config.HostileConfig"}, "d_model": 32, "num_layers": 1}))
+        "from transformers import T5Config\nclass HostileConfig(T5Config):\n    model_type = 'hostile'\n"
+    )
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "hostile",
+                "architectures": ["T5ForConditionalGeneration"],
+                "auto_map": {"AutoConfig": "hostile_config.HostileConfig"},
+                "d_model": 32,
+                "num_layers": 1,
+            }
+        )
+    )
     return folder
 
 

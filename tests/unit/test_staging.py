@@ -11,10 +11,9 @@ from raydsbs.staging import scratch_folder, written_whole
 
 def test_an_output_appears_whole_or_not_at_all(tmp_path):
     target = tmp_path / "corpus"
-    with pytest.raises(RuntimeError):
-        with written_whole(target) as folder:
-            (folder / "train.parquet").write_text("half")
-            raise RuntimeError("killed midway")
+    with pytest.raises(RuntimeError), written_whole(target) as folder:
+        (folder / "train.parquet").write_text("half")
+        raise RuntimeError("killed midway")
     assert not target.exists() and list(tmp_path.iterdir()) == []
     with written_whole(target) as folder:
         (folder / "train.parquet").write_text("whole")
@@ -38,9 +37,11 @@ def test_the_first_of_two_writers_wins_unless_told_to_replace(tmp_path):
 def test_what_a_killed_writer_left_is_cleared_by_the_next(tmp_path):
     target = tmp_path / "model"
     # a writer that dies (SIGKILL) inside the block leaves its staging folder behind
-    code = ("import os, signal\nfrom pathlib import Path\nfrom raydsbs.staging import written_whole\n"
-            f"with written_whole(Path({str(target)!r})) as folder:\n"
-            "    (folder / 'weights').write_text('half')\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    code = (
+        "import os, signal\nfrom pathlib import Path\nfrom raydsbs.staging import written_whole\n"
+        f"with written_whole(Path({str(target)!r})) as folder:\n"
+        "    (folder / 'weights').write_text('half')\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     assert subprocess.run([sys.executable, "-c", code]).returncode == -9
     (left,) = tmp_path.iterdir()
     assert ".staging-" in left.name and not target.exists()

@@ -6,9 +6,17 @@ import pytest
 import torch
 
 from raydsbs.config import StudentConfig, TrainConfig
-from raydsbs.student.batching import (IGNORE, MARKERS, EncodedExample, StudentFormat, TrainingExample, collate, encode,
-                                      epoch_batches,
-                                      subsample_indices, training_examples)
+from raydsbs.student.batching import (
+    IGNORE,
+    MARKERS,
+    StudentFormat,
+    TrainingExample,
+    collate,
+    encode,
+    epoch_batches,
+    subsample_indices,
+    training_examples,
+)
 from raydsbs.student.inference import generate
 from raydsbs.student.learner import Learner
 from raydsbs.student.model import build_student
@@ -65,14 +73,20 @@ def test_fidelity_with_the_papers_two_pass_scheme_over_training_steps(tokenizer)
     constant, so with the same seed the per-task losses must match step by step.
     """
     alpha = 0.4
-    ours = Learner(_model(tokenizer), TrainConfig(rationale_weight=(1 - alpha) / alpha, learning_rate=1e-3, precision="fp32",
-                                                  max_grad_norm=1e9), distributed=False, device=torch.device("cpu"))
+    ours = Learner(
+        _model(tokenizer),
+        TrainConfig(rationale_weight=(1 - alpha) / alpha, learning_rate=1e-3, precision="fp32", max_grad_norm=1e9),
+        distributed=False,
+        device=torch.device("cpu"),
+    )
     reference = _model(tokenizer)
     optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-3, weight_decay=0.0)
     batch = _batch(tokenizer, SEQ2SEQ)
     for step in range(5):
-        label, rationale = _reference_loss(reference, tokenizer, MARKERS["label"], [e.label for e in EXAMPLES]), \
-            _reference_loss(reference, tokenizer, MARKERS["rationale"], [e.rationale for e in EXAMPLES])
+        label, rationale = (
+            _reference_loss(reference, tokenizer, MARKERS["label"], [e.label for e in EXAMPLES]),
+            _reference_loss(reference, tokenizer, MARKERS["rationale"], [e.rationale for e in EXAMPLES]),
+        )
         (alpha * label + (1 - alpha) * rationale).backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -130,7 +144,9 @@ def test_truncation_limits_keep_the_end_of_sequence(tokenizer):
     assert row.rationale.target[-1] == tokenizer.eos_token_id
 
 
-@pytest.mark.parametrize("fmt", [SEQ2SEQ, StudentFormat("seq2seq", "output", 160), StudentFormat("causal", "input", 160)])
+@pytest.mark.parametrize(
+    "fmt", [SEQ2SEQ, StudentFormat("seq2seq", "output", 160), StudentFormat("causal", "input", 160)]
+)
 def test_generation_returns_one_string_per_question(tokenizer, fmt):
     model = _model(tokenizer, "llama-tiny" if fmt.kind == "causal" else "t5-tiny")
     outputs = generate(model, tokenizer, fmt, [e.question for e in EXAMPLES], "label", max_new_tokens=4, batch_size=2)
@@ -155,17 +171,28 @@ def test_each_method_learns_its_own_targets_from_the_same_rows():
     corpus = [{"id": "a", "question": "q1", "gold": "1"}, {"id": "b", "question": "q2", "gold": "2"}]
     distill = [{"id": "a", "question": "q1", "gold": "1", "rationale": "r1", "teacher_label": "5"}]
     assert training_examples("standard_finetune", "gold", corpus, distill) == [
-        TrainingExample("q1", "1"), TrainingExample("q2", "2")]
+        TrainingExample("q1", "1"),
+        TrainingExample("q2", "2"),
+    ]
     assert training_examples("standard_distill", "gold", corpus, distill) == [
-        TrainingExample("q1", "5"), TrainingExample("q2", None)]
+        TrainingExample("q1", "5"),
+        TrainingExample("q2", None),
+    ]
     assert training_examples("step_by_step", "gold", corpus, distill) == [
-        TrainingExample("q1", "1", "r1"), TrainingExample("q2", "2")]
+        TrainingExample("q1", "1", "r1"),
+        TrainingExample("q2", "2"),
+    ]
     assert training_examples("step_by_step", "teacher", corpus, distill) == [
-        TrainingExample("q1", "5", "r1"), TrainingExample("q2", None)]
+        TrainingExample("q1", "5", "r1"),
+        TrainingExample("q2", None),
+    ]
     assert training_examples("cot_finetune", "gold", corpus, distill, "So the answer is") == [
-        TrainingExample("q1", "r1 So the answer is 1."), TrainingExample("q2", None)]
-    assert training_examples("cot_finetune", "teacher", corpus, distill, "The answer is")[0].label == \
-        "r1 The answer is 5."
+        TrainingExample("q1", "r1 So the answer is 1."),
+        TrainingExample("q2", None),
+    ]
+    assert (
+        training_examples("cot_finetune", "teacher", corpus, distill, "The answer is")[0].label == "r1 The answer is 5."
+    )
     with pytest.raises(ValueError, match="known methods: step_by_step"):
         training_examples("cot", "gold", corpus, distill)
 
@@ -210,15 +237,16 @@ def test_length_buckets_cut_padding_and_keep_a_random_order():
 
 
 def test_gradient_accumulation_steps_only_at_the_boundary(tokenizer):
-    learner = Learner(_model(tokenizer), TrainConfig(gradient_accumulation_steps=2), distributed=False,
-                      device=torch.device("cpu"))
+    learner = Learner(
+        _model(tokenizer), TrainConfig(gradient_accumulation_steps=2), distributed=False, device=torch.device("cpu")
+    )
     before = [p.detach().clone() for p in learner.module.parameters()]
     batch = _batch(tokenizer, SEQ2SEQ)
     learner.micro_step(batch, boundary=False)
-    assert all(torch.equal(a, b) for a, b in zip(before, learner.module.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, learner.module.parameters(), strict=True))
     assert any(p.grad is not None for p in learner.module.parameters())  # summed, waiting for the boundary
     learner.micro_step(batch, boundary=True)
-    assert not all(torch.equal(a, b) for a, b in zip(before, learner.module.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, learner.module.parameters(), strict=True))
     assert all(p.grad is None for p in learner.module.parameters())
 
 
@@ -230,14 +258,22 @@ def test_a_checkpoint_restores_weights_optimizer_and_progress(tokenizer, tmp_pat
 
     trained, batch = learner(), _batch(tokenizer, SEQ2SEQ)
     trained.micro_step(batch, boundary=True)
-    trained.save(tmp_path, Progress(epoch=3, batch=5, optimizer_steps=41), rank=0,
-                 save_model=lambda model, folder: model.save_pretrained(folder))
+    trained.save(
+        tmp_path,
+        Progress(epoch=3, batch=5, optimizer_steps=41),
+        rank=0,
+        save_model=lambda model, folder: model.save_pretrained(folder),
+    )
     restored = learner()
     assert restored.restore(tmp_path) == Progress(epoch=3, batch=5, optimizer_steps=41)
-    assert all(torch.equal(a, b) for a, b in zip(trained.module.parameters(), restored.module.parameters()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(trained.module.parameters(), restored.module.parameters(), strict=True)
+    )
     # The same next step from both: Adam's moments came back too.
     assert trained.micro_step(batch, boundary=True) == pytest.approx(restored.micro_step(batch, boundary=True))
-    assert all(torch.allclose(a, b) for a, b in zip(trained.module.parameters(), restored.module.parameters()))
+    assert all(
+        torch.allclose(a, b) for a, b in zip(trained.module.parameters(), restored.module.parameters(), strict=True)
+    )
 
 
 MIXED = [EXAMPLES[0], TrainingExample(EXAMPLES[1].question, EXAMPLES[1].label), EXAMPLES[2]]  # one rejected row
@@ -249,27 +285,38 @@ def _separate_losses(model, tokenizer, fmt: StudentFormat, examples) -> tuple[fl
     totals = {task: [0.0, 0] for task in ("label", "rationale")}
     for example in encode(examples, tokenizer, StudentConfig(), fmt):
         for task, row in example.rows().items():
-            scored = [IGNORE] * row.given + row.target[row.given:]
+            scored = [IGNORE] * row.given + row.target[row.given :]
             if fmt.kind == "causal":
-                inputs = {"input_ids": torch.tensor([row.source + row.target]),
-                          "labels": torch.tensor([[IGNORE] * len(row.source) + scored])}
+                inputs = {
+                    "input_ids": torch.tensor([row.source + row.target]),
+                    "labels": torch.tensor([[IGNORE] * len(row.source) + scored]),
+                }
             else:
-                inputs = {"input_ids": torch.tensor([row.source]), "labels": torch.tensor([scored]),
-                          "decoder_input_ids": torch.tensor([[tokenizer.pad_token_id] + row.target[:-1]])}
+                inputs = {
+                    "input_ids": torch.tensor([row.source]),
+                    "labels": torch.tensor([scored]),
+                    "decoder_input_ids": torch.tensor([[tokenizer.pad_token_id] + row.target[:-1]]),
+                }
             count = sum(1 for token in scored if token != IGNORE)
             totals[task][0] += model(**inputs).loss.item() * count
             totals[task][1] += count
     return totals["label"][0] / totals["label"][1], totals["rationale"][0] / totals["rationale"][1]
 
 
-@pytest.mark.parametrize("fmt", [StudentFormat("causal", "output", 160), StudentFormat("seq2seq", "output", 160),
-                                 StudentFormat("causal", "input", 160)], ids=lambda f: f"{f.kind}-{f.task_marker}")
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        StudentFormat("causal", "output", 160),
+        StudentFormat("seq2seq", "output", 160),
+        StudentFormat("causal", "input", 160),
+    ],
+    ids=lambda f: f"{f.kind}-{f.task_marker}",
+)
 def test_both_tasks_from_one_read_of_the_input_give_the_two_pass_losses(tokenizer, fmt):
     """The packed causal sequence (block mask, restarted positions) and the shared seq2seq encoder give each
     task the loss a forward pass of its own gives, also when a row has no rationale."""
     model = _model(tokenizer, "llama-tiny" if fmt.kind == "causal" else "t5-tiny").eval()
-    batch = collate(encode(MIXED, tokenizer, StudentConfig(), fmt), fmt, tokenizer.pad_token_id,
-                    tokenizer.pad_token_id)
+    batch = collate(encode(MIXED, tokenizer, StudentConfig(), fmt), fmt, tokenizer.pad_token_id, tokenizer.pad_token_id)
     assert ("packed" in batch) == fmt.packed
     label_loss, rationale_loss = MultiTaskModel(model)(batch)
     expected_label, expected_rationale = _separate_losses(model, tokenizer, fmt, MIXED)
@@ -306,8 +353,9 @@ def test_a_lora_student_trains_its_adapters_only_checkpoints_them_and_merges(tok
 
     def learner():
         model = add_adapters(auto.from_pretrained(base), LoraConfig(rank=4, dropout=0.0), kind)
-        return Learner(model, TrainConfig(learning_rate=1e-2, precision="fp32"), distributed=False,
-                       device=torch.device("cpu"))
+        return Learner(
+            model, TrainConfig(learning_rate=1e-2, precision="fp32"), distributed=False, device=torch.device("cpu")
+        )
 
     trained, batch = learner(), _batch(tokenizer, fmt)
     frozen = {name: p.detach().clone() for name, p in trained.module.named_parameters() if not p.requires_grad}
@@ -319,8 +367,12 @@ def test_a_lora_student_trains_its_adapters_only_checkpoints_them_and_merges(tok
     assert all(torch.equal(named[name], value) for name, value in frozen.items())
     assert any(not torch.equal(named[name], value) for name, value in adapters.items())
 
-    trained.save(tmp_path / "ckpt", Progress(optimizer_steps=2), rank=0,
-                 save_model=lambda model, folder: model.save_pretrained(folder))
+    trained.save(
+        tmp_path / "ckpt",
+        Progress(optimizer_steps=2),
+        rank=0,
+        save_model=lambda model, folder: model.save_pretrained(folder),
+    )
     assert (tmp_path / "ckpt" / ADAPTER_SUBDIR / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "ckpt" / "model").exists()  # the frozen weights are not copied into checkpoints
     restored = learner()

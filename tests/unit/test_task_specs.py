@@ -25,8 +25,13 @@ exemplars:
 def sentiment(tmp_path):
     spec = tmp_path / "sentiment.yaml"
     spec.write_text(SENTIMENT)
-    rows = [{"text": "Loved it.", "stars": 1}, {"text": "Broke in a day.", "stars": 0}, {"text": "Fine.", "stars": 1},
-            {"text": "Meh.", "stars": 0}, {"text": "Awful.", "stars": 0}]
+    rows = [
+        {"text": "Loved it.", "stars": 1},
+        {"text": "Broke in a day.", "stars": 0},
+        {"text": "Fine.", "stars": 1},
+        {"text": "Meh.", "stars": 0},
+        {"text": "Awful.", "stars": 0},
+    ]
     train = tmp_path / "train.jsonl"
     lines = [json.dumps(r).encode() for r in rows]
     lines.insert(2, b'{"text": "caf\xe9 \xff", "stars": 1}')  # not UTF-8
@@ -53,12 +58,16 @@ def test_a_yaml_task_reads_local_files_and_rejects_bad_rows_by_name(sentiment):
     assert rejected["undecodable_bytes"].startswith("train.jsonl line 3:")
     assert "no column 'text'" in rejected["missing_column"]
     examples = [row for row in splits["train"] + splits["val"] if isinstance(row, Example)]
-    assert sorted(e.question for e in examples) == sorted(f"Review: {t}" for t in
-                                                          ["Loved it.", "Broke in a day.", "Fine.", "Meh.", "Awful."])
+    assert sorted(e.question for e in examples) == sorted(
+        f"Review: {t}" for t in ["Loved it.", "Broke in a day.", "Fine.", "Meh.", "Awful."]
+    )
     assert {e.gold for e in examples} == {"positive", "negative"}
     assert [e.question for e in splits["test"]] == ["Review: Loved it.", "Review: Broke in a day."]
     prompt = build_prompt(task, "Review: Meh.", num_shots=1)
-    assert prompt == "Q: Review: Great phone, works well.\nA: The reviewer praises the phone. So the answer is positive.\n\nQ: Review: Meh.\nA:"
+    assert prompt == (
+        "Q: Review: Great phone, works well.\nA: The reviewer praises the phone. So the answer is positive.\n\n"
+        "Q: Review: Meh.\nA:"
+    )
 
 
 def test_a_broken_task_file_is_a_config_error(tmp_path):
@@ -73,14 +82,21 @@ def test_nli_tasks_format_pairs_and_parse_choices(name):
     task = get_task(name)
     row = {"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": 0}
     example = task.to_example(row, "r1")
-    assert example == Example("r1", "Premise: A dog runs.\nHypothesis: An animal moves.\nDoes the premise entail the hypothesis?",
-                              "entailment")
+    assert example == Example(
+        "r1",
+        "Premise: A dog runs.\nHypothesis: An animal moves.\nDoes the premise entail the hypothesis?",
+        "entailment",
+    )
     parsed = task.parse_completion(" A dog is an animal and running is moving. So the answer is entailment.\n\nQ: next")
     assert (parsed.label, parsed.reason) == ("entailment", None)
     assert task.parse_completion(" Hmm. So the answer is (b) neutral.").label == "neutral"
     assert task.parse_completion(" Hmm. So the answer is maybe.").reason == "unparsable_answer"
     assert task.answers_match("Entailment", "entailment") and not task.answers_match("neutral", "entailment")
-    assert len(task.exemplars()) == 6 and {e.answer for e in task.exemplars()} == {"entailment", "neutral", "contradiction"}
+    assert len(task.exemplars()) == 6 and {e.answer for e in task.exemplars()} == {
+        "entailment",
+        "neutral",
+        "contradiction",
+    }
 
 
 def test_offline_hub_task_says_how_to_use_local_files():
@@ -90,18 +106,48 @@ def test_offline_hub_task_says_how_to_use_local_files():
 
 # Rows shaped as the four hub datasets serve them (their dataset cards' columns; a few fields each).
 HUB_ROWS = {
-    ("esnli/esnli", None): [{"premise": "A dog runs.", "hypothesis": "An animal moves.", "label": 0,
-                             "explanation_1": "A dog is an animal.", "explanation_2": "", "explanation_3": ""},
-                            {"premise": "A cat sleeps.", "hypothesis": "A cat naps.", "label": -1,  # SNLI: no gold
-                             "explanation_1": "", "explanation_2": "", "explanation_3": ""}],
-    ("facebook/anli", None): [{"uid": "a1", "premise": "Paris is in France.", "hypothesis": "Paris is in Spain.",
-                               "label": 2, "reason": ""}],
-    ("cos_e", "v1.11"): [{"id": "q1", "question": "Where do you keep milk?",
-                          "choices": ["fridge", "oven", "shelf", "car", "bed"], "answer": "fridge",
-                          "abstractive_explanation": "", "extractive_explanation": ""}],
-    ("ChilleD/SVAMP", None): [{"ID": "chal-1", "Body": "Tom has 8 apples and eats 5.", "Question": "How many are left?",
-                               "Equation": "( 8.0 - 5.0 )", "Answer": 3.0, "Type": "Subtraction",
-                               "question_concat": "Tom has 8 apples and eats 5. How many are left?"}],
+    ("esnli/esnli", None): [
+        {
+            "premise": "A dog runs.",
+            "hypothesis": "An animal moves.",
+            "label": 0,
+            "explanation_1": "A dog is an animal.",
+            "explanation_2": "",
+            "explanation_3": "",
+        },
+        {
+            "premise": "A cat sleeps.",
+            "hypothesis": "A cat naps.",
+            "label": -1,  # SNLI: no gold
+            "explanation_1": "",
+            "explanation_2": "",
+            "explanation_3": "",
+        },
+    ],
+    ("facebook/anli", None): [
+        {"uid": "a1", "premise": "Paris is in France.", "hypothesis": "Paris is in Spain.", "label": 2, "reason": ""}
+    ],
+    ("cos_e", "v1.11"): [
+        {
+            "id": "q1",
+            "question": "Where do you keep milk?",
+            "choices": ["fridge", "oven", "shelf", "car", "bed"],
+            "answer": "fridge",
+            "abstractive_explanation": "",
+            "extractive_explanation": "",
+        }
+    ],
+    ("ChilleD/SVAMP", None): [
+        {
+            "ID": "chal-1",
+            "Body": "Tom has 8 apples and eats 5.",
+            "Question": "How many are left?",
+            "Equation": "( 8.0 - 5.0 )",
+            "Answer": 3.0,
+            "Type": "Subtraction",
+            "question_concat": "Tom has 8 apples and eats 5. How many are left?",
+        }
+    ],
 }
 
 
@@ -122,16 +168,34 @@ def hub_stand_in(monkeypatch):
     return asked
 
 
-@pytest.mark.parametrize("task, calls, question, gold", [
-    ("esnli", [("esnli/esnli", None, "train"), ("esnli/esnli", None, "validation"), ("esnli/esnli", None, "test")],
-     "Premise: A dog runs.\nHypothesis: An animal moves.\nDoes the premise entail the hypothesis?", "entailment"),
-    ("anli", [("facebook/anli", None, "train_r1"), ("facebook/anli", None, "dev_r1"), ("facebook/anli", None, "test_r1")],
-     "Premise: Paris is in France.\nHypothesis: Paris is in Spain.\nDoes the premise entail the hypothesis?",
-     "contradiction"),
-    ("cqa", [("cos_e", "v1.11", "train"), ("cos_e", "v1.11", "validation")], None, "fridge"),
-    ("svamp", [("ChilleD/SVAMP", None, "train"), ("ChilleD/SVAMP", None, "test")],
-     "Tom has 8 apples and eats 5. How many are left?", "( 8.0 - 5.0 )"),
-])
+@pytest.mark.parametrize(
+    "task, calls, question, gold",
+    [
+        (
+            "esnli",
+            [("esnli/esnli", None, "train"), ("esnli/esnli", None, "validation"), ("esnli/esnli", None, "test")],
+            "Premise: A dog runs.\nHypothesis: An animal moves.\nDoes the premise entail the hypothesis?",
+            "entailment",
+        ),
+        (
+            "anli",
+            [
+                ("facebook/anli", None, "train_r1"),
+                ("facebook/anli", None, "dev_r1"),
+                ("facebook/anli", None, "test_r1"),
+            ],
+            "Premise: Paris is in France.\nHypothesis: Paris is in Spain.\nDoes the premise entail the hypothesis?",
+            "contradiction",
+        ),
+        ("cqa", [("cos_e", "v1.11", "train"), ("cos_e", "v1.11", "validation")], None, "fridge"),
+        (
+            "svamp",
+            [("ChilleD/SVAMP", None, "train"), ("ChilleD/SVAMP", None, "test")],
+            "Tom has 8 apples and eats 5. How many are left?",
+            "( 8.0 - 5.0 )",
+        ),
+    ],
+)
 def test_the_papers_tasks_read_the_hub_datasets_columns(hub_stand_in, task, calls, question, gold):
     splits = get_task(task).load_splits(TaskConfig(name=task))
     assert sorted(hub_stand_in) == sorted(calls)

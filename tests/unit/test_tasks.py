@@ -35,14 +35,17 @@ def test_arith_splits_do_not_overlap():
     assert not (questions[0] & questions[1]) and not (questions[0] & questions[2]) and not (questions[1] & questions[2])
 
 
-@pytest.mark.parametrize("completion, rationale, label, reason", [
-    (" Ann has 3 + 4 = 7. So the answer is 7.\n\nQ: Next question", "Ann has 3 + 4 = 7.", "7", None),
-    (" 2 * 6 = 12, 12 - 5 = 7. The answer is 7 apples.", "2 * 6 = 12, 12 - 5 = 7.", "7", None),
-    (" The answer is 10 + 10 + 1 = 21.", "", "21", "empty_rationale"),
-    (" She has 3 + 1 = 4 apples. She has", "She has 3 + 1 = 4 apples. She has", None, "no_answer_stated"),
-    (" It is hard. So the answer is unknown.", "It is hard.", None, "unparsable_answer"),
-    ("", "", None, "empty_completion"),
-])
+@pytest.mark.parametrize(
+    "completion, rationale, label, reason",
+    [
+        (" Ann has 3 + 4 = 7. So the answer is 7.\n\nQ: Next question", "Ann has 3 + 4 = 7.", "7", None),
+        (" 2 * 6 = 12, 12 - 5 = 7. The answer is 7 apples.", "2 * 6 = 12, 12 - 5 = 7.", "7", None),
+        (" The answer is 10 + 10 + 1 = 21.", "", "21", "empty_rationale"),
+        (" She has 3 + 1 = 4 apples. She has", "She has 3 + 1 = 4 apples. She has", None, "no_answer_stated"),
+        (" It is hard. So the answer is unknown.", "It is hard.", None, "unparsable_answer"),
+        ("", "", None, "empty_completion"),
+    ],
+)
 def test_arith_completion_parsing(completion, rationale, label, reason):
     parsed = get_task("arith").parse_completion(completion)
     assert (parsed.rationale, parsed.label, parsed.reason) == (rationale, label, reason)
@@ -61,8 +64,8 @@ def _teacher_accuracy(task_name: str, data_dir, split: str, parser: str = "rayds
     completions = read_completions(data_dir, task_name, split)
     examples = [task.to_example(row, str(i)) for i, row in enumerate(truth)]
     rules = task.completion_rules(parser)
-    parsed = [rules.parse_completion(text, e.question) for text, e in zip(completions, examples)]
-    correct = sum(rules.answers_match(p.label, e.gold) for p, e in zip(parsed, examples))
+    parsed = [rules.parse_completion(text, e.question) for text, e in zip(completions, examples, strict=True)]
+    correct = sum(rules.answers_match(p.label, e.gold) for p, e in zip(parsed, examples, strict=True))
     return correct / len(examples), Counter(p.reason for p in parsed)
 
 
@@ -95,7 +98,9 @@ def test_the_default_parser_agrees_with_the_authors_on_the_released_rows(dss_dat
     same = read = truncated = typo = 0
     for split in ("train", "test"):
         truth = read_ground_truth(dss_data / task_name, task_name, split)
-        for i, (row, text) in enumerate(zip(truth, read_completions(dss_data / task_name, task_name, split))):
+        for i, (row, text) in enumerate(
+            zip(truth, read_completions(dss_data / task_name, task_name, split), strict=True)
+        ):
             example = task.to_example(row, str(i))
             ours, theirs = task.parse_completion(text, example.question), paper.parse_completion(text)
             if ours.label is None:

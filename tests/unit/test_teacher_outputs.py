@@ -23,25 +23,71 @@ def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path, 
     config = load_config(None, [f"output_dir={tmp_path}"])
     run = open_run(config)
     run.requests.mkdir(parents=True)
-    requests = [{"request_id": f"r{i}#0", "id": f"r{i}", "split": "train", "sample": 0, "seed": 0, "question": f"Q{i}?",
-                 "question_key": question_key(f"Q{i}?"), "gold": str(i),
-                 "prompt": "p", "reason": "prompt_too_long" if i == 3 else "", "detail": "too long" if i == 3 else ""}
-                for i in range(4)]
+    requests = [
+        {
+            "request_id": f"r{i}#0",
+            "id": f"r{i}",
+            "split": "train",
+            "sample": 0,
+            "seed": 0,
+            "question": f"Q{i}?",
+            "question_key": question_key(f"Q{i}?"),
+            "gold": str(i),
+            "prompt": "p",
+            "reason": "prompt_too_long" if i == 3 else "",
+            "detail": "too long" if i == 3 else "",
+        }
+        for i in range(4)
+    ]
     pq.write_table(pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA), run.requests / "part-000000.parquet")
     run.generations.mkdir()
-    generated = pa.Table.from_pylist([
-        {"request_id": f"r{i}#0", "id": f"r{i}", "split": "train", "sample": 0, "question": f"Q{i}?",
-         "question_key": question_key(f"Q{i}?"), "gold": str(i),
-         "completion": f" Think. So the answer is {i}.", "generated_tokens": 5, "rationale": "Think.",
-         "teacher_label": str(i), "teacher_correct": True, "reason": "", "detail": ""} for i in range(3)])
+    generated = pa.Table.from_pylist(
+        [
+            {
+                "request_id": f"r{i}#0",
+                "id": f"r{i}",
+                "split": "train",
+                "sample": 0,
+                "question": f"Q{i}?",
+                "question_key": question_key(f"Q{i}?"),
+                "gold": str(i),
+                "completion": f" Think. So the answer is {i}.",
+                "generated_tokens": 5,
+                "rationale": "Think.",
+                "teacher_label": str(i),
+                "teacher_correct": True,
+                "reason": "",
+                "detail": "",
+            }
+            for i in range(3)
+        ]
+    )
     # Held-out rows: t0 repeats a train row's input (answered all the same), t1 answered wrongly, v0 validation.
-    heldout = pa.Table.from_pylist([
-        {"request_id": f"{row_id}#0", "id": row_id, "split": split, "sample": 0, "question": question,
-         "question_key": question_key(question), "gold": "7", "completion": f" Add. So the answer is {label}.",
-         "generated_tokens": 4, "rationale": "Add.", "teacher_label": label, "teacher_correct": label == "7",
-         "reason": "", "detail": ""}
-        for row_id, split, question, label in [("t0", "test", "Q1?", "7"), ("t1", "test", "T1?", "8"),
-                                               ("v0", "val", "V0?", "7")]])
+    heldout = pa.Table.from_pylist(
+        [
+            {
+                "request_id": f"{row_id}#0",
+                "id": row_id,
+                "split": split,
+                "sample": 0,
+                "question": question,
+                "question_key": question_key(question),
+                "gold": "7",
+                "completion": f" Add. So the answer is {label}.",
+                "generated_tokens": 4,
+                "rationale": "Add.",
+                "teacher_label": label,
+                "teacher_correct": label == "7",
+                "reason": "",
+                "detail": "",
+            }
+            for row_id, split, question, label in [
+                ("t0", "test", "Q1?", "7"),
+                ("t1", "test", "T1?", "8"),
+                ("v0", "val", "V0?", "7"),
+            ]
+        ]
+    )
     pq.write_table(generated, run.generations / "a.parquet")
     pq.write_table(generated.slice(1, 2), run.generations / "b-written-again.parquet")
     pq.write_table(heldout, run.generations / "c-heldout.parquet")
@@ -54,11 +100,21 @@ def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path, 
     assert kept[0]["rationale"] == "Think." and kept[0]["question"] == "Q0?" and kept[0]["vote_share"] == 1.0
     assert [(row["id"], row["reason"], row["detail"]) for row in rejected] == [("r3", "prompt_too_long", "too long")]
     assert (summary["rows"], summary["kept"], summary["rejected"], summary["generated_tokens"]) == (
-        4, 3, {"prompt_too_long": 1}, 15 + 12)
+        4,
+        3,
+        {"prompt_too_long": 1},
+        15 + 12,
+    )
     assert summary["teacher_accuracy_train"] == 0.75
     scored = pq.read_table(run.heldout_file).sort_by("id").to_pylist()
     assert [(row["id"], row["split"], row["teacher_label"], row["reason"]) for row in scored] == [
-        ("t0", "test", "7", ""), ("t1", "test", "8", ""), ("v0", "val", "7", "")]
+        ("t0", "test", "7", ""),
+        ("t1", "test", "8", ""),
+        ("v0", "val", "7", ""),
+    ]
     assert scored[0]["rationale"] == "Add."
     assert (summary["teacher_accuracy_test"], summary["teacher_rows_test"], summary["teacher_accuracy_val"]) == (
-        0.5, 2, 1.0)
+        0.5,
+        2,
+        1.0,
+    )

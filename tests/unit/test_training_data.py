@@ -16,7 +16,6 @@ from raydsbs.student.train_loop import fit
 from raydsbs.tasks.arith import generate_problems
 
 
-
 def _write(path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
@@ -27,17 +26,29 @@ def run(tmp_path) -> RunDir:
     """A run with 40 train rows (written out of id order, as the teacher streams them), 8 val rows, and
     the teacher's outputs for 30 of the train rows."""
     run = RunDir(tmp_path)
-    problems = [{"id": f"r{i:03d}", "question": q, "gold": str(a)} for i, (q, a) in enumerate(generate_problems(48, seed=3))]
+    problems = [
+        {"id": f"r{i:03d}", "question": q, "gold": str(a)} for i, (q, a) in enumerate(generate_problems(48, seed=3))
+    ]
     _write(run.corpus_file("train"), problems[:40][::-1])
     _write(run.corpus_file("val"), problems[40:])
-    _write(run.distill_file, [{**row, "rationale": f"so it is {row['gold']}", "teacher_label": row["gold"] + "0"}
-                              for row in problems[:30][::-1]])
+    _write(
+        run.distill_file,
+        [
+            {**row, "rationale": f"so it is {row['gold']}", "teacher_label": row["gold"] + "0"}
+            for row in problems[:30][::-1]
+        ],
+    )
     return run
 
 
 def _config(**overrides) -> Config:
-    base = {"student.preset": "t5-tiny", "student.vocab_size": 300, "train.num_workers": 1,
-            "train.cpus_per_worker": 1.0, "train.batch_size": 4}
+    base = {
+        "student.preset": "t5-tiny",
+        "student.vocab_size": 300,
+        "train.num_workers": 1,
+        "train.cpus_per_worker": 1.0,
+        "train.batch_size": 4,
+    }
     return with_overrides(Config(), {**base, **overrides})
 
 
@@ -50,8 +61,13 @@ def test_trials_that_differ_in_fraction_seed_or_weight_share_one_tokenized_folde
     prepare_training_data(config, run)
     (folder,) = (run.student / "tokenized").iterdir()
     written = (folder / "train.parquet").stat().st_mtime_ns
-    for overrides in ({"train.train_fraction": 0.25}, {"train.seed": 7}, {"train.rationale_weight": 0.3},
-                      {"train.learning_rate": 1e-4}, {"train.max_steps": 5}):
+    for overrides in (
+        {"train.train_fraction": 0.25},
+        {"train.seed": 7},
+        {"train.rationale_weight": 0.3},
+        {"train.learning_rate": 1e-4},
+        {"train.max_steps": 5},
+    ):
         trial = with_overrides(config, overrides)
         prepare_training_data(trial, run)
         assert _folder(trial, run) == folder
@@ -97,8 +113,12 @@ def test_other_targets_other_lengths_or_new_teacher_outputs_get_their_own_folder
     config = _config(**{"train.method": "step_by_step"})
     prepare_training_data(config, run)
     folders = {_folder(config, run)}
-    for overrides in ({"train.label_source": "teacher"}, {"train.method": "standard_distill"},
-                      {"train.method": "standard_finetune"}, {"student.max_rationale_tokens": 16}):
+    for overrides in (
+        {"train.label_source": "teacher"},
+        {"train.method": "standard_distill"},
+        {"train.method": "standard_finetune"},
+        {"student.max_rationale_tokens": 16},
+    ):
         folders.add(_folder(with_overrides(config, overrides), run))
     assert len(folders) == 5
     rows = pq.read_table(run.distill_file).to_pylist()
@@ -122,9 +142,22 @@ def test_max_steps_trains_that_many_steps_over_as_many_passes_as_it_takes(run):
 
 def test_cot_finetune_learns_one_chain_and_validates_on_the_teachers_chains_for_the_val_rows(run):
     val = pq.read_table(run.corpus_file("val")).to_pylist()
-    _write(run.heldout_file, [{"id": row["id"], "split": "val", "gold": row["gold"], "rationale": f"it is {row['gold']}",
-                               "teacher_label": row["gold"], "teacher_correct": True, "reason": "" if i else "empty",
-                               "detail": ""} for i, row in enumerate(val)])
+    _write(
+        run.heldout_file,
+        [
+            {
+                "id": row["id"],
+                "split": "val",
+                "gold": row["gold"],
+                "rationale": f"it is {row['gold']}",
+                "teacher_label": row["gold"],
+                "teacher_correct": True,
+                "reason": "" if i else "empty",
+                "detail": "",
+            }
+            for i, row in enumerate(val)
+        ],
+    )
     config = _config(**{"train.method": "cot_finetune", "student.max_rationale_tokens": 16})
     prepare_training_data(config, run)
     tokenizer = load_tokenizer(config.student, run.tokenizer)
