@@ -53,7 +53,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from raydsbs.config import Config, load_config, parse_override, to_yaml  # noqa: E402
+from raydsbs.config import Config, parse_override, to_yaml  # noqa: E402
+from raydsbs.resolve import load_config  # noqa: E402
 from raydsbs.rundir import RunDir  # noqa: E402
 
 ALPHA = 0.5  # the paper's α; λ = (1 − α)/α = 1 in raydsbs
@@ -306,7 +307,7 @@ def parallelism_table(config: Config, run: RunDir, args) -> list[dict]:
     def measure(loop_config: dict) -> None:
         import ray.train
 
-        from raydsbs.config import with_overrides
+        from raydsbs.resolve import with_overrides
         from raydsbs.student.train_loop import Trainer
 
         context = ray.train.get_context()
@@ -367,7 +368,7 @@ def parallelism_table(config: Config, run: RunDir, args) -> list[dict]:
 
 def measure_one(name: str, out: Path, args) -> dict:
     """One measurement, in this process."""
-    from raydsbs.config import with_overrides
+    from raydsbs.resolve import with_overrides
 
     config, run = load_config(out / "config.yaml"), RunDir(out / "run")
     overrides = {".".join(keys): value for keys, value in map(parse_override, _measurements(args)[name])}

@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _config(out: str, rows: int, max_new_tokens: int, num_shots: int):
-    from raydsbs.config import load_config
+    from raydsbs.resolve import load_config
 
     return load_config(
         None,
@@ -76,7 +76,7 @@ def _prompts(rows: int, max_new_tokens: int, num_shots: int) -> list[str]:
 def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int, replay: bool = False) -> dict:
     import ray
 
-    from raydsbs.config import with_overrides
+    from raydsbs.resolve import with_overrides
     from raydsbs.rundir import open_run
     from raydsbs.teacher.pipeline import generate
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from raydsbs.config import Config, ConfigError, load_config, to_yaml
+from raydsbs.config import Config, ConfigError, to_yaml
+from raydsbs.resolve import load_config
 from raydsbs.rundir import RunDir, open_run
 
 logger = logging.getLogger("raydsbs")

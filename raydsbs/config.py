@@ -4,9 +4,13 @@ Every default lives here, once. A YAML file (see ``jobs/``) overrides these
 defaults and ``a.b=c`` arguments override the YAML. The resolved config is
 saved in the run directory; :func:`config_hash` names that directory.
 
+This module is the schema only (types, ranges, checks within it) and imports nothing of the
+package; ``raydsbs/resolve.py`` loads configs, adds the checks that need a registry (task, preset,
+exemplars) and reports every problem in one :class:`ConfigError`.
+
 A bad config reports every problem at once::
 
-    ConfigError: 2 problems in jobs/quickstart.yaml:
+    ConfigError: 2 problem(s) in jobs/quickstart.yaml:
       train.rationale_weight = -1: Input should be greater than or equal to 0
       train.method = 'cot': Input should be 'step_by_step', 'standard_finetune', 'standard_distill' or 'cot_finetune'
 """
@@ -15,21 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Method = Literal["step_by_step", "standard_finetune", "standard_distill", "cot_finetune"]
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
-
-
-def _registered(name: str, registry: dict, kind: str) -> str:
-    """``name`` if the registry has it; otherwise an error listing what it has."""
-    if name not in registry:
-        raise ValueError(f"unknown {kind}; known {kind}s: {', '.join(sorted(registry))}")
-    return name
 
 
 class Section(BaseModel):
@@ -60,19 +56,6 @@ class TaskConfig(Section):
         "raydsbs", description="How teacher completions are read: raydsbs's parsers, or the paper authors' own rules."
     )
     seed: int = Field(0, description="Seed of the generator and of the train/validation split.")
-
-    @field_validator("name")
-    @classmethod
-    def _known_task(cls, name: str) -> str:
-        from raydsbs.tasks import TASKS, TaskSpecError, get_task, is_task_file  # the registry imports this module
-
-        if is_task_file(name):
-            try:
-                get_task(name)
-            except TaskSpecError as error:
-                raise ValueError(str(error)) from None
-            return name
-        return _registered(name, TASKS, "task")
 
 
 class TeacherConfig(Section):
@@ -228,13 +211,6 @@ class StudentConfig(Section):
         "final model/ has them merged in. None: full fine-tuning.",
     )
 
-    @field_validator("preset")
-    @classmethod
-    def _known_preset(cls, preset: str) -> str:
-        from raydsbs.student.model import PRESETS
-
-        return _registered(preset, PRESETS, "preset")
-
 
 class TrainConfig(Section):
     method: Method = Field(
@@ -386,55 +362,11 @@ class Config(Section):
     ray: RayConfig = Field(default_factory=RayConfig)
 
     @model_validator(mode="after")
-    def _no_fp16_for_t5(self):
-        from raydsbs.student.model import FP16_T5_ERROR, PRESETS, is_t5_name
-
-        name = self.student.pretrained or self.student.preset
-        built_t5 = not self.student.pretrained and PRESETS[self.student.preset].kind == "seq2seq"
-        if self.train.precision == "fp16" and (built_t5 or is_t5_name(name)):
-            raise ValueError(FP16_T5_ERROR)
-        return self
-
-    @model_validator(mode="after")
     def _cot_needs_heldout_answers(self):
         if self.train.method == "cot_finetune" and not self.teacher.answer_heldout:
             raise ValueError(
                 "train.method=cot_finetune selects its checkpoint on the teacher's rationales for the "
                 "validation rows: it needs teacher.answer_heldout=true"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _lora_fits(self):
-        from raydsbs.student.model import pretrained_source
-
-        if self.student.lora is None:
-            return self
-        if pretrained_source(self.student) is None:
-            raise ValueError(
-                f"student.lora adapts pretrained weights, but student.preset={self.student.preset} is "
-                "built from config with random weights: train it fully (student.lora=null) or pick a "
-                "pretrained student (e.g. student.preset=smollm2-135m)"
-            )
-        if self.train.zero_stage == 3:
-            raise ValueError(
-                "student.lora with train.zero_stage=3 is not supported: ZeRO-3 shards the frozen base "
-                "weights, which the adapters' merge into model/ needs whole; LoRA's trainable states are "
-                "small, so use train.zero_stage=2 (or 1, or 0 for DDP)"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _enough_exemplars(self):
-        from raydsbs.tasks import get_task
-
-        if self.teacher.backend == "replay":
-            return self
-        available = len(get_task(self.task.name).exemplars())
-        if self.teacher.num_shots > available:
-            raise ValueError(
-                f"teacher.num_shots={self.teacher.num_shots}, but task {self.task.name} has {available} "
-                f"exemplars: lower num_shots or add exemplars to the task"
             )
         return self
 
@@ -456,7 +388,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
 
 
-def _set_dotted(tree: dict, keys: list[str], value: Any) -> None:
+def set_dotted(tree: dict, keys: list[str], value: Any) -> None:
     for key in keys[:-1]:
         node = tree.setdefault(key, {})
         if not isinstance(node, dict):
@@ -470,11 +402,12 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     tree = json.loads(json.dumps(tree))
     for text in overrides:
         keys, value = parse_override(text)
-        _set_dotted(tree, keys, value)
+        set_dotted(tree, keys, value)
     return tree
 
 
-def _problems(error: ValidationError, tree: dict) -> list[str]:
+def schema_problems(error: ValidationError) -> list[str]:
+    """One line per problem the schema found: the key, the value given and what is allowed."""
     problems = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
@@ -487,41 +420,6 @@ def _problems(error: ValidationError, tree: dict) -> list[str]:
         else:
             problems.append(f"{key} = {shown}: {item['msg']}")
     return problems
-
-
-def build_config(tree: dict, source: str = "config") -> Config:
-    """Validate a nested dict into a :class:`Config`, raising one error that lists every problem."""
-    try:
-        return Config.model_validate(tree)
-    except ValidationError as error:
-        raise ConfigError(source, _problems(error, tree)) from None
-
-
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML file at ``path`` (optional) <- ``a.b=c`` overrides."""
-    tree: dict = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            tree = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(source, [f"no such config file: {path}"]) from None
-        except yaml.YAMLError as error:
-            raise ConfigError(source, [f"not valid YAML: {error}"]) from None
-        if not isinstance(tree, dict):
-            raise ConfigError(source, [f"expected a mapping of sections at the top, got {type(tree).__name__}"])
-    if overrides:
-        source += " + overrides"
-    return build_config(apply_overrides(tree, list(overrides)), source)
-
-
-def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
-    """A copy of ``config`` with dotted keys set, validated (used by sweeps)."""
-    tree = config.model_dump()
-    for key, value in overrides.items():
-        _set_dotted(tree, key.split("."), value)
-    return build_config(tree, "sweep overrides")
 
 
 def config_hash(config: BaseModel, length: int = 8) -> str:

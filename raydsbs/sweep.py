@@ -33,8 +33,9 @@ import logging
 import tempfile
 from pathlib import Path
 
-from raydsbs.config import Config, ConfigError, config_hash, with_overrides
+from raydsbs.config import Config, ConfigError, config_hash
 from raydsbs.ray_session import start_ray
+from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir, producing_stage
 from raydsbs.staging import written_whole
 from raydsbs.student.launcher import prepare_training_data

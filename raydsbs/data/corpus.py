@@ -18,16 +18,13 @@ import pyarrow.parquet as pq
 
 from raydsbs.config import TaskConfig
 from raydsbs.rundir import RunDir
+from raydsbs.schemas import CORPUS, CORPUS_REJECTS
 from raydsbs.staging import written_whole
 from raydsbs.tasks import SPLITS, Example, RejectedRow, get_task
 
 logger = logging.getLogger(__name__)
 
-CORPUS_SCHEMA = pa.schema([("id", pa.string()), ("question", pa.string()), ("gold", pa.string())])
 ROW_GROUP_ROWS = 8192  # the unit a reader decodes at once: later stages stream the corpus a row group at a time
-REJECT_SCHEMA = pa.schema(
-    [("id", pa.string()), ("split", pa.string()), ("reason", pa.string()), ("detail", pa.string())]
-)
 
 
 def row_problem(example: Example, seen: set[str]) -> str | None:
@@ -69,12 +66,12 @@ def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
                 seen.add(example.id)
                 kept.append(asdict(example))
             pq.write_table(
-                pa.Table.from_pylist(kept, CORPUS_SCHEMA),
+                pa.Table.from_pylist(kept, CORPUS),
                 folder / run.corpus_file(split).name,
                 row_group_size=ROW_GROUP_ROWS,
             )
             counts[split] = len(kept)
-        pq.write_table(pa.Table.from_pylist(rejects, REJECT_SCHEMA), folder / "rejects.parquet")
+        pq.write_table(pa.Table.from_pylist(rejects, CORPUS_REJECTS), folder / "rejects.parquet")
     reasons = Counter(reject["reason"] for reject in rejects)
     summary = {**counts, "rejected": dict(reasons)}
     logger.info("corpus | train %d | val %d | test %d | rejected %d", *counts.values(), len(rejects))

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from raydsbs.config import Config, TrainConfig, config_hash, to_yaml, with_overrides
+from raydsbs.config import Config, TrainConfig, config_hash, to_yaml
 from raydsbs.ray_session import start_ray
+from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
 from raydsbs.staging import written_whole
 from raydsbs.student.batching import needs_teacher, student_format

@@ -184,15 +184,15 @@ def _from_config(preset: StudentPreset, tokenizer, dropout: float):
     )
 
 
-def refuse_fp16_t5(model_type: str, train: TrainConfig) -> None:
-    if train.precision == "fp16" and model_type in T5_MODEL_TYPES:
-        raise ValueError(FP16_T5_ERROR)
-
-
-FP16_T5_ERROR = (
-    "train.precision=fp16 with a T5 student: T5's activations grow past fp16's largest value (65504), "
-    "so the loss turns inf/NaN. Use train.precision=bf16 (GPUs from Ampere on, and CPUs) or fp32."
-)
+def fp16_refusal(precision: str, is_t5: bool) -> str | None:
+    """Why a student can't train at ``precision``, or None: fp16 with a T5 is refused (checked on the
+    config's names before anything loads, and on the loaded model's type)."""
+    if precision == "fp16" and is_t5:
+        return (
+            "train.precision=fp16 with a T5 student: T5's activations grow past fp16's largest value (65504), "
+            "so the loss turns inf/NaN. Use train.precision=bf16 (GPUs from Ampere on, and CPUs) or fp32."
+        )
+    return None
 
 
 def build_student(config: StudentConfig, tokenizer, train: TrainConfig | None = None):
@@ -213,8 +213,8 @@ def build_student(config: StudentConfig, tokenizer, train: TrainConfig | None = 
         )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
-    if train is not None:
-        refuse_fp16_t5(model.config.model_type, train)
+    if train is not None and (refusal := fp16_refusal(train.precision, model.config.model_type in T5_MODEL_TYPES)):
+        raise ValueError(refusal)
     return model
 
 

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
+from raydsbs.schemas import TOKENIZED
 from raydsbs.staging import written_whole
 from raydsbs.student.batching import (
     EncodedExample,
@@ -46,18 +47,6 @@ from raydsbs.tasks import get_task
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
-_TOKENS = pa.list_(pa.int32())
-_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("label_source", _TOKENS),
-        ("label_target", _TOKENS),
-        ("label_given", pa.int32()),
-        ("rationale_source", _TOKENS),
-        ("rationale_target", _TOKENS),
-        ("rationale_given", pa.int32()),
-    ]
-)
 
 
 def _file_digest(path: Path) -> str:
@@ -143,7 +132,7 @@ def _table(ids: list[str], encoded: list[EncodedExample | None]) -> pa.Table:
             f"{task}_target": column(task, "target"),
             f"{task}_given": column(task, "given"),
         }
-    return pa.Table.from_pydict(columns, schema=_SCHEMA)
+    return pa.Table.from_pydict(columns, schema=TOKENIZED)
 
 
 def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> Path:

@@ -15,7 +15,7 @@ from importlib import resources
 
 from raydsbs.config import TaskConfig
 from raydsbs.tasks.answers import AnswerFormat
-from raydsbs.tasks.completions import CompletionReader
+from raydsbs.tasks.completions import CompletionReader, ParsedCompletion
 
 SPLITS = ("train", "val", "test")
 
@@ -45,20 +45,6 @@ class Exemplar:
     question: str
     rationale: str
     answer: str
-
-
-@dataclass(frozen=True)
-class ParsedCompletion:
-    """A teacher completion split into rationale and label.
-
-    ``reason`` is None when the row is kept; otherwise it names why the row
-    is rejected. ``label`` may be set on a rejected row (an empty rationale
-    with a stated answer still counts towards the teacher's accuracy).
-    """
-
-    rationale: str
-    label: str | None
-    reason: str | None = None
 
 
 class Task:

@@ -24,6 +24,21 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+
+@dataclass(frozen=True)
+class ParsedCompletion:
+    """A teacher completion split into rationale and label.
+
+    ``reason`` is None when the row is kept; otherwise it names why the row
+    is rejected. ``label`` may be set on a rejected row (an empty rationale
+    with a stated answer still counts towards the teacher's accuracy).
+    """
+
+    rationale: str
+    label: str | None
+    reason: str | None = None
+
+
 # Phrases that introduce the answer; the text after them up to the end of its line is the answer.
 _ANSWER_PHRASES = (
     r"\b(?:so|thus|therefore|hence)?,?\s*the\s+(?:final\s+|correct\s+|right\s+|best\s+)?answer\s+(?:is|would\s+be|will\s+be)\s*:?",

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from raydsbs.tasks.base import ParsedCompletion
+from raydsbs.tasks.completions import ParsedCompletion
 from raydsbs.tasks.safe_eval import try_evaluate
 
 

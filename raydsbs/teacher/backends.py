@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from raydsbs.config import TaskConfig, TeacherConfig
+from raydsbs.schemas import PASSTHROUGH
 from raydsbs.teacher.model_cache import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 Backend = Callable[["ray.data.Dataset", TeacherConfig, TaskConfig], "ray.data.Dataset"]  # noqa: F821
 
 # Columns a backend carries from request to output (the prompt is dropped: it is in requests/).
-PASSTHROUGH = ["request_id", "id", "split", "sample", "question", "question_key", "gold"]
 STOP = ["\n\nQ:", "\nQ:"]  # the start of the next few-shot example
 OUR_REQUEST_ID = "raydsbs_request_id"
 

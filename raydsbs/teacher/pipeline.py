@@ -30,11 +30,12 @@ from raydsbs.config import Config
 from raydsbs.failpoints import passing
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
+from raydsbs.schemas import DISTILL, HELDOUT, PASSTHROUGH, SAMPLES, TEACHER_REJECTS
 from raydsbs.staging import scratch_folder, written_whole
 from raydsbs.tasks import get_task
-from raydsbs.teacher.backends import BACKENDS, PASSTHROUGH, PROMPT_TOO_LONG, read_replay_file
+from raydsbs.teacher.backends import BACKENDS, PROMPT_TOO_LONG, read_replay_file
 from raydsbs.teacher.requests import write_requests
-from raydsbs.teacher.selection import DISTILL_COLUMNS, HELDOUT_COLUMNS, REJECT_COLUMNS, Sample, select_rows
+from raydsbs.teacher.selection import Sample, select_rows
 
 logger = logging.getLogger(__name__)
 
@@ -181,36 +182,22 @@ def _sample_batches(run: RunDir, columns: list[str]):
 
 _ROWS_AT_ONCE = 8192  # rows turned into Python objects at a time by the selection
 _SAMPLES_PER_BUCKET = 16384  # samples decided at once: this, not the corpus, bounds the driver's memory
-_SAMPLE_COLUMNS = [
-    "request_id",
-    "id",
-    "split",
-    "sample",
-    "question",
-    "question_key",
-    "gold",
-    "completion",
-    "generated_tokens",
-    "rationale",
-    "teacher_label",
-    "teacher_correct",
-    "reason",
-    "detail",
-]
+_SAMPLE_COLUMNS = SAMPLES.names
 _LONG_COLUMNS = ["question", "rationale", "completion"]  # left on disk while a bucket is decided
 _SHORT_COLUMNS = [column for column in _SAMPLE_COLUMNS if column not in _LONG_COLUMNS]
 _TEXT_COLUMNS = ["id", "gold", *_LONG_COLUMNS]  # what the output files take from the samples themselves
-_DECIDED_COLUMNS = [
-    "position",
-    "request_id",
-    "split",
-    "reason",
-    "detail",
-    "teacher_label",
-    "teacher_correct",
-    "vote_share",
-    "samples",
-]
+# One decision per row, in the selection's scratch files (not an output): where its sample is, and what was decided.
+_DECIDED = pa.schema(
+    [
+        ("position", pa.int64()),
+        *[
+            SAMPLES.field(name)
+            for name in ("request_id", "split", "reason", "detail", "teacher_label", "teacher_correct")
+        ],
+        DISTILL.field("vote_share"),
+        DISTILL.field("samples"),
+    ]
+)
 
 
 def _in_tables(run: RunDir, columns: list[str]):
@@ -240,7 +227,7 @@ def _into_buckets(run: RunDir, staging: Path) -> list[Path]:
     unsent = pads.dataset(run.requests, format="parquet").count_rows(filter=pc.field("reason") != "")
     buckets = max(1, -(-(sent + unsent) // _SAMPLES_PER_BUCKET))
     paths = [staging / f"bucket-{number:05d}.parquet" for number in range(buckets)]
-    schema = _schema(_SAMPLE_COLUMNS)
+    schema = SAMPLES
     writers = [pq.ParquetWriter(path, schema) for path in paths]
     try:
         for table in _in_tables(run, _SAMPLE_COLUMNS):
@@ -287,7 +274,7 @@ def _decide(samples: pa.Table, config: Config) -> pa.Table:
     """One decision per row as Arrow columns, in the samples' order; each split decided on its own (a test row
     repeating a train row's input is still answered)."""
     rules = get_task(config.task.name).completion_rules(config.task.parser)
-    schema = _schema(_DECIDED_COLUMNS)
+    schema = _DECIDED
     chunks, rows = [], []
     for split in pc.unique(samples["split"]).to_pylist():
         for decision in select_rows(_in_id_order(samples.filter(pc.field("split") == split)), rules, config.teacher):
@@ -314,13 +301,12 @@ def _counts(column: pa.ChunkedArray) -> dict[str, int]:
     return dict(sorted((entry["values"], entry["counts"]) for entry in counted))
 
 
-def _output(rows: pa.Table, decisions: pa.Table, columns: list[str]) -> pa.Table:
+def _output(rows: pa.Table, decisions: pa.Table, schema: pa.Schema) -> pa.Table:
     """The output file's columns: the decision's where it has them, the sample's texts otherwise."""
-    schema = _schema(columns)
     return pa.table(
         [
             (decisions if name in decisions.column_names else rows)[name].cast(schema.field(name).type)
-            for name in columns
+            for name in schema.names
         ],
         schema=schema,
     )
@@ -361,9 +347,9 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
         written_whole(run.rejects_file, folder=False, replace=True) as rejects_path,
         written_whole(run.heldout_file, folder=False, replace=True) as heldout_path,
         # closed (in reverse order) before the files above are renamed into place
-        pq.ParquetWriter(distill_path, _schema(DISTILL_COLUMNS)) as distill,
-        pq.ParquetWriter(rejects_path, _schema(REJECT_COLUMNS)) as rejects,
-        pq.ParquetWriter(heldout_path, _schema(HELDOUT_COLUMNS)) as scored,
+        pq.ParquetWriter(distill_path, DISTILL) as distill,
+        pq.ParquetWriter(rejects_path, TEACHER_REJECTS) as rejects,
+        pq.ParquetWriter(heldout_path, HELDOUT) as scored,
     ):
         for path in _into_buckets(run, staging):
             passing("selection:bucket")
@@ -371,12 +357,12 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
             decided = _decide(samples, config)
             for chosen, decisions in _with_texts(path, decided):
                 train, usable = pc.equal(decisions["split"], "train"), pc.equal(decisions["reason"], "")
-                for writer, rows_of, columns in (
-                    (distill, pc.and_(train, usable), DISTILL_COLUMNS),
-                    (rejects, pc.and_(train, pc.invert(usable)), REJECT_COLUMNS),
-                    (scored, pc.invert(train), HELDOUT_COLUMNS),
+                for writer, rows_of, schema in (
+                    (distill, pc.and_(train, usable), DISTILL),
+                    (rejects, pc.and_(train, pc.invert(usable)), TEACHER_REJECTS),
+                    (scored, pc.invert(train), HELDOUT),
                 ):
-                    writer.write_table(_output(chosen.filter(rows_of), decisions.filter(rows_of), columns))
+                    writer.write_table(_output(chosen.filter(rows_of), decisions.filter(rows_of), schema))
             _tally_heldout(decided, heldout, backend_error)
             decided = decided.filter(pc.field("split") == "train")
             bucket_rejected = _counts(decided["reason"])
@@ -401,21 +387,6 @@ def _write_outputs(config: Config, run: RunDir) -> dict:
     if config.teacher.samples > 1:
         summary["rejected_samples"] = dict(sorted(rejected_samples.items()))
     return summary
-
-
-_TYPES = {
-    "teacher_correct": pa.bool_(),
-    "vote_share": pa.float64(),
-    "samples": pa.int64(),
-    "position": pa.int64(),
-    "sample": pa.int64(),
-    "question_key": pa.int64(),
-    "generated_tokens": pa.int64(),
-}
-
-
-def _schema(columns: list[str]) -> pa.Schema:
-    return pa.schema([(column, _TYPES.get(column, pa.string())) for column in columns])
 
 
 def _check_replay_file(config: Config) -> dict[str, int]:

@@ -28,27 +28,13 @@ import pyarrow.parquet as pq
 
 from raydsbs.config import Config, TeacherConfig
 from raydsbs.rundir import RunDir
+from raydsbs.schemas import REQUESTS
 from raydsbs.staging import written_whole
 from raydsbs.tasks import get_task
 from raydsbs.teacher.prompts import build_prompt
 from raydsbs.teacher.selection import question_key
 
 CHUNK_ROWS = 8192
-REQUEST_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("id", pa.string()),
-        ("split", pa.string()),
-        ("sample", pa.int64()),
-        ("seed", pa.int64()),
-        ("question", pa.string()),
-        ("question_key", pa.int64()),
-        ("gold", pa.string()),
-        ("prompt", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-    ]
-)
 
 
 def request_id(row_id: str, sample: int) -> str:
@@ -120,7 +106,7 @@ class RequestBuilder:
             for row, prompt, detail, key in zip(rows, prompts, too_long, keys, strict=True)
             for sample in range(self.teacher.samples)
         ]
-        return pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA)
+        return pa.Table.from_pylist(requests, schema=REQUESTS)
 
 
 def write_requests(config: Config, run: RunDir) -> None:

@@ -63,11 +63,6 @@ def question_key(question: str) -> int:
     return int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "big", signed=True)
 
 
-DISTILL_COLUMNS = ["id", "question", "gold", "rationale", "teacher_label", "teacher_correct", "vote_share", "samples"]
-REJECT_COLUMNS = ["id", "reason", "detail", "completion"]
-HELDOUT_COLUMNS = ["id", "split", "gold", "rationale", "teacher_label", "teacher_correct", "reason", "detail"]
-
-
 def _vote(samples: list[Sample], rules) -> tuple[Sample, float] | None:
     """The sample that stands for the majority label, and the share of usable samples that voted for it."""
     usable = [s for s in samples if not s.reason]

@@ -34,8 +34,8 @@ def _teacher_metrics(port: int) -> dict[str, list[str]]:
 def test_svamp_replay_generates_a_distillation_set_and_shows_its_progress_as_ray_metrics(tmp_path, dss_data):
     import ray
 
-    from raydsbs.config import load_config
     from raydsbs.data.corpus import write_corpus
+    from raydsbs.resolve import load_config
     from raydsbs.rundir import open_run
     from raydsbs.teacher.pipeline import generate
 

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raydsbs.config import load_config
 from raydsbs.data.corpus import write_corpus
+from raydsbs.resolve import load_config
 from raydsbs.rundir import open_run
 
 TASK = """

@@ -10,7 +10,7 @@ import pytest
 import ray
 import yaml
 
-from raydsbs.config import load_config, with_overrides
+from raydsbs.resolve import load_config, with_overrides
 from raydsbs.student.model import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from raydsbs.config import Config, ConfigError, config_hash, load_config, with_overrides
+from raydsbs.config import Config, ConfigError, config_hash
+from raydsbs.resolve import load_config, with_overrides
 from raydsbs.rundir import open_run, run_dir_for
 from tests.conftest import REPO
 

@@ -1,7 +1,7 @@
 import pyarrow.parquet as pq
 
-from raydsbs.config import load_config
 from raydsbs.data.corpus import write_corpus
+from raydsbs.resolve import load_config
 from raydsbs.rundir import open_run
 from raydsbs.tasks import Example
 from raydsbs.tasks.arith import ArithTask

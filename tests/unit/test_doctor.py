@@ -1,7 +1,7 @@
 import os
 
-from raydsbs.config import load_config
 from raydsbs.doctor import check_model, check_task_data, check_writable, format_checks, run_checks
+from raydsbs.resolve import load_config
 
 
 def test_this_environment_passes_every_check(tmp_path, monkeypatch):

@@ -187,7 +187,7 @@ def test_retry_after_is_read_as_seconds_or_an_http_date():
 
 
 def test_a_prompt_the_server_refuses_as_too_long_is_rejected_as_prompt_too_long():
-    from raydsbs.config import load_config
+    from raydsbs.resolve import load_config
     from raydsbs.teacher.pipeline import ParseSamples
 
     parse = ParseSamples(load_config(None, ["teacher.backend=openai", "teacher.endpoint=http://127.0.0.1:9/v1"]))

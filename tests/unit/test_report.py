@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from raydsbs.config import Config, to_yaml, with_overrides
+from raydsbs.config import Config, to_yaml
 from raydsbs.report import write_report
+from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
 
 TEACHER = {

@@ -155,7 +155,8 @@ def test_generation_returns_one_string_per_question(tokenizer, fmt):
 
 
 def test_fp16_with_a_t5_student_is_refused_with_the_reason():
-    from raydsbs.config import ConfigError, load_config
+    from raydsbs.config import ConfigError
+    from raydsbs.resolve import load_config
 
     with pytest.raises(ConfigError, match="overflow|65504"):
         load_config(None, ["train.precision=fp16", "train.use_gpu=true", "student.preset=flan-t5-base"])

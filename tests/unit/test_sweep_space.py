@@ -7,7 +7,8 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.sample import Categorical, Float, LogUniform
 
-from raydsbs.config import ConfigError, load_config
+from raydsbs.config import ConfigError
+from raydsbs.resolve import load_config
 from raydsbs.sweep import check_grid, distinct_trainings, param_space, tune_config
 
 

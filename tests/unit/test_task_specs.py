@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from raydsbs.config import ConfigError, TaskConfig, load_config
+from raydsbs.config import ConfigError, TaskConfig
+from raydsbs.resolve import load_config
 from raydsbs.tasks import Example, RejectedRow, get_task
 from raydsbs.teacher.prompts import build_prompt
 

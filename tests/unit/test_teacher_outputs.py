@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydsbs.config import load_config
+from raydsbs.resolve import load_config
 from raydsbs.rundir import open_run
+from raydsbs.schemas import REQUESTS
 from raydsbs.teacher import pipeline
 from raydsbs.teacher.pipeline import _write_outputs
-from raydsbs.teacher.requests import REQUEST_SCHEMA
 from raydsbs.teacher.selection import question_key
 
 
@@ -39,7 +39,7 @@ def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path, 
         }
         for i in range(4)
     ]
-    pq.write_table(pa.Table.from_pylist(requests, schema=REQUEST_SCHEMA), run.requests / "part-000000.parquet")
+    pq.write_table(pa.Table.from_pylist(requests, schema=REQUESTS), run.requests / "part-000000.parquet")
     run.generations.mkdir()
     generated = pa.Table.from_pylist(
         [

@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from raydsbs.config import Config, with_overrides
+from raydsbs.config import Config
+from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
 from raydsbs.student.batching import encode, student_format, subsample_indices, training_examples
 from raydsbs.student.launcher import prepare_training_data

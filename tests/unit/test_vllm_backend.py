@@ -3,7 +3,7 @@
 import pytest
 import ray
 
-from raydsbs.config import load_config
+from raydsbs.resolve import load_config
 from raydsbs.teacher.backends import _vllm_processor
 
 
