@@ -301,13 +301,9 @@ class Range(Section):
 
 class SweepConfig(Section):
     grid: dict[str, list[Any]] = Field(
-        default_factory=lambda: {
-            "train.method": ["step_by_step", "standard_finetune"],
-            "train.train_fraction": [0.5, 1.0],
-            "train.rationale_weight": [1.0],
-        },
+        default_factory=dict,
         description="Dotted config key -> values; grid search trains every combination, random search draws one "
-        "value of each key per trial.",
+        "value of each key per trial. Empty: `raydsbs run` trains the config's one student and sweeps nothing.",
     )
     search: Literal["grid", "random"] = Field(
         "grid",
