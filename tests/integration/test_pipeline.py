@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from raydsbs.config import METHODS
 from tests.integration.helpers import REPO, Background, TokenHead, last_checkpoint_step, token_head
 
 pytestmark = pytest.mark.integration
@@ -72,6 +73,13 @@ def tiny_run(head: TokenHead, tmp_path_factory) -> tuple[Path, str]:
     return run_dir, submitted.stdout
 
 
+@pytest.fixture(scope="module")
+def job_outputs(tiny_run) -> set[str]:
+    """The run directory's files as the job left them (later tests train more students into it)."""
+    run_dir, _ = tiny_run
+    return {str(path.relative_to(run_dir)) for path in run_dir.rglob("*") if path.is_file()}
+
+
 def test_the_job_ran_from_its_working_dir_and_its_logs_say_so(head, tiny_run):
     run_dir, submitted = tiny_run
     assert f"Job '{JOB_ID}' succeeded" in submitted
@@ -121,10 +129,10 @@ def test_doctor_says_whether_the_cluster_accepts_us(head):
     assert head.token not in accepted.stdout + refused.stdout
 
 
-def test_run_writes_every_output(tiny_run):
+def test_run_writes_every_output(tiny_run, job_outputs):
     run_dir, stdout = tiny_run
     assert "| method | λ | train fraction |" in stdout and "report:" in stdout
-    for path in [
+    expected = [
         "config.yaml",
         "corpus/train.parquet",
         "corpus/val.parquet",
@@ -136,12 +144,12 @@ def test_run_writes_every_output(tiny_run):
         "plots/accuracy_vs_fraction.png",
         "sweep/results.json",
         "summary.json",
-    ]:
-        assert (run_dir / path).is_file(), path
-    trained = sorted(p.parent.parent.name for p in run_dir.glob("student/*/model/config.json"))
+    ]
+    assert set(expected) <= job_outputs, set(expected) - job_outputs
+    trained = sorted(path.split("/")[1] for path in job_outputs if path.endswith("/model/config.json"))
     assert len(trained) == 2, trained  # the main training, which one trial reused, and the other trial's
     assert [name.split("-")[:2] for name in trained] == [["standard_finetune", "f1"], ["step_by_step", "f1"]]
-    assert all((run_dir / "student" / name / "metrics.json").is_file() for name in trained)
+    assert all(f"student/{name}/metrics.json" in job_outputs for name in trained)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["teacher"]["teacher_rows_test"] == 8 and 0 <= summary["teacher"]["teacher_accuracy_test"] <= 1
     assert 0 <= summary["baselines"]["untrained_student_test_accuracy"] <= 1
@@ -177,13 +185,30 @@ def test_teacher_outputs_account_for_every_row(tiny_run):
 
 
 def test_report_and_metrics_agree(tiny_run):
+    """Each figure of the sweep's results is its training's metrics.json, recomputed from its predictions, and
+    the report's row for it shows the same examples and accuracies."""
     run_dir, _ = tiny_run
     results = json.loads((run_dir / "sweep/results.json").read_text())
     assert {(r["method"], r["train_fraction"]) for r in results} == {("step_by_step", 1.0), ("standard_finetune", 1.0)}
+    report_rows = {
+        cells[0]: cells
+        for line in (run_dir / "report.md").read_text().splitlines()
+        if line.startswith("| ") and (cells := [cell.strip() for cell in line.strip("|").split("|")])[0] in METHODS
+    }
     for result in results:
-        assert 0.0 <= result["test_accuracy"] <= 1.0
-    report = (run_dir / "report.md").read_text()
-    assert "standard_finetune" in report and "step_by_step" in report and "plots/accuracy_vs_fraction.png" in report
+        folder = run_dir / "student" / result["training"]
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert {key: metrics[key] for key in result if key in metrics} == {
+            key: value for key, value in result.items() if key in metrics
+        }
+        predictions = pq.read_table(folder / "predictions.parquet").to_pylist()
+        for split in ("val", "test"):
+            scored = [row["correct"] for row in predictions if row["split"] == split]
+            assert len(scored) == 8 and metrics[f"{split}_accuracy"] == pytest.approx(sum(scored) / len(scored))
+        cells = report_rows[result["method"]]  # method, λ, fraction, seeds, examples, val %, test %, ...
+        assert cells[4] == str(result["examples"])
+        assert cells[5:7] == [f"{100 * result['val_accuracy']:.1f}", f"{100 * result['test_accuracy']:.1f}"]
+    assert "plots/accuracy_vs_fraction.png" in (run_dir / "report.md").read_text()
 
 
 def test_a_stage_reruns_alone_on_the_run_directory(head, tiny_run, capsys):

@@ -117,8 +117,17 @@ def test_causal_rows_score_the_target_only(tokenizer):
     assert (rows["labels"][0, : len(prompt)] == IGNORE).all()
     scored = rows["labels"][0][rows["labels"][0] != IGNORE].tolist()
     assert tokenizer.decode(scored, skip_special_tokens=True) == "7" and scored[-1] == tokenizer.eos_token_id
-    label_loss, rationale_loss = MultiTaskModel(model)(batch)
-    assert label_loss.item() > 0 and rationale_loss.item() > 0
+    losses = dict(zip(("label", "rationale"), MultiTaskModel(model)(batch), strict=True))
+    for task, loss in losses.items():  # the mean cross-entropy of the targets' tokens, each row read unpadded
+        total, scored_tokens = 0.0, 0
+        for ids, mask, labels in zip(
+            *(batch[task][key] for key in ("input_ids", "attention_mask", "labels")), strict=True
+        ):
+            ids, labels = ids[mask.bool()], labels[mask.bool()]
+            logits = model(input_ids=ids[None]).logits[0, :-1]
+            total += torch.nn.functional.cross_entropy(logits, labels[1:], ignore_index=IGNORE, reduction="sum").item()
+            scored_tokens += int((labels[1:] != IGNORE).sum())
+        assert loss.item() == pytest.approx(total / scored_tokens, rel=1e-5), task
 
 
 def test_label_only_batches_have_zero_rationale_loss(tokenizer):
