@@ -56,7 +56,8 @@ def test_svamp_replay_generates_a_distillation_set_and_shows_its_progress_as_ray
     ray.init(num_cpus=4)
     try:
         summary = generate(config, run)
-        found = _teacher_metrics(ray._private.worker.global_worker.node.metrics_export_port)
+        (node,) = ray.nodes()
+        found = _teacher_metrics(node["MetricsExportPort"])
     finally:
         ray.shutdown()
     (samples,) = found["ray_raydsbs_teacher_samples_total"]
