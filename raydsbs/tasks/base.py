@@ -31,7 +31,8 @@ class Example:
 
 @dataclass(frozen=True)
 class RejectedRow:
-    """A source row that can't become an :class:`Example`; ``detail`` names the row and the problem."""
+    """A row that can't be used: ``reason`` is a short code, ``detail`` names the row and the problem. The
+    one type for it, from a file's unreadable row (its ``id`` still empty) to a corpus reject."""
 
     id: str
     reason: str

@@ -2,7 +2,7 @@
 paper's released files, or a Hugging Face hub dataset (online only).
 
 A row that can't be read (undecodable bytes, broken JSON, not an object) is
-not an error for the whole file: it comes back as a :class:`RowProblem`
+not an error for the whole file: it comes back as a :class:`RejectedRow`
 naming the file, the line and what is wrong, and the corpus stage writes it
 to ``corpus/rejects.parquet``.
 """
@@ -12,23 +12,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class RowProblem:
-    """A row that could not be used: ``reason`` is a short code, ``detail`` says where and why."""
-
-    reason: str
-    detail: str
+from raydsbs.tasks.base import RejectedRow
 
 
 class SourceError(ValueError):
     """A whole source is unusable (missing file, unknown format, hub not reachable)."""
 
 
-RawRow = dict | RowProblem
+RawRow = dict | RejectedRow
 
 
 def _json_lines(path: Path) -> list[RawRow]:
@@ -38,16 +31,18 @@ def _json_lines(path: Path) -> list[RawRow]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            rows.append(RowProblem("undecodable_bytes", f"{where}: {error.reason} at byte {error.start}"))
+            rows.append(RejectedRow("", "undecodable_bytes", f"{where}: {error.reason} at byte {error.start}"))
             continue
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            rows.append(RowProblem("not_json", f"{where}: {error.msg}"))
+            rows.append(RejectedRow("", "not_json", f"{where}: {error.msg}"))
             continue
-        rows.append(row if isinstance(row, dict) else RowProblem("not_an_object", f"{where}: {type(row).__name__}"))
+        rows.append(
+            row if isinstance(row, dict) else RejectedRow("", "not_an_object", f"{where}: {type(row).__name__}")
+        )
     return rows
 
 
@@ -69,14 +64,14 @@ def _json_file(path: Path) -> list[RawRow]:
         out.append(
             _decoded(row, where)
             if isinstance(row, dict)
-            else RowProblem("not_an_object", f"{where}: {type(row).__name__}")
+            else RejectedRow("", "not_an_object", f"{where}: {type(row).__name__}")
         )
     return out
 
 
 def _decoded(row: dict, where: str) -> RawRow:
-    """``row`` read with ``surrogateescape``, or a RowProblem when it holds bytes that were not UTF-8."""
-    return RowProblem("undecodable_bytes", f"{where}: bytes that are not UTF-8") if _has_undecodable(row) else row
+    """``row`` read with ``surrogateescape``, or a RejectedRow when it holds bytes that were not UTF-8."""
+    return RejectedRow("", "undecodable_bytes", f"{where}: bytes that are not UTF-8") if _has_undecodable(row) else row
 
 
 def _has_undecodable(value) -> bool:
@@ -109,7 +104,7 @@ def _csv_file(path: Path) -> list[RawRow]:
         first_line = reader.line_num + 1
         if None in row or None in row.values():
             rows.append(
-                RowProblem("wrong_field_count", f"{where}: {len(reader.fieldnames or [])} columns in the header")
+                RejectedRow("", "wrong_field_count", f"{where}: {len(reader.fieldnames or [])} columns in the header")
             )
         else:
             rows.append(_decoded(row, where))
@@ -120,7 +115,7 @@ READERS = {".jsonl": _json_lines, ".json": _json_file, ".parquet": _parquet_file
 
 
 def read_rows(path: str | Path) -> list[RawRow]:
-    """Every row of a local file, in order; unreadable rows as :class:`RowProblem`."""
+    """Every row of a local file, in order; unreadable rows as :class:`RejectedRow`."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"no such data file: {path}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import re
 import string
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +32,7 @@ from raydsbs.config import TaskConfig
 from raydsbs.data.released import released_id
 from raydsbs.tasks.answers import ANSWER_KINDS, answer_format
 from raydsbs.tasks.base import SPLITS, Example, Exemplar, RejectedRow, Task
-from raydsbs.tasks.sources import RawRow, RowProblem, SourceError, read_hub_split, read_rows
+from raydsbs.tasks.sources import RawRow, SourceError, read_hub_split, read_rows
 
 LETTERS = "abcdefghij"
 
@@ -148,28 +149,28 @@ class SpecTask(Task):
     # --- rows -> examples --------------------------------------------------------------------
 
     def format_input(self, row: dict, template: str | None = None) -> str:
-        """The text for one row; raises :class:`RowError` naming the column that is missing or mistyped."""
+        """The text for one row; raises :class:`_BadRow` naming the column that is missing or mistyped."""
         template = template or self.spec.input_template
         values = {}
         for column in template_columns(template):
             if column not in row:
-                raise RowError("missing_column", f"no column {column!r} (has {', '.join(sorted(row)) or 'none'})")
+                raise _BadRow("missing_column", f"no column {column!r} (has {', '.join(sorted(row)) or 'none'})")
             value = row[column]
             if isinstance(value, bytes):  # a binary Parquet column
                 try:
                     value = value.decode("utf-8")
                 except UnicodeDecodeError as error:
-                    raise RowError(
+                    raise _BadRow(
                         "undecodable_bytes", f"column {column!r}: {error.reason} at byte {error.start}"
                     ) from None
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-                raise RowError("mistyped_field", f"column {column!r} is {type(value).__name__}, expected text")
+                raise _BadRow("mistyped_field", f"column {column!r} is {type(value).__name__}, expected text")
             values[column] = value
         text = template.format(**values)
         if self.spec.choices_column:
             choices = row.get(self.spec.choices_column)
             if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
-                raise RowError("mistyped_field", f"column {self.spec.choices_column!r} must be a list of texts")
+                raise _BadRow("mistyped_field", f"column {self.spec.choices_column!r} must be a list of texts")
             lines = [f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices, strict=False)]
             text = "\n".join([text, "Answer Choices:", *lines])
         return text
@@ -179,22 +180,22 @@ class SpecTask(Task):
         its name; a label the task's answer kind can't compare (not a listed choice, not a number) is refused."""
         column = label_column or self.spec.label_column
         if column not in row or row[column] is None:
-            raise RowError("missing_label", f"no value in label column {column!r}")
+            raise _BadRow("missing_label", f"no value in label column {column!r}")
         value = row[column]
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise RowError("mistyped_field", f"label column {column!r} is {type(value).__name__}")
+            raise _BadRow("mistyped_field", f"label column {column!r} is {type(value).__name__}")
         names = self.spec.label_names
         if names is not None:
             index = _label_index(value)
             if index is not None:
                 if not 0 <= index < len(names):
-                    raise RowError("unknown_label", f"label {value!r} is not an index of {names}")
+                    raise _BadRow("unknown_label", f"label {value!r} is not an index of {names}")
                 value = names[index]
         label = str(value).strip()
         if not label:
-            raise RowError("missing_label", f"empty label in column {column!r}")
+            raise _BadRow("missing_label", f"empty label in column {column!r}")
         if self.answer_format.kind != "lettered_choice" and self.answer_format.normalize(label) is None:
-            raise RowError(
+            raise _BadRow(
                 "unknown_label",
                 f"label {label!r} is not a valid {self.answer_format.kind} answer"
                 + (f" (one of {', '.join(self.spec.answer.choices)})" if self.spec.answer.choices else ""),
@@ -204,8 +205,8 @@ class SpecTask(Task):
     def to_example(
         self, row: RawRow, row_id: str, *, max_chars: int | None = None, hub: bool = False
     ) -> Example | RejectedRow:
-        if isinstance(row, RowProblem):
-            return RejectedRow(row_id, row.reason, row.detail)
+        if isinstance(row, RejectedRow):  # unreadable in its file
+            return replace(row, id=row_id)
         template = self.spec.hub.input_template if hub and self.spec.hub else None
         label_column = self.spec.hub.label_column if hub and self.spec.hub else None
         if self.spec.id_column and isinstance(row.get(self.spec.id_column), (str, int)):
@@ -215,11 +216,11 @@ class SpecTask(Task):
             if self.spec.choices_column:  # the label names one of the row's choices ("(b)" becomes its text)
                 named = self.answer_format.parse(gold, question)
                 if named is None:
-                    raise RowError(
+                    raise _BadRow(
                         "unknown_label", f"label {gold!r} is not one of the row's {self.spec.choices_column!r}"
                     )
                 gold = named
-        except RowError as error:
+        except _BadRow as error:
             return RejectedRow(row_id, error.reason, f"row {row_id}: {error.detail}")
         if max_chars is not None and len(question) > max_chars:
             return RejectedRow(
@@ -307,7 +308,9 @@ def _label_index(value: str | int | float) -> int | None:
     return None
 
 
-class RowError(ValueError):
+class _BadRow(ValueError):
+    """Raised inside :meth:`to_example` for the :class:`RejectedRow` it returns."""
+
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason, self.detail = reason, detail

@@ -271,12 +271,13 @@ def read_replay_file(path: str) -> ReplayFile:
     A row that can't be matched to an input row (unreadable, no id, an id seen before, neither a completion nor
     a rationale and a label) is counted in ``unusable``; the input row it was meant for, if any, becomes
     ``no_replayed_completion``."""
-    from raydsbs.tasks.sources import RowProblem, read_rows
+    from raydsbs.tasks import RejectedRow
+    from raydsbs.tasks.sources import read_rows
 
     by_id, unusable = {}, []
     for position, row in enumerate(read_rows(path)):
         where = f"{Path(path).name} row {position}"
-        if isinstance(row, RowProblem):
+        if isinstance(row, RejectedRow):
             unusable.append((row.reason, row.detail))
         elif row.get("id") is None or not str(row["id"]).strip():
             unusable.append(("missing_id", f"{where}: no id"))
