@@ -104,18 +104,18 @@ def presets() -> int:
 
 def predict(args) -> int:
     """Label and rationale of each input from a trained student."""
-    from raydsbs.student.inference import generate
+    from raydsbs.student.inference import predict as student_predict
     from raydsbs.student.model import load_student
 
     trust_remote_code = args.trust_remote_code
     if args.model:
         folder = Path(args.model)
     elif args.config:
-        from raydsbs.student.launcher import canonical, training_name
+        from raydsbs.student.launcher import training_name, without_ignored_keys
         from raydsbs.student.learner import MODEL_SUBDIR
 
         config, run = resolve(args.config, args.overrides)
-        folder = run.training(training_name(canonical(config))) / MODEL_SUBDIR
+        folder = run.training(training_name(without_ignored_keys(config))) / MODEL_SUBDIR
         trust_remote_code = trust_remote_code or config.student.trust_remote_code
     else:
         print("error: give a config or run directory, or --model FOLDER", file=sys.stderr)
@@ -126,7 +126,8 @@ def predict(args) -> int:
     inputs = args.input or [line.strip() for line in sys.stdin if line.strip()]
     model, tokenizer, fmt = load_student(folder, trust_remote_code)
     outputs = {
-        task: generate(model, tokenizer, fmt, inputs, task, args.max_new_tokens) for task in ("label", "rationale")
+        task: student_predict(model, tokenizer, fmt, inputs, task, args.max_new_tokens)
+        for task in ("label", "rationale")
     }
     for text, label, rationale in zip(inputs, outputs["label"], outputs["rationale"], strict=True):
         print(f"input:     {text}\nlabel:     {label}\nrationale: {rationale}\n")

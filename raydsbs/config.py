@@ -281,7 +281,7 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    batch_size: int = Field(64, ge=1, description="Rows per generate() call.")
+    batch_size: int = Field(64, ge=1, description="Questions a student answers at once when it is scored.")
     max_new_tokens: int = Field(16, ge=1, description="Tokens generated for a label.")
 
 

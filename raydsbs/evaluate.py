@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 from raydsbs.config import Config, config_hash
 from raydsbs.rundir import RunDir
 from raydsbs.staging import written_whole
-from raydsbs.student.inference import generate_counted
-from raydsbs.student.launcher import canonical, prepare_tokenizer
+from raydsbs.student.inference import predict_counted
+from raydsbs.student.launcher import prepare_tokenizer, without_ignored_keys
 from raydsbs.student.learner import DTYPES, MODEL_SUBDIR, compute_dtype
 from raydsbs.tasks import get_task
 
@@ -43,7 +43,7 @@ def score(config: Config, run: RunDir, model, tokenizer, fmt) -> tuple[dict, lis
     metrics, rows = {}, []
     for split in EVAL_SPLITS:
         examples = pq.read_table(run.corpus_file(split)).to_pylist()
-        outputs = generate_counted(
+        outputs = predict_counted(
             model,
             tokenizer,
             fmt,
@@ -93,7 +93,7 @@ def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
             logger.info("evaluate | %s | reuses its scores (metrics.json, the same eval.* settings)", folder.name)
             return metrics
         logger.info("evaluate | %s | scores again: eval.* was %s, is %s", folder.name, metrics.get("eval"), scoring)
-    config = canonical(config)
+    config = without_ignored_keys(config)
     model, tokenizer, fmt = load_student(folder / MODEL_SUBDIR, config.student.trust_remote_code)
     training_file = folder / "training.json"
     training = json.loads(training_file.read_text()) if training_file.is_file() else {}

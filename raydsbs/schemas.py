@@ -76,15 +76,15 @@ HELDOUT = pa.schema(
     ]
 )
 
-# A training example as token ids: the label task's and the rationale task's source and target, and how
-# many target tokens are given (a marker the loss does not score).
+# A training example as token ids: the label objective's and the rationale objective's prompt (a seq2seq
+# student's encoder input) and target, and how many target tokens are given (a marker the loss does not score).
 TOKENIZED = pa.schema(
     [
         ("id", _TEXT),
-        ("label_source", _TOKENS),
+        ("label_prompt", _TOKENS),
         ("label_target", _TOKENS),
         ("label_given", pa.int32()),
-        ("rationale_source", _TOKENS),
+        ("rationale_prompt", _TOKENS),
         ("rationale_target", _TOKENS),
         ("rationale_given", pa.int32()),
     ]

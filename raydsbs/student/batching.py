@@ -35,7 +35,7 @@ import torch
 from raydsbs.config import StudentConfig
 
 IGNORE = -100  # label value of positions that are not scored (padding, prompts, markers)
-TASKS = ("label", "rationale")
+OBJECTIVES = ("label", "rationale")  # what the student learns: the two parts of its multi-task loss
 MARKERS = {"label": "predict: ", "rationale": "explain: "}
 BUCKET_WINDOW = 50  # global batches sorted by length together: similar lengths, still a shuffled order
 
@@ -248,21 +248,21 @@ def _packed(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]
     where a query may attend: the prompt and the earlier tokens of its own block (a padding position attends
     to itself only, so no row of the mask is empty).
     """
-    sequences, positions, blocks, labels = [], [], [], {task: [] for task in TASKS}
+    sequences, positions, blocks, labels = [], [], [], {task: [] for task in OBJECTIVES}
     for example in batch:
         prompt = example.label.source
         ids, pos, block = list(prompt), list(range(len(prompt))), [0] * len(prompt)
-        scored = {task: [IGNORE] * len(prompt) for task in TASKS}
+        scored = {task: [IGNORE] * len(prompt) for task in OBJECTIVES}
         for number, (task, row) in enumerate(example.rows().items(), start=1):
             ids += row.target
             pos += range(len(prompt), len(prompt) + len(row.target))
             block += [number] * len(row.target)
-            for other in TASKS:
+            for other in OBJECTIVES:
                 scored[other] += _scored(row) if other == task else [IGNORE] * len(row.target)
         sequences.append(ids)
         positions.append(pos)
         blocks.append(block)
-        for task in TASKS:
+        for task in OBJECTIVES:
             labels[task].append(scored[task])
     width = max(len(s) for s in sequences)
     block = pad_rows(blocks, -1)  # -1: padding
@@ -274,7 +274,7 @@ def _packed(batch: list[EncodedExample], pad_id: int) -> dict[str, torch.Tensor]
         "input_ids": pad_rows(sequences, pad_id),
         "position_ids": pad_rows(positions, 0),
         "attention_mask": mask[:, None],
-        **{f"{task}_labels": pad_rows(labels[task], IGNORE) for task in TASKS},
+        **{f"{task}_labels": pad_rows(labels[task], IGNORE) for task in OBJECTIVES},
     }
 
 

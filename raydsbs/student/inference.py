@@ -16,14 +16,14 @@ def _strip(rows: torch.Tensor, given: int, eos_id: int) -> list[list[int]]:
     return out
 
 
-def generate(
+def predict(
     model, tokenizer, fmt: StudentFormat, questions: list[str], task: str, max_new_tokens: int, batch_size: int = 32
 ) -> list[str]:
     """The decoded ``task`` ("label" or "rationale") outputs for ``questions``, in order."""
-    return [text for text, _ in generate_counted(model, tokenizer, fmt, questions, task, max_new_tokens, batch_size)]
+    return [text for text, _ in predict_counted(model, tokenizer, fmt, questions, task, max_new_tokens, batch_size)]
 
 
-def generate_counted(
+def predict_counted(
     model,
     tokenizer,
     fmt: StudentFormat,

@@ -36,7 +36,7 @@ IGNORED_KEYS = {
 }
 
 
-def canonical(config: Config) -> Config:
+def without_ignored_keys(config: Config) -> Config:
     """The config with the keys its method ignores set to their defaults, so a sweep over λ trains each
     other method once, not once per λ."""
     ignored = IGNORED_KEYS[config.train.method]
@@ -48,7 +48,7 @@ def canonical(config: Config) -> Config:
 
 def training_name(config: Config) -> str:
     """A readable, unique folder name for one training: method, fraction, λ (step_by_step), seed, a hash."""
-    train = canonical(config).train
+    train = without_ignored_keys(config).train
     digest = config_hash(Config(student=config.student, train=train), length=6)  # eval.* re-scores, never retrains
     weight = f"-l{train.rationale_weight:g}" if train.method == "step_by_step" else ""
     return f"{train.method}-f{train.train_fraction:g}{weight}-s{train.seed}-{digest}"
@@ -114,7 +114,7 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
 
     ``report_to_tune``: inside a Tune trial, relay each checkpoint's metrics to Tune (for its scheduler).
     """
-    config = canonical(config)
+    config = without_ignored_keys(config)
     folder = run.training(training_name(config))
     if (folder / MODEL_SUBDIR / "config.json").is_file():
         logger.info("student %s exists; skipping training", folder.name)

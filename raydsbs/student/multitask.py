@@ -15,7 +15,7 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-from raydsbs.student.batching import IGNORE, TASKS
+from raydsbs.student.batching import IGNORE, OBJECTIVES
 
 
 def multitask_loss(label_loss: torch.Tensor, rationale_loss: torch.Tensor, rationale_weight: float) -> torch.Tensor:
@@ -49,7 +49,7 @@ class MultiTaskModel(torch.nn.Module):
             encoder = batch["encoder"]
             encoded = self.model.get_encoder()(**encoder).last_hidden_state
         losses = {}
-        for task in TASKS:
+        for task in OBJECTIVES:
             if task not in batch:
                 continue
             inputs = dict(batch[task])
@@ -65,7 +65,7 @@ class MultiTaskModel(torch.nn.Module):
         return losses
 
     def _packed_losses(self, packed: dict) -> dict[str, torch.Tensor]:
-        targets = {task: packed[f"{task}_labels"] for task in TASKS}
+        targets = {task: packed[f"{task}_labels"] for task in OBJECTIVES}
         width = packed["input_ids"].shape[1]
         scored = torch.stack([(labels != IGNORE).any(0) for labels in targets.values()]).any(0)
         first = max(1, int(scored.nonzero()[0]))  # no logits before the first scored token's are needed

@@ -32,6 +32,7 @@ from raydsbs.rundir import RunDir
 from raydsbs.schemas import TOKENIZED
 from raydsbs.staging import written_whole
 from raydsbs.student.batching import (
+    OBJECTIVES,
     EncodedExample,
     StudentFormat,
     TaskRow,
@@ -86,6 +87,7 @@ def tokenized_dir(config: Config, run: RunDir, fmt: StudentFormat) -> Path:
         "max_rationale_tokens": student.max_rationale_tokens,
         "targets": learned_targets(config),
         "files": {path.name: _file_digest(path) for path in _source_files(config, run)},
+        "columns": TOKENIZED.names,  # a folder written in another layout is not read as this one
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return run.student / "tokenized" / f"{learned_targets(config)}-{digest}"
@@ -126,9 +128,9 @@ def _table(ids: list[str], encoded: list[EncodedExample | None]) -> pa.Table:
         return [getattr(row, part) if row else None for row in rows]
 
     columns = {"id": ids}
-    for task in ("label", "rationale"):
+    for task in OBJECTIVES:
         columns |= {
-            f"{task}_source": column(task, "source"),
+            f"{task}_prompt": column(task, "source"),
             f"{task}_target": column(task, "target"),
             f"{task}_given": column(task, "given"),
         }
@@ -152,7 +154,7 @@ def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat
 
 def _encoded(row: dict) -> EncodedExample:
     def task_row(task: str) -> TaskRow | None:
-        source = row[f"{task}_source"]
+        source = row[f"{task}_prompt"]
         return None if source is None else TaskRow(source, row[f"{task}_target"], row[f"{task}_given"])
 
     return EncodedExample(task_row("label"), task_row("rationale"))

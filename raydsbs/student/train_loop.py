@@ -41,7 +41,7 @@ def _mean_over_workers(total: float, count: int) -> float:
     return (values[0] / values[1].clamp(min=1)).item()
 
 
-class Trainer:
+class WorkerSetup:
     """Everything one worker needs to train: data, format, learner, and the batches of each epoch."""
 
     def __init__(self, config: Config, run: RunDir, rank: int, world: int, distributed: bool, device: torch.device):
@@ -111,7 +111,7 @@ def fit(
     """
     # A worker computes on every core it holds a part of: 1.8 CPUs are 2 threads, 0.9 one.
     torch.set_num_threads(max(1, math.ceil(config.train.cpus_per_worker)))
-    trainer = Trainer(config, run, rank, world, distributed, device or torch.device("cpu"))
+    trainer = WorkerSetup(config, run, rank, world, distributed, device or torch.device("cpu"))
     learner, train = trainer.learner, config.train
     progress = learner.restore(resume_from) if resume_from else Progress()
     means = RunningMeans()

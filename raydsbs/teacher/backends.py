@@ -38,6 +38,9 @@ from raydsbs.teacher.model_cache import resolve_model
 
 logger = logging.getLogger(__name__)
 
+# The reason a row gets when its backend gave it no completion.
+BACKEND_ERROR_REASON = {"vllm": "inference_error", "openai": "inference_error", "replay": "no_replayed_completion"}
+
 Backend = Callable[["ray.data.Dataset", TeacherConfig, TaskConfig], "ray.data.Dataset"]  # noqa: F821
 
 # Columns a backend carries from request to output (the prompt is dropped: it is in requests/).

@@ -17,7 +17,7 @@ from raydsbs.student.batching import (
     subsample_indices,
     training_examples,
 )
-from raydsbs.student.inference import generate
+from raydsbs.student.inference import predict
 from raydsbs.student.learner import Learner
 from raydsbs.student.model import build_student
 from raydsbs.student.multitask import MultiTaskModel
@@ -156,9 +156,9 @@ def test_truncation_limits_keep_the_end_of_sequence(tokenizer):
 @pytest.mark.parametrize(
     "fmt", [SEQ2SEQ, StudentFormat("seq2seq", "output", 160), StudentFormat("causal", "input", 160)]
 )
-def test_generation_returns_one_string_per_question(tokenizer, fmt):
+def test_prediction_returns_one_string_per_question(tokenizer, fmt):
     model = _model(tokenizer, "llama-tiny" if fmt.kind == "causal" else "t5-tiny")
-    outputs = generate(model, tokenizer, fmt, [e.question for e in EXAMPLES], "label", max_new_tokens=4, batch_size=2)
+    outputs = predict(model, tokenizer, fmt, [e.question for e in EXAMPLES], "label", max_new_tokens=4, batch_size=2)
     assert len(outputs) == 3 and all(isinstance(text, str) for text in outputs)
     assert not any(MARKERS["label"].strip() in text for text in outputs)  # the given marker is not echoed
 

@@ -12,14 +12,14 @@ import pytest
 from raydsbs.resolve import load_config
 from raydsbs.rundir import open_run
 from raydsbs.schemas import REQUESTS
-from raydsbs.teacher import pipeline
-from raydsbs.teacher.pipeline import _write_outputs
+from raydsbs.teacher import outputs
+from raydsbs.teacher.outputs import write_outputs
 from raydsbs.teacher.selection import question_key
 
 
 @pytest.mark.parametrize("samples_per_bucket", [16384, 1])  # one bucket, or as many as there are inputs
 def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path, monkeypatch, samples_per_bucket):
-    monkeypatch.setattr(pipeline, "_SAMPLES_PER_BUCKET", samples_per_bucket)
+    monkeypatch.setattr(outputs, "_SAMPLES_PER_BUCKET", samples_per_bucket)
     config = load_config(None, [f"output_dir={tmp_path}"])
     run = open_run(config)
     run.requests.mkdir(parents=True)
@@ -92,7 +92,7 @@ def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path, 
     pq.write_table(generated.slice(1, 2), run.generations / "b-written-again.parquet")
     pq.write_table(heldout, run.generations / "c-heldout.parquet")
 
-    summary = _write_outputs(config, run)
+    summary = write_outputs(config, run)
     assert not list(run.teacher.glob("selection.partial-*"))  # the bucket files are gone
     kept = pq.read_table(run.distill_file).sort_by("id").to_pylist()
     rejected = pq.read_table(run.rejects_file).to_pylist()
