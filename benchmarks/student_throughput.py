@@ -53,8 +53,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from raydsbs.config import Config, parse_override, to_yaml  # noqa: E402
-from raydsbs.resolve import load_config  # noqa: E402
+from raydsbs.config import Config, to_yaml  # noqa: E402
+from raydsbs.resolve import load_config, parse_override  # noqa: E402
 from raydsbs.rundir import RunDir  # noqa: E402
 
 ALPHA = 0.5  # the paper's α; λ = (1 − α)/α = 1 in raydsbs

@@ -376,32 +376,6 @@ class ConfigError(ValueError):
         super().__init__(f"{len(problems)} problem(s) in {source}:\n{lines}")
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.rationale_weight=0.5"`` -> (["train", "rationale_weight"], 0.5); the value is read as YAML."""
-    if "=" not in text:
-        raise ConfigError("overrides", [f"{text!r}: expected key=value, e.g. train.epochs=5"])
-    key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
-
-
-def set_dotted(tree: dict, keys: list[str], value: Any) -> None:
-    for key in keys[:-1]:
-        node = tree.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError("overrides", [f"{'.'.join(keys)}: {key} is not a section"])
-        tree = node
-    tree[keys[-1]] = value
-
-
-def apply_overrides(tree: dict, overrides: list[str]) -> dict:
-    """A copy of ``tree`` with each ``a.b=c`` override set."""
-    tree = json.loads(json.dumps(tree))
-    for text in overrides:
-        keys, value = parse_override(text)
-        set_dotted(tree, keys, value)
-    return tree
-
-
 def schema_problems(error: ValidationError) -> list[str]:
     """One line per problem the schema found: the key, the value given and what is allowed."""
     problems = []

@@ -9,6 +9,7 @@ and ``a.b=c`` overrides), :func:`build_config` (a nested dict) and :func:`with_o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -17,9 +18,35 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from raydsbs.config import Config, ConfigError, apply_overrides, schema_problems, set_dotted
+from raydsbs.config import Config, ConfigError, schema_problems
 from raydsbs.student.model import PRESETS, fp16_refusal, is_t5_name, pretrained_source
 from raydsbs.tasks import TASKS, TaskSpecError, get_task, is_task_file
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.rationale_weight=0.5"`` -> (["train", "rationale_weight"], 0.5); the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError("overrides", [f"{text!r}: expected key=value, e.g. train.epochs=5"])
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def set_dotted(tree: dict, keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        node = tree.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError("overrides", [f"{'.'.join(keys)}: {key} is not a section"])
+        tree = node
+    tree[keys[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """A copy of ``tree`` with each ``a.b=c`` override set."""
+    tree = json.loads(json.dumps(tree))
+    for text in overrides:
+        keys, value = parse_override(text)
+        set_dotted(tree, keys, value)
+    return tree
 
 
 @cache

@@ -30,8 +30,8 @@ from typing import Any
 
 import yaml
 
-from raydsbs.config import Config, ConfigError, apply_overrides, config_hash, to_yaml
-from raydsbs.resolve import build_config
+from raydsbs.config import Config, ConfigError, config_hash, to_yaml
+from raydsbs.resolve import apply_overrides, build_config
 from raydsbs.staging import written_whole
 
 logger = logging.getLogger(__name__)
