@@ -28,6 +28,16 @@ Method = Literal["step_by_step", "standard_finetune", "standard_distill", "cot_f
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 
 
+# Marks a teacher.* key that changes how the teacher runs, not what it writes: a rerun on a run directory
+# may change it (raydsbs/rundir.py), and a sweep may vary it.
+HOW_IT_RUNS = {"how_it_runs": True}
+
+
+def how_it_runs(section: type[BaseModel]) -> set[str]:
+    """The keys of ``section`` marked :data:`HOW_IT_RUNS`."""
+    return {name for name, field in section.model_fields.items() if field.json_schema_extra == HOW_IT_RUNS}
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, not ignored."""
 
@@ -89,56 +99,84 @@ class TeacherConfig(Section):
     min_rationale_words: int = Field(1, ge=0, description="Shorter rationales are dropped (rationale_too_short).")
     max_rationale_words: int = Field(400, ge=1, description="Longer rationales are dropped (rationale_too_long).")
     rows_per_checkpoint: int = Field(
-        64, ge=1, description="Rows written together; a killed run redoes at most the unwritten ones."
+        64,
+        ge=1,
+        description="Rows written together; a killed run redoes at most the unwritten ones.",
+        json_schema_extra=HOW_IT_RUNS,
     )
     max_model_len: int = Field(
         2048, ge=64, description="Context length; longer prompts are rejected (prompt_too_long)."
     )
-    batch_size: int = Field(64, ge=1, description="Rows per batch sent to the engine.")
+    batch_size: int = Field(64, ge=1, description="Rows per batch sent to the engine.", json_schema_extra=HOW_IT_RUNS)
     max_num_batched_tokens: int = Field(
         4096,
         ge=64,
         description="Tokens per vLLM engine step (its offline default; long few-shot prompts prefill faster).",
+        json_schema_extra=HOW_IT_RUNS,
     )
-    replicas: int = Field(1, ge=1, description="vLLM engine replicas (one per GPU or CPU bundle).")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica.")
-    cpus_per_replica: float = Field(1.0, gt=0, description="CPUs each replica reserves when no GPU is used.")
-    use_gpu: bool = Field(False, description="Give each replica a GPU (clusters) instead of CPUs.")
+    replicas: int = Field(
+        1, ge=1, description="vLLM engine replicas (one per GPU or CPU bundle).", json_schema_extra=HOW_IT_RUNS
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per replica.", json_schema_extra=HOW_IT_RUNS)
+    cpus_per_replica: float = Field(
+        1.0, gt=0, description="CPUs each replica reserves when no GPU is used.", json_schema_extra=HOW_IT_RUNS
+    )
+    use_gpu: bool = Field(
+        False, description="Give each replica a GPU (clusters) instead of CPUs.", json_schema_extra=HOW_IT_RUNS
+    )
     replica_resources: dict[str, float] = Field(
         default_factory=dict,
         description="Custom Ray resources each replica's bundles also reserve (one bundle per "
         "GPU), e.g. {teacher_node: 1} to keep replicas on the nodes that declare that resource, one per node.",
+        json_schema_extra=HOW_IT_RUNS,
     )
     trust_remote_code: bool = Field(
         False,
         description="Let teacher.model run the Python code shipped with it (a hub model's own modelling files). "
         "Off: such a model fails to load instead of running unreviewed code.",
+        json_schema_extra=HOW_IT_RUNS,
     )
-    kv_cache_gib: int = Field(2, ge=1, description="KV cache size for the CPU engine (VLLM_CPU_KVCACHE_SPACE).")
+    kv_cache_gib: int = Field(
+        2, ge=1, description="KV cache size for the CPU engine (VLLM_CPU_KVCACHE_SPACE).", json_schema_extra=HOW_IT_RUNS
+    )
     max_engine_restarts: int = Field(
         2,
         ge=0,
         description="vllm backend: restarts of a replica whose engine died, and "
         "retries of its batches; past them the stage fails with the engine's error "
         "(the rows already written are kept).",
+        json_schema_extra=HOW_IT_RUNS,
     )
     endpoint: str | None = Field(None, description="openai backend: base URL, e.g. http://host:8000/v1.")
     api: Literal["completions", "chat"] = Field(
         "completions", description="openai backend: /completions or /chat/completions."
     )
     api_key_env: str = Field(
-        "OPENAI_API_KEY", description="openai backend: the environment variable holding the key (never the key)."
+        "OPENAI_API_KEY",
+        description="openai backend: the environment variable holding the key (never the key).",
+        json_schema_extra=HOW_IT_RUNS,
     )
-    max_concurrent_requests: int = Field(8, ge=1, description="openai backend: requests in flight per worker.")
-    max_retries: int = Field(4, ge=0, description="openai backend: retries of a failed request (429, 5xx, timeouts).")
+    max_concurrent_requests: int = Field(
+        8, ge=1, description="openai backend: requests in flight per worker.", json_schema_extra=HOW_IT_RUNS
+    )
+    max_retries: int = Field(
+        4,
+        ge=0,
+        description="openai backend: retries of a failed request (429, 5xx, timeouts).",
+        json_schema_extra=HOW_IT_RUNS,
+    )
     request_timeout_s: float = Field(
-        120.0, gt=0, description="openai backend: seconds before a request counts as failed."
+        120.0,
+        gt=0,
+        description="openai backend: seconds before a request counts as failed.",
+        json_schema_extra=HOW_IT_RUNS,
     )
     max_retry_wait_s: float = Field(
         60.0,
         gt=0,
         description="openai backend: the longest wait before a retry, "
         "whatever the server's Retry-After asks (longer ones are cut, and logged).",
+        json_schema_extra=HOW_IT_RUNS,
     )
     replay_file: str | None = Field(
         None,

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from raydsbs.config import Config, ConfigError, config_hash, to_yaml
+from raydsbs.config import Config, ConfigError, TeacherConfig, config_hash, how_it_runs, to_yaml
 from raydsbs.resolve import apply_overrides, build_config
 from raydsbs.staging import written_whole
 
@@ -122,25 +122,7 @@ class RunDir:
         return folder.is_dir() and any(folder.iterdir())
 
 
-# teacher.* keys that change how the teacher runs, not what it writes: a rerun may change them.
-TEACHER_RUNTIME_KEYS = {
-    "rows_per_checkpoint",
-    "batch_size",
-    "max_num_batched_tokens",
-    "replicas",
-    "tensor_parallel_size",
-    "cpus_per_replica",
-    "use_gpu",
-    "replica_resources",
-    "trust_remote_code",
-    "kv_cache_gib",
-    "max_engine_restarts",
-    "api_key_env",
-    "max_concurrent_requests",
-    "max_retries",
-    "request_timeout_s",
-    "max_retry_wait_s",
-}
+TEACHER_RUNTIME_KEYS = how_it_runs(TeacherConfig)  # a rerun may change these: they do not change outputs
 
 
 def producing_stage(key: str) -> str | None:
