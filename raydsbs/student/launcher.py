@@ -122,12 +122,25 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
     prepare_training_data(config, run)
     warn_if_undersized(config)
     start_ray(config.ray)
+    started = time.monotonic()
+    result = _torch_trainer(config, run, folder.name, report_to_tune).fit()
+    selected = _keep_selected(config, run, folder, result, seconds=round(time.monotonic() - started, 1))
+    logger.info(
+        "student %s trained; the checkpoint after %d optimizer steps selected on %s",
+        folder.name,
+        selected["optimizer_steps"],
+        SELECTION_METRIC,
+    )
+    return folder
 
+
+def _torch_trainer(config: Config, run: RunDir, name: str, report_to_tune: bool):
+    """The Ray Train run of one training: its workers, checkpoints (the best two kept) and failures."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config.model_dump(mode="json"), "run_dir": str(run.root)},
         scaling_config=ScalingConfig(
@@ -136,7 +149,7 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
             resources_per_worker={"CPU": config.train.cpus_per_worker},
         ),
         run_config=RunConfig(
-            name=folder.name,
+            name=name,
             # Ray starts workers at nice 15; a training worker is the stage's whole work and runs at the normal
             # priority, as the teacher's engine does (it lost CPU to Ray's own processes otherwise).
             worker_runtime_env={"env_vars": {"RAY_worker_niceness": "0"}},
@@ -148,27 +161,24 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
             callbacks=[TuneReportCallback()] if report_to_tune else None,
         ),
     )
-    started = time.monotonic()
-    result = trainer.fit()
-    seconds = round(time.monotonic() - started, 1)  # a resumed run counts its last part only
+
+
+def _keep_selected(config: Config, run: RunDir, folder: Path, result, seconds: float) -> dict:
+    """Write the training's folder from a finished Ray Train run: its config, training.json, then model/ (the
+    checkpoint with the lowest validation label loss; a LoRA student merged) last, whole, as it marks the
+    training done. Returns the selected checkpoint's state."""
     best = result.get_best_checkpoint(metric=SELECTION_METRIC, mode="min")
     history = [metrics for _, metrics in result.best_checkpoints or []]
     with result.checkpoint.as_directory() as latest:
         final_step = json.loads((Path(latest) / STATE_FILE).read_text())["optimizer_steps"]
     counts = {key: history[-1].get(key) for key in ("examples", "rationales")} if history else {}
     folder.mkdir(parents=True, exist_ok=True)
-    # model/ appears last, whole: it is what marks the training done (its config and record are there before it).
     (folder / "config.yaml").write_text(to_yaml(config))
     with best.as_directory() as checkpoint:
         checkpoint = Path(checkpoint)
         selected = json.loads((checkpoint / STATE_FILE).read_text())
-        summary = {
-            "selected": selected,
-            "final_step": final_step,
-            "seconds": seconds,
-            **counts,
-            "kept_checkpoints": history,
-        }
+        summary = {"selected": selected, "final_step": final_step, "seconds": seconds, **counts}
+        summary["kept_checkpoints"] = history
         with written_whole(folder / "training.json", folder=False, replace=True) as staging:
             staging.write_text(json.dumps(summary, indent=2))
         with written_whole(folder / MODEL_SUBDIR, replace=True) as staging:
@@ -178,10 +188,4 @@ def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> 
                 _write_merged(config, run, folder / ADAPTER_SUBDIR, staging)
             else:
                 shutil.copytree(checkpoint / MODEL_SUBDIR, staging, dirs_exist_ok=True)
-    logger.info(
-        "student %s trained; the checkpoint after %d optimizer steps selected on %s",
-        folder.name,
-        selected["optimizer_steps"],
-        SELECTION_METRIC,
-    )
-    return folder
+    return selected
