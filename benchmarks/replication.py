@@ -12,7 +12,7 @@ untrained student and the trivial floor on the same test rows. Writes
     benchmarks/results/replication.json         per task: floor, untrained_student, teacher_test, student, cells
     benchmarks/results/replication_<task>.png   accuracy against training-set size, with the three lines
     benchmarks/results/replication_<task>.md    the run's report
-    benchmarks/results/replication.md           the README's tables
+    benchmarks/results/replication.md           the tables of benchmarks/README.md
 
     .venv/bin/python benchmarks/replication.py                     # svamp and cqa (~2 hours on 2 cores)
     .venv/bin/python benchmarks/replication.py --task esnli --data-dir DIR   # any task with released files

@@ -1,6 +1,6 @@
 """Tasks defined in YAML: the paper's benchmarks and a user's own task, without Python.
 
-A task file (see ``raydsbs/tasks/specs/*.yaml`` and the README) says how a
+A task file (see ``raydsbs/tasks/specs/*.yaml`` and docs/tasks.md) says how a
 row becomes the text the teacher and student read, where its label is, how
 the answer is stated and compared, and where its data come from::
 
