@@ -130,15 +130,21 @@ class TokenHead:
     def ray(self, *args: str, token: str | None = "cluster's", timeout: float = 120) -> subprocess.CompletedProcess:
         """The `ray` command line against this head, e.g. ``head.ray("job", "list")``."""
         args = [*args[:2], "--address", self.dashboard, *args[2:]] if args[0] == "job" else list(args)
-        return subprocess.run(
-            [str(BIN / "ray"), *args],
-            env=self.env(token),
-            cwd=REPO,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-        )
+        for attempt in range(3):
+            result = subprocess.run(
+                [str(BIN / "ray"), *args],
+                env=self.env(token),
+                cwd=REPO,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            )
+            # A head on a loaded machine may answer before its job agent has registered; Ray says to try again.
+            if "No available agent to submit job" not in result.stdout or attempt == 2:
+                return result
+            time.sleep(10)
+        return result
 
 
 @contextmanager

@@ -109,7 +109,7 @@ def test_a_submission_without_the_token_is_refused(head):
 def test_doctor_says_whether_the_cluster_accepts_us(head):
     """The doctor's Ray check (the whole doctor runs in tests/unit/test_doctor.py), as a user's shell runs it."""
     check = (
-        "from raydsbs.config import load_config; from raydsbs.doctor import check_ray, format_checks; "
+        "from raydsbs.resolve import load_config; from raydsbs.doctor import check_ray, format_checks; "
         f"print(format_checks([check_ray(load_config('jobs/quickstart.yaml', ['ray.address={head.gcs}']))]))"
     )
     accepted, refused = (
