@@ -311,10 +311,12 @@ class TrainConfig(Section):
             raise ValueError("train.precision=fp16 needs a GPU (train.use_gpu=true); on CPUs use bf16 or fp32")
         return self
 
-    def dtype_name(self, cpu_has_bf16: bool = False) -> str:
-        """The compute precision this run uses: fp32, bf16 or fp16 (``auto`` asks the machine that trains)."""
+    def dtype_name(self, cpu_has_bf16: bool = False, gpu_has_bf16: bool = False) -> str:
+        """The compute precision this run uses: fp32, bf16 or fp16. ``auto`` asks the device that trains: bf16
+        where it computes bf16 natively (GPUs from Ampere on; CPUs with avx512_bf16 or AMX), else fp32 (a T4 or
+        V100 has no bf16, and fp16 needs loss scaling and overflows T5)."""
         if self.precision == "auto":
-            return "bf16" if self.use_gpu or cpu_has_bf16 else "fp32"
+            return "bf16" if (gpu_has_bf16 if self.use_gpu else cpu_has_bf16) else "fp32"
         return self.precision
 
 

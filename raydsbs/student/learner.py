@@ -50,9 +50,18 @@ def cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
+def gpu_has_bf16() -> bool:
+    """Whether this machine's GPU computes bf16 natively (compute capability 8.0 and up)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def compute_dtype(train: TrainConfig) -> str:
     """fp32, bf16 or fp16: ``train.precision``, with ``auto`` decided by this machine."""
-    return train.dtype_name(cpu_has_bf16=train.precision == "auto" and not train.use_gpu and cpu_has_bf16())
+    if train.precision != "auto":
+        return train.precision
+    return train.dtype_name(
+        cpu_has_bf16=not train.use_gpu and cpu_has_bf16(), gpu_has_bf16=train.use_gpu and gpu_has_bf16()
+    )
 
 
 def deepspeed_config(train: TrainConfig) -> dict:
@@ -234,5 +243,7 @@ class Learner:
             else:
                 saved = type(self.module).from_pretrained(checkpoint / MODEL_SUBDIR)  # fills tied weights too
                 self.module.load_state_dict(saved.state_dict())
-            self.optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+            # onto this worker's device: the state was saved from whichever device rank 0 had
+            state = torch.load(checkpoint / "optimizer.pt", map_location=self.device, weights_only=True)
+            self.optimizer.load_state_dict(state)
         return Progress(**json.loads((checkpoint / STATE_FILE).read_text()))

