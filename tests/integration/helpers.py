@@ -162,6 +162,8 @@ def token_head(home: Path, num_cpus: int = 4):
                 str(REPO / "cluster" / "local-head.sh"),
                 f"--num-cpus={num_cpus}",
                 f"--temp-dir={temp_dir}",
+                # not Ray's fixed default (52365): another Ray on the machine (a benchmark) may hold it
+                f"--dashboard-agent-listen-port={_free_port()}",
                 "--block",
             ],
             env=env,
