@@ -28,6 +28,9 @@ def test_an_engine_that_always_dies_ends_the_stage_after_its_restarts_and_keeps_
         f"output_dir={tmp_path}",
         "tag=crash",
         "teacher.rows_per_checkpoint=8",
+        "teacher.batch_size=8",  # rows reach generations/ soon after an engine starts
+        "teacher.max_new_tokens=16",
+        "teacher.num_shots=1",
         f"teacher.max_engine_restarts={restarts}",
         log=tmp_path / "generate.log",
     )
