@@ -68,6 +68,8 @@ def test_kuberay_manifests_have_token_auth_everywhere(path):
             assert "secretKeyRef" in token.get("valueFrom", {}), f"{path.name} {where}: token not from a Secret"
             for item in env.values():  # no secret written into the manifest itself
                 assert not ("TOKEN" in item["name"] or "KEY" in item["name"]) or "valueFrom" in item
+            if where != "submitter":  # the head runs the driver, which loads gated tokenizers and configs too
+                assert "secretKeyRef" in env.get("HF_TOKEN", {}).get("valueFrom", {}), f"{path.name} {where}: HF_TOKEN"
 
 
 def test_local_head_script_turns_token_auth_on():
