@@ -198,23 +198,25 @@ class Learner:
         """Whether this rank has files in a checkpoint (every rank under ZeRO: its shard of the states)."""
         return bool(self.zero_stage) or rank == 0
 
-    @contextlib.contextmanager
-    def full_weights(self):
-        """The whole model's weights on every rank for the duration (ZeRO-3 gathers its shards)."""
-        if self.zero_stage == 3:
-            import deepspeed
+    def _gathered_weights(self, rank: int) -> dict | None:
+        """ZeRO-3: the whole model's weights, gathered one parameter at a time and kept (in CPU memory) by
+        rank 0 alone, so no rank holds more than its shards and one whole parameter on its device."""
+        import deepspeed
 
-            with deepspeed.zero.GatheredParameters(list(self.module.parameters()), modifier_rank=None):
-                yield
-        else:
-            yield
+        weights = {}
+        for name, parameter in self.module.named_parameters():
+            with deepspeed.zero.GatheredParameters([parameter], modifier_rank=None):
+                if rank == 0:
+                    weights[name] = parameter.detach().to("cpu", copy=True)
+        return weights if rank == 0 else None
 
     def save(self, folder: Path, progress: Progress, rank: int, save_model) -> None:
-        """Write a checkpoint folder (all ranks call this); ``save_model(model, path)`` writes model/ on rank 0."""
+        """Write a checkpoint folder (all ranks call this); ``save_model(model, path, weights)`` writes model/ on
+        rank 0 (``weights`` None: the model's own)."""
         folder.mkdir(parents=True, exist_ok=True)
-        with self.full_weights():
-            if rank == 0:
-                save_model(self.module, folder / (ADAPTER_SUBDIR if self.lora else MODEL_SUBDIR))
+        weights = self._gathered_weights(rank) if self.zero_stage == 3 else None  # every rank takes part
+        if rank == 0:
+            save_model(self.module, folder / (ADAPTER_SUBDIR if self.lora else MODEL_SUBDIR), weights)
         if self.zero_stage:
             self.engine.save_checkpoint(
                 str(folder / DEEPSPEED_SUBDIR),

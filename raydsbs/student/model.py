@@ -218,9 +218,10 @@ def build_student(config: StudentConfig, tokenizer, train: TrainConfig | None = 
     return model
 
 
-def save_student(model, tokenizer, folder: Path, fmt) -> None:
-    """A self-contained folder: weights (safetensors), tokenizer, and how prompts and targets are written."""
-    model.save_pretrained(folder)
+def save_student(model, tokenizer, folder: Path, fmt, state_dict: dict | None = None) -> None:
+    """A self-contained folder: weights (safetensors; ``state_dict`` instead of the model's own when given),
+    tokenizer, and how prompts and targets are written."""
+    model.save_pretrained(folder, state_dict=state_dict)
     tokenizer.save_pretrained(folder)
     (folder / FORMAT_FILE).write_text(json.dumps(fmt.to_dict(), indent=2))
 

@@ -74,8 +74,8 @@ class WorkerSetup:
         self.learner.train(True)
         return _mean_over_workers(total, count)
 
-    def save_model(self, model, folder: Path) -> None:
-        save_student(model, self.tokenizer, folder, self.format)
+    def save_model(self, model, folder: Path, state_dict: dict | None = None) -> None:
+        save_student(model, self.tokenizer, folder, self.format, state_dict)
 
 
 class RunningMeans:

@@ -272,7 +272,7 @@ def test_a_checkpoint_restores_weights_optimizer_and_progress(tokenizer, tmp_pat
         tmp_path,
         Progress(epoch=3, batch=5, optimizer_steps=41),
         rank=0,
-        save_model=lambda model, folder: model.save_pretrained(folder),
+        save_model=lambda model, folder, weights: model.save_pretrained(folder, state_dict=weights),
     )
     restored = learner()
     assert restored.restore(tmp_path) == Progress(epoch=3, batch=5, optimizer_steps=41)
@@ -381,7 +381,7 @@ def test_a_lora_student_trains_its_adapters_only_checkpoints_them_and_merges(tok
         tmp_path / "ckpt",
         Progress(optimizer_steps=2),
         rank=0,
-        save_model=lambda model, folder: model.save_pretrained(folder),
+        save_model=lambda model, folder, weights: model.save_pretrained(folder, state_dict=weights),
     )
     assert (tmp_path / "ckpt" / ADAPTER_SUBDIR / "adapter_model.safetensors").is_file()
     assert not (tmp_path / "ckpt" / "model").exists()  # the frozen weights are not copied into checkpoints
