@@ -23,10 +23,13 @@ pytestmark = pytest.mark.integration
 
 EVERYWHERE = os.environ.get("RAYDSBS_KILL_EVERYWHERE") == "1"
 # In the order a run reaches them; each run is killed at one, and the next run goes on from there.
-TEACHER_POINTS = ["rename:corpus", "rename:requests", "selection:bucket", "rename:rejects.parquet"]
-MORE_POINTS = [
+ALL_POINTS = [  # RAYDSBS_KILL_EVERYWHERE=1: every one, the student's training, scoring and the sweep included
+    "rename:corpus",
     "rename:summary.json",
+    "rename:requests",
+    "selection:bucket",
     "rename:heldout.parquet",
+    "rename:rejects.parquet",
     "rename:distill.parquet",
     "rename:tokenizer",
     "rename:training.json",
@@ -35,6 +38,7 @@ MORE_POINTS = [
     "rename:metrics.json",
     "rename:results.json",
 ]
+TEACHER_POINTS = ["rename:corpus", "rename:requests", "selection:bucket", "rename:rejects.parquet"]  # make test
 TEACHER_FILES = [
     "corpus/train.parquet",
     "corpus/val.parquet",
@@ -78,24 +82,7 @@ def test_a_run_killed_inside_any_stage_ends_with_the_outputs_of_one_never_killed
     assert returncode == 0, output[-4000:]
     (clean,) = (tmp_path / "clean").iterdir()
 
-    points = TEACHER_POINTS + (MORE_POINTS if EVERYWHERE else [])
-    if EVERYWHERE:
-        order = [
-            "rename:corpus",
-            "rename:summary.json",
-            "rename:requests",
-            "selection:bucket",
-            "rename:heldout.parquet",
-            "rename:rejects.parquet",
-            "rename:distill.parquet",
-            "rename:tokenizer",
-            "rename:training.json",
-            "rename:model",
-            "rename:predictions.parquet",
-            "rename:metrics.json",
-            "rename:results.json",
-        ]
-        points = [point for point in order if point in points]
+    points = ALL_POINTS if EVERYWHERE else TEACHER_POINTS
     for number, point in enumerate(points):
         env = {**os.environ, "RAYDSBS_KILL_AT": point}
         run = Background(*_command(tmp_path / "killed", dss_data), log=tmp_path / f"killed-{number}.log", env=env)
