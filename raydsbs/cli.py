@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from raydsbs.config import Config, ConfigError, to_yaml
 from raydsbs.resolve import load_config
 from raydsbs.rundir import RunDir, open_run
+from raydsbs.storage import local_copy, location
 
 logger = logging.getLogger("raydsbs")
 
@@ -109,7 +110,7 @@ def predict(args) -> int:
 
     trust_remote_code = args.trust_remote_code
     if args.model:
-        folder = Path(args.model)
+        folder = location(args.model)
     elif args.config:
         from raydsbs.student.launcher import training_name, without_ignored_keys
         from raydsbs.student.learner import MODEL_SUBDIR
@@ -124,7 +125,7 @@ def predict(args) -> int:
         print(f"error: no trained student at {folder}; run `raydsbs train` first", file=sys.stderr)
         return 2
     inputs = args.input or [line.strip() for line in sys.stdin if line.strip()]
-    model, tokenizer, fmt = load_student(folder, trust_remote_code)
+    model, tokenizer, fmt = load_student(local_copy(folder), trust_remote_code)
     outputs = {
         task: student_predict(model, tokenizer, fmt, inputs, task, args.max_new_tokens)
         for task in ("label", "rationale")
@@ -136,7 +137,7 @@ def predict(args) -> int:
 
 def resolve(config_arg: str, overrides: list[str]) -> tuple[Config, RunDir]:
     """The config and run directory named by the command line."""
-    path = Path(config_arg)
+    path = location(config_arg)
     if path.is_dir():
         run = RunDir(path)
         if not run.config_file.is_file():
@@ -144,7 +145,7 @@ def resolve(config_arg: str, overrides: list[str]) -> tuple[Config, RunDir]:
                 config_arg, [f"{path} is a folder without config.yaml; give a YAML file or a run directory"]
             )
         return run.load_config(overrides), run
-    config = load_config(path, overrides)
+    config = load_config(config_arg, overrides)
     return config, open_run(config)
 
 

@@ -164,7 +164,8 @@ def check_model(role: str, name: str | None) -> Check | None:
     if not name:
         return None
     if name.startswith("bundled:"):
-        from raydsbs.teacher.model_cache import BUNDLED_MODELS, cache_dir
+        from raydsbs.storage import cache_dir
+        from raydsbs.teacher.model_cache import BUNDLED_MODELS
 
         key = name.split(":", 1)[1]
         if key not in BUNDLED_MODELS:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -18,6 +17,7 @@ import pyarrow.parquet as pq
 from raydsbs.config import Config, config_hash
 from raydsbs.rundir import RunDir
 from raydsbs.staging import written_whole
+from raydsbs.storage import Location, local_copy
 from raydsbs.student.inference import predict_counted
 from raydsbs.student.launcher import prepare_tokenizer, without_ignored_keys
 from raydsbs.student.learner import DTYPES, MODEL_SUBDIR, compute_dtype
@@ -42,7 +42,8 @@ def score(config: Config, run: RunDir, model, tokenizer, fmt) -> tuple[dict, lis
     dtype = DTYPES[compute_dtype(config.train)]  # the precision the student trained in
     metrics, rows = {}, []
     for split in EVAL_SPLITS:
-        examples = pq.read_table(run.corpus_file(split)).to_pylist()
+        file = run.corpus_file(split)
+        examples = pq.read_table(file.path, filesystem=file.fs).to_pylist()
         outputs = predict_counted(
             model,
             tokenizer,
@@ -73,7 +74,7 @@ def score(config: Config, run: RunDir, model, tokenizer, fmt) -> tuple[dict, lis
     return metrics, rows
 
 
-def _write(folder: Path, metrics: dict, rows: list[dict]) -> None:
+def _write(folder: Location, metrics: dict, rows: list[dict]) -> None:
     """The predictions, then the metrics that mark the scoring done; each file whole."""
     with written_whole(folder / "predictions.parquet", folder=False, replace=True) as staging:
         pq.write_table(pa.Table.from_pylist(rows), staging)
@@ -81,7 +82,7 @@ def _write(folder: Path, metrics: dict, rows: list[dict]) -> None:
         staging.write_text(json.dumps(metrics, indent=2))
 
 
-def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
+def evaluate_student(config: Config, run: RunDir, folder: Location) -> dict:
     """Accuracy on val and test of the model in ``folder``; writes metrics.json and predictions.parquet."""
     from raydsbs.student.model import load_student
 
@@ -94,7 +95,7 @@ def evaluate_student(config: Config, run: RunDir, folder: Path) -> dict:
             return metrics
         logger.info("evaluate | %s | scores again: eval.* was %s, is %s", folder.name, metrics.get("eval"), scoring)
     config = without_ignored_keys(config)
-    model, tokenizer, fmt = load_student(folder / MODEL_SUBDIR, config.student.trust_remote_code)
+    model, tokenizer, fmt = load_student(local_copy(folder / MODEL_SUBDIR), config.student.trust_remote_code)
     training_file = folder / "training.json"
     training = json.loads(training_file.read_text()) if training_file.is_file() else {}
     metrics: dict = {
@@ -141,7 +142,7 @@ def evaluate_untrained(config: Config, run: RunDir) -> dict:
     label_config = config.model_copy(update={"train": config.train.model_copy(update={"method": "standard_finetune"})})
     metrics, rows = score(label_config, run, model, tokenizer, fmt)
     metrics = {"student": student.pretrained or student.preset, **metrics}
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir()
     _write(folder, metrics, rows)
     logger.info(
         "evaluate | untrained %s | val acc %.3f | test acc %.3f",
@@ -156,8 +157,9 @@ def floor_accuracy(config: Config, run: RunDir) -> dict:
     """The trivial floor on the test split: always answering the train split's most common label, or a uniform
     guess among a row's choices, whichever scores higher."""
     task = get_task(config.task.name)
-    train = pq.read_table(run.corpus_file("train"), columns=["gold"])["gold"].to_pylist()
-    test = pq.read_table(run.corpus_file("test"), columns=["question", "gold"]).to_pylist()
+    train_file, test_file = run.corpus_file("train"), run.corpus_file("test")
+    train = pq.read_table(train_file.path, filesystem=train_file.fs, columns=["gold"])["gold"].to_pylist()
+    test = pq.read_table(test_file.path, filesystem=test_file.fs, columns=["question", "gold"]).to_pylist()
     counts = Counter(task.normalize(gold) for gold in train)
     counts.pop(None, None)
     candidates = []

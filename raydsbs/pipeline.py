@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from raydsbs.config import Config
 from raydsbs.data.corpus import write_corpus
 from raydsbs.rundir import RunDir
+from raydsbs.storage import Location
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def stage_generate(config: Config, run: RunDir) -> dict:
     return generate(config, run)
 
 
-def stage_train(config: Config, run: RunDir) -> Path:
+def stage_train(config: Config, run: RunDir) -> Location:
     from raydsbs.student.launcher import train_student
 
     write_corpus(config.task, run)
@@ -40,7 +40,7 @@ def stage_baselines(config: Config, run: RunDir) -> dict:
     return write_baselines(config, run)
 
 
-def stage_sweep(config: Config, run: RunDir) -> tuple[Path, str]:
+def stage_sweep(config: Config, run: RunDir) -> tuple[Location, str]:
     """The teacher's outputs (when a swept method needs them), every trial, the baselines, then the report."""
     from raydsbs.sweep import sweep
 
@@ -51,7 +51,7 @@ def stage_sweep(config: Config, run: RunDir) -> tuple[Path, str]:
     return stage_report(config, run)
 
 
-def stage_report(config: Config, run: RunDir) -> tuple[Path, str]:
+def stage_report(config: Config, run: RunDir) -> tuple[Location, str]:
     from raydsbs.report import write_report
 
     return write_report(config, run)
@@ -65,7 +65,7 @@ def _teacher_if_needed(config: Config, run: RunDir) -> None:
         stage_generate(config, run)
 
 
-def run_all(config: Config, run: RunDir) -> tuple[Path, str]:
+def run_all(config: Config, run: RunDir) -> tuple[Location, str]:
     """generate -> train -> evaluate -> sweep -> baselines -> report."""
     _teacher_if_needed(config, run)
     stage_evaluate(config, run)

@@ -4,9 +4,11 @@ accuracy, the untrained student, the trivial floor) across each."""
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from collections.abc import Callable
-from pathlib import Path
+
+from raydsbs.storage import Location
 
 Row = dict  # a row of raydsbs.report.summarize
 References = dict[str, float]  # label -> test accuracy of a horizontal reference line
@@ -28,11 +30,11 @@ def _draw(
     x: Callable[[Row], float],
     series: Callable[[Row], str],
     references: References,
-    path: Path,
+    path: Location,
     xlabel: str,
     title: str,
     log_x: bool = False,
-) -> Path:
+) -> Location:
     """One line per series: mean test accuracy with its spread over seeds as error bars."""
     plt, figure, axes = _figure()
     lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
@@ -56,13 +58,16 @@ def _draw(
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
+    image = io.BytesIO()
+    figure.savefig(image, format="png")
     plt.close(figure)
+    path.write_bytes(image.getvalue())
     return path
 
 
-def accuracy_vs_fraction(rows: list[Row], series: Callable[[Row], str], references: References, path: Path) -> Path:
+def accuracy_vs_fraction(
+    rows: list[Row], series: Callable[[Row], str], references: References, path: Location
+) -> Location:
     return _draw(
         rows,
         lambda r: 100 * r["train.train_fraction"],
@@ -80,7 +85,9 @@ def _at_largest_fraction(rows: list[Row]) -> tuple[list[Row], str]:
     return [r for r in rows if r["train.train_fraction"] == largest], f" ({100 * largest:g} % of the train split)"
 
 
-def accuracy_vs_student_size(rows: list[Row], series: Callable[[Row], str], references: References, path: Path) -> Path:
+def accuracy_vs_student_size(
+    rows: list[Row], series: Callable[[Row], str], references: References, path: Location
+) -> Location:
     rows, note = _at_largest_fraction([r for r in rows if r.get("parameters")])
     return _draw(
         rows,
@@ -95,8 +102,8 @@ def accuracy_vs_student_size(rows: list[Row], series: Callable[[Row], str], refe
 
 
 def accuracy_vs_rationale_weight(
-    rows: list[Row], series: Callable[[Row], str], references: References, path: Path
-) -> Path:
+    rows: list[Row], series: Callable[[Row], str], references: References, path: Location
+) -> Location:
     rows, note = _at_largest_fraction([r for r in rows if r["train.method"] == "step_by_step"])
     return _draw(
         rows,

@@ -10,13 +10,13 @@ import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 
 from raydsbs import plots
 from raydsbs.config import Config, config_hash
 from raydsbs.rundir import RunDir
+from raydsbs.storage import Location
 
 BASE_KEYS = ("train.method", "train.rationale_weight", "train.train_fraction")  # the paper's axes, always shown
 SEED_KEY = "train.seed"  # what a row averages over
@@ -54,7 +54,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def collect_trainings(run: RunDir) -> list[Training]:
     """Every evaluated student in the run (sweep trials and single trainings)."""
     trainings = []
-    for metrics_file in sorted(run.student.glob("*/metrics.json")):
+    for metrics_file in run.student.glob("*/metrics.json"):
         folder = metrics_file.parent
         config = yaml.safe_load((folder / "config.yaml").read_text())
         training_file = folder / "training.json"
@@ -210,7 +210,7 @@ def references(summary: dict) -> dict[str, float]:
     return {label: accuracy for label, accuracy in lines.items() if accuracy is not None}
 
 
-def draw_plots(rows: list[dict], keys: list[str], lines: dict[str, float], folder: Path) -> list[Path]:
+def draw_plots(rows: list[dict], keys: list[str], lines: dict[str, float], folder: Location) -> list[Location]:
     """The main figure always; student size and λ figures when the trainings vary them."""
     made = [
         plots.accuracy_vs_fraction(
@@ -292,7 +292,7 @@ def _html(
     sections: list[tuple[str, list[str]]],
     header: list[str],
     cells: list[list[str]],
-    images: list[Path],
+    images: list[Location],
 ) -> str:
     """The same report as one self-contained HTML page (images by relative path)."""
 
@@ -326,7 +326,7 @@ def _html(
     )
 
 
-def write_report(config: Config, run: RunDir) -> tuple[Path, str]:
+def write_report(config: Config, run: RunDir) -> tuple[Location, str]:
     """Write report.md, report.html and the plots from what the run holds; returns (report path, results table)."""
     trainings = collect_trainings(run)
     if not trainings:

@@ -17,15 +17,16 @@
       report.md, plots/
       summary.json                counts and figures from every stage
 
-Nothing here is deleted by a rerun: a stage whose output exists is skipped. Every output is
-written aside and renamed into place (raydsbs.staging), so what exists is whole.
+The run directory may be on any storage pyarrow speaks (``output_dir: s3://bucket/runs``; see
+raydsbs.storage). Nothing here is deleted by a rerun: a stage whose output is committed is skipped. Every
+output is written aside and committed in one step (raydsbs.staging), so what is committed is whole.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+import os
 from typing import Any
 
 import yaml
@@ -33,15 +34,16 @@ import yaml
 from raydsbs.config import Config, ConfigError, TeacherConfig, config_hash, how_it_runs, to_yaml
 from raydsbs.resolve import apply_overrides, build_config
 from raydsbs.staging import written_whole
+from raydsbs.storage import Location, location
 
 logger = logging.getLogger(__name__)
 
 
 class RunDir:
-    """Paths of one run directory."""
+    r"""Paths of one run directory (:class:`raydsbs.storage.Location`\ s)."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
+    def __init__(self, root: str | os.PathLike | Location):
+        self.root = location(root)
 
     config_file = property(lambda self: self.root / "config.yaml")
     corpus = property(lambda self: self.root / "corpus")
@@ -60,10 +62,10 @@ class RunDir:
     plots = property(lambda self: self.root / "plots")
     summary_file = property(lambda self: self.root / "summary.json")
 
-    def corpus_file(self, split: str) -> Path:
+    def corpus_file(self, split: str) -> Location:
         return self.corpus / f"{split}.parquet"
 
-    def training(self, name: str) -> Path:
+    def training(self, name: str) -> Location:
         return self.student / name
 
     def read_summary(self) -> dict[str, Any]:
@@ -113,13 +115,13 @@ class RunDir:
             )
         return config
 
-    def _stage_folder(self, stage: str) -> Path:
+    def _stage_folder(self, stage: str) -> Location:
         return self.corpus if stage == "corpus" else self.teacher
 
     def _stage_done(self, stage: str) -> bool:
         """Whether the stage has written anything (a partial teacher output counts: it would be resumed)."""
         folder = self._stage_folder(stage)
-        return folder.is_dir() and any(folder.iterdir())
+        return bool(folder.iterdir())
 
 
 TEACHER_RUNTIME_KEYS = how_it_runs(TeacherConfig)  # a rerun may change these: they do not change outputs
@@ -154,13 +156,13 @@ def changed_keys(before: Config, after: Config) -> dict[str, tuple[Any, Any]]:
 
 def run_dir_for(config: Config) -> RunDir:
     """``<output_dir>/<tag>-<hash of the resolved config>``."""
-    return RunDir(Path(config.output_dir) / f"{config.tag}-{config_hash(config)}")
+    return RunDir(location(config.output_dir) / f"{config.tag}-{config_hash(config)}")
 
 
 def open_run(config: Config) -> RunDir:
     """Create (or reuse) the run directory of ``config`` and save the resolved config in it."""
     run = run_dir_for(config)
-    run.root.mkdir(parents=True, exist_ok=True)
+    run.root.mkdir()
     if not run.config_file.is_file():
         run.config_file.write_text(to_yaml(config))
     return run

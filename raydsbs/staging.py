@@ -4,13 +4,19 @@
         write the split files into folder
     # corpus/ now exists, whole; after an error (or a kill) it does not exist at all
 
-A stage skips its work when its output exists, so an output must never exist
-half-written: a rerun would take it as done. The staging path lies beside the
-target (the same file system, so the rename is atomic) and is named after the
-writing host and process; a later writer on the same host removes what a
-killed writer left. When two writers race for the same output (two sweep
-trials tokenizing the same rows), the first rename wins and the second
-writer's copy is dropped.
+A stage skips its work when its output is committed (:func:`committed`), so an
+output must never look committed half-written: a rerun would take it as done.
+
+On a local or NFS disk the staging path lies beside the target (the same file
+system, so the rename is atomic) and is named after the writing host and
+process; a later writer on the same host removes what a killed writer left.
+On object storage (``s3://`` and the like), which has no rename, the staging
+path is a local folder that is uploaded when the block ends: a file appears
+whole when its upload completes, and a folder counts as written once its
+``_COMMITTED`` marker, uploaded last, is there (a later writer removes a
+folder a killed upload left without one). When two writers race for the same
+output (two sweep trials tokenizing the same rows), the first to commit wins
+and the second writer's copy is dropped.
 """
 
 from __future__ import annotations
@@ -18,12 +24,16 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from raydsbs.failpoints import passing
+from raydsbs.storage import COMMIT_MARKER, Location, location, upload
 
 _MARK = ".staging-"
 
@@ -65,13 +75,28 @@ def _fresh_path(target: Path) -> Path:
     return target.with_name(f"{target.name}{_MARK}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def committed(target: Location | Path) -> bool:
+    """Whether ``target`` was written whole: it exists (a folder on object storage: with its marker)."""
+    target = location(target)
+    info = target.fs.get_file_info(target.path)
+    if info.type == pafs.FileType.Directory and not target.is_local:
+        return (target / COMMIT_MARKER).is_file()
+    return info.type != pafs.FileType.NotFound
+
+
 @contextmanager
-def written_whole(target: Path, folder: bool = True, replace: bool = False) -> Iterator[Path]:
-    """Yields a staging path beside ``target`` (a fresh folder, or the path of a file to write); when the block
-    ends without an error, it becomes ``target`` by one rename. ``replace``: an existing ``target`` is replaced
-    (a file: atomically); otherwise, if ``target`` exists by then (another writer finished first), it is kept
-    and this copy dropped. After an error nothing of this attempt is left."""
-    target = Path(target)
+def written_whole(target: Location | Path, folder: bool = True, replace: bool = False) -> Iterator[Path]:
+    """Yields a local staging path for ``target`` (a fresh folder, or the path of a file to write); when the
+    block ends without an error, it becomes ``target`` in one step (a rename; on object storage, an upload
+    committed last). ``replace``: an existing ``target`` is replaced; otherwise, if ``target`` is committed by
+    then (another writer finished first), it is kept and this copy dropped. After an error nothing of this
+    attempt is left."""
+    target = location(target)
+    if not target.is_local:
+        with _uploaded_whole(target, folder, replace) as staging:
+            yield staging
+        return
+    target = target.local_path()
     staging = _fresh_path(target)
     if folder:
         staging.mkdir()
@@ -93,10 +118,34 @@ def written_whole(target: Path, folder: bool = True, replace: bool = False) -> I
 
 
 @contextmanager
-def scratch_folder(beside: Path) -> Iterator[Path]:
-    """A working folder beside ``beside`` for the block's own use, removed when the block ends (after a kill,
-    by the next block that asks for one)."""
-    beside = Path(beside)
+def _uploaded_whole(target: Location, folder: bool, replace: bool) -> Iterator[Path]:
+    """written_whole on object storage: staged in a local folder, uploaded, then committed."""
+    with tempfile.TemporaryDirectory(prefix="raydsbs-staging-") as scratch:
+        staging = Path(scratch) / target.name
+        if folder:
+            staging.mkdir()
+        yield staging
+        if not replace and committed(target):
+            return  # another writer finished first: its copy stays
+        passing(f"rename:{target.name}")
+        if folder:
+            target.remove()  # a replaced folder, or what a killed upload left
+            upload(staging, target)
+            (target / COMMIT_MARKER).write_text(uuid.uuid4().hex)  # also names this commit for local copies
+        else:
+            upload(staging, target)  # one object, whole when its upload completes
+
+
+@contextmanager
+def scratch_folder(beside: Location | Path) -> Iterator[Path]:
+    """A local working folder for the block's own use (beside ``beside`` on a local disk, in the temporary
+    folder for object storage), removed when the block ends (after a kill, by the next block that asks)."""
+    beside = location(beside)
+    if not beside.is_local:
+        with tempfile.TemporaryDirectory(prefix=f"raydsbs-{beside.name}-") as scratch:
+            yield Path(scratch)
+        return
+    beside = beside.local_path()
     folder = _fresh_path(beside.with_name(f"{beside.name}.scratch"))
     folder.mkdir()
     try:

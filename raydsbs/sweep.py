@@ -201,15 +201,19 @@ def sweep(config: Config, run: RunDir) -> list[dict]:
                 len(trainings),
             )
     experiment = run.sweep / experiment_name(config)
-    if tune.Tuner.can_restore(str(experiment)):
+    if tune.Tuner.can_restore(experiment.path, storage_filesystem=experiment.fs):
         logger.info("sweep %s was interrupted; restoring it (finished trials are kept)", experiment.name)
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            experiment.path, trainable=trainable, resume_errored=True, storage_filesystem=experiment.fs
+        )
     else:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(config),
             tune_config=tune_config(config),
-            run_config=tune.RunConfig(name=experiment.name, storage_path=str(run.sweep)),
+            run_config=tune.RunConfig(
+                name=experiment.name, storage_path=run.sweep.path, storage_filesystem=run.sweep.fs
+            ),
         )
     grid = tuner.fit()
     failed = [result.error for result in grid if result.error]

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from raydsbs.config import TaskConfig
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import CORPUS, CORPUS_REJECTS
-from raydsbs.staging import written_whole
+from raydsbs.staging import committed, written_whole
 from raydsbs.tasks import SPLITS, Example, RejectedRow, get_task
 
 logger = logging.getLogger(__name__)
@@ -40,11 +40,15 @@ def row_problem(example: Example, seen: set[str]) -> str | None:
     return None
 
 
+def _rows(file) -> int:
+    return pq.read_metadata(file.path, filesystem=file.fs).num_rows
+
+
 def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
     """Write the three splits and the rejects, all or nothing (skipped when they exist); returns rows per split."""
-    if run.corpus.is_dir():
+    if committed(run.corpus):
         logger.info("corpus exists in %s; reusing it", run.corpus)
-        return {split: pq.read_metadata(run.corpus_file(split)).num_rows for split in SPLITS}
+        return {split: _rows(run.corpus_file(split)) for split in SPLITS}
     splits = get_task(config.name).load_splits(config)
     seen: set[str] = set()
     rejects, counts = [], {}

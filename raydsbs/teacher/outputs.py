@@ -30,9 +30,9 @@ def _sample_batches(run: RunDir, columns: list[str]):
 
     The stage writes a file per teacher.rows_per_checkpoint rows; they are read one at a time, in name
     order (a dataset scan over thousands of small files kept several times their size in the driver)."""
-    for path in sorted(run.generations.glob("*.parquet")):
-        yield from pq.ParquetFile(path).iter_batches(columns=columns)
-    requests = pads.dataset(run.requests, format="parquet")
+    for file in run.generations.glob("*.parquet"):
+        yield from pq.ParquetFile(file.path, filesystem=file.fs).iter_batches(columns=columns)
+    requests = pads.dataset(run.requests.path, filesystem=run.root.fs, format="parquet")
     unsent = requests.to_table(
         columns=[c for c in columns if c in requests.schema.names],  # never the prompts
         filter=pc.field("reason") != "",
@@ -89,8 +89,9 @@ def _into_buckets(run: RunDir, staging: Path) -> list[Path]:
     """Every sample, spread over bucket files of about _SAMPLES_PER_BUCKET by the hash of its input: a
     row's samples, a repeated input and a block written twice by a killed run share a bucket, so each
     bucket is decided on its own."""
-    sent = sum(pq.read_metadata(path).num_rows for path in run.generations.glob("*.parquet"))
-    unsent = pads.dataset(run.requests, format="parquet").count_rows(filter=pc.field("reason") != "")
+    sent = sum(pq.read_metadata(file.path, filesystem=file.fs).num_rows for file in run.generations.glob("*.parquet"))
+    requests = pads.dataset(run.requests.path, filesystem=run.root.fs, format="parquet")
+    unsent = requests.count_rows(filter=pc.field("reason") != "")
     buckets = max(1, -(-(sent + unsent) // _SAMPLES_PER_BUCKET))
     paths = [staging / f"bucket-{number:05d}.parquet" for number in range(buckets)]
     schema = SAMPLES

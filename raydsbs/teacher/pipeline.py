@@ -130,17 +130,20 @@ def _stream_completions(config: Config, run: RunDir) -> float:
 
     context = ray.data.DataContext.get_current()
     context.checkpoint_config = CheckpointConfig(
-        id_column="request_id", checkpoint_path=str(run.generation_checkpoints), delete_checkpoint_on_success=False
+        id_column="request_id",
+        checkpoint_path=run.generation_checkpoints.path,
+        override_filesystem=run.root.fs,
+        delete_checkpoint_on_success=False,
     )
     started = time.perf_counter()
     try:
-        ds = ray.data.read_parquet(str(run.requests)).filter(expr=col("reason") == "")
+        ds = ray.data.read_parquet(run.requests.path, filesystem=run.root.fs).filter(expr=col("reason") == "")
         ds = ds.repartition(target_num_rows_per_block=config.teacher.rows_per_checkpoint)  # the unit of resume
         ds = BACKENDS[config.teacher.backend](ds, config.teacher, config.task)
         ds = ds.map_batches(
             ParseSamples, fn_constructor_kwargs={"config": config}, batch_format="numpy", concurrency=1, num_cpus=0.25
         )
-        ds.write_parquet(str(run.generations))
+        ds.write_parquet(run.generations.path, filesystem=run.root.fs)
     except ray.exceptions.RayActorError as error:
         raise RuntimeError(
             f"the teacher stage stopped: one of its actors died and was not restarted (a vLLM replica is restarted "

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from raydsbs.config import Config, TeacherConfig
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import REQUESTS
-from raydsbs.staging import written_whole
+from raydsbs.staging import committed, written_whole
 from raydsbs.tasks import get_task
 from raydsbs.teacher.prompts import build_prompt
 from raydsbs.teacher.selection import question_key
@@ -111,12 +111,12 @@ class RequestBuilder:
 
 def write_requests(config: Config, run: RunDir) -> None:
     """Build ``teacher/requests/`` (skipped when it exists; written aside and renamed, so never half there)."""
-    if run.requests.is_dir():
+    if committed(run.requests):
         return
     builder = RequestBuilder(config.task.name, config.teacher)
     with written_whole(run.requests) as staging:
         splits = ("train", "val", "test") if config.teacher.answer_heldout else ("train",)
         for split in splits:
-            corpus = pq.ParquetFile(run.corpus_file(split))
+            corpus = pq.ParquetFile(run.corpus_file(split).path, filesystem=run.root.fs)
             for number, batch in enumerate(corpus.iter_batches(batch_size=CHUNK_ROWS)):
                 pq.write_table(builder.build(batch.to_pylist(), split), staging / f"{split}-{number:06d}.parquet")

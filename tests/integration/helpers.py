@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from raydsbs.teacher.model_cache import cache_dir
+from raydsbs.storage import cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent  # ray, raydsbs and python of this environment

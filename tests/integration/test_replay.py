@@ -77,8 +77,8 @@ def test_svamp_replay_generates_a_distillation_set_and_shows_its_progress_as_ray
 
     # A run stopped after every completion was written but before the selection
     # reruns to the same rows, from the written generations (`raydsbs generate RUN_DIR`).
-    (run.root / "teacher/distill.parquet").unlink()
-    (run.root / "teacher/rejects.parquet").unlink()
+    (run.root / "teacher/distill.parquet").remove()
+    (run.root / "teacher/rejects.parquet").remove()
     result = subprocess.run(
         [sys.executable, "-m", "raydsbs", "generate", str(run.root)], capture_output=True, text=True, timeout=300
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -61,7 +63,7 @@ def test_trials_that_differ_in_fraction_seed_or_weight_share_one_tokenized_folde
     config = _config(**{"train.method": "step_by_step"})
     prepare_training_data(config, run)
     (folder,) = (run.student / "tokenized").iterdir()
-    written = (folder / "train.parquet").stat().st_mtime_ns
+    written = Path(folder / "train.parquet").stat().st_mtime_ns
     for overrides in (
         {"train.train_fraction": 0.25},
         {"train.seed": 7},
@@ -73,7 +75,7 @@ def test_trials_that_differ_in_fraction_seed_or_weight_share_one_tokenized_folde
         prepare_training_data(trial, run)
         assert _folder(trial, run) == folder
     assert [p.name for p in (run.student / "tokenized").iterdir()] == [folder.name]
-    assert (folder / "train.parquet").stat().st_mtime_ns == written  # read, never rewritten
+    assert Path(folder / "train.parquet").stat().st_mtime_ns == written  # read, never rewritten
 
 
 def test_what_a_trial_reads_is_what_it_would_have_tokenized_itself(run):
