@@ -37,13 +37,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAYDSBS_CACHE_DIR", Path.home() / ".cache" / "raydsbs"))
 
 
-@cache
 def _filesystem(scheme: str, netloc: str, query: str) -> pafs.FileSystem:
-    """One filesystem object per store (pyarrow's S3 client is costly to make)."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return _store(scheme, netloc, query, endpoint, region)
+
+
+@cache
+def _store(scheme: str, netloc: str, query: str, endpoint: str | None, region: str | None) -> pafs.FileSystem:
+    """One filesystem object per store and environment (pyarrow's S3 client is costly to make)."""
     if scheme in ("s3", "s3a") and endpoint and "endpoint_override" not in query:
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        return pafs.S3FileSystem(endpoint_override=endpoint, region=region)
+        return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1")
     uri = f"{'s3' if scheme == 's3a' else scheme}://{netloc}/" + (f"?{query}" if query else "")
     return pafs.FileSystem.from_uri(uri)[0]
 
@@ -211,6 +215,7 @@ def local_copy(folder: Location | Path | str) -> Path:
     if target.is_dir():
         return target
     partial = target.with_name(f"{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    partial.mkdir(parents=True)
     pafs.copy_files(
         folder.path, str(partial), source_filesystem=folder.fs, destination_filesystem=pafs.LocalFileSystem()
     )

@@ -30,3 +30,59 @@ def dss_data() -> Path:
     if not DSS_DATA.is_dir():
         pytest.skip(f"the paper's released files are not at {DSS_DATA}")
     return DSS_DATA
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1: a stand-in for a cloud object store (S3, or an S3-compatible one), spoken
+    to over HTTP like the real thing. Yields its endpoint URL."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto's S3 server did not start") from None
+            time.sleep(0.2)
+    try:
+        yield endpoint
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.fixture
+def bucket(s3_server, monkeypatch, request) -> str:
+    """A fresh bucket on the stand-in S3 server, with the standard AWS variables set (as a user's shell or a
+    cluster's nodes would have them): ``s3://<bucket>``. Processes the test starts inherit the variables."""
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    name = f"raydsbs-{uuid.uuid4().hex[:10]}"
+    pafs.S3FileSystem(endpoint_override=s3_server, allow_bucket_creation=True).create_dir(name)
+    return f"s3://{name}"
