@@ -1,6 +1,7 @@
 """Several Ray nodes on one machine (ray.cluster_utils.Cluster), each a separate raylet: vLLM
 teacher replicas spread over the nodes, a node lost mid-generation costs no request and repeats
-none, and a training whose worker node dies resumes from its checkpoint."""
+none, and a training on nodes that share only a bucket resumes from its checkpoint there when a worker node
+dies."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from raydsbs.staging import committed
+from raydsbs.storage import location
 from tests.integration.helpers import NLI_ROWS, Background, jsonl, last_checkpoint_step
 
 pytestmark = pytest.mark.integration
@@ -102,14 +105,24 @@ def test_esnli_on_vllm_replicas_on_two_nodes_with_two_samples_a_prompt_too_long_
     assert summary["generated_tokens"] > 0 and "rejected_samples" in summary
 
 
-def test_a_training_whose_worker_node_dies_resumes_from_its_checkpoint(cluster, tmp_path):
+def test_a_training_on_nodes_that_share_only_a_bucket_resumes_after_a_worker_node_dies(bucket, cluster, tmp_path):
+    """The run directory in a bucket on an S3 server (moto's, the stand-in for a cloud store), the nodes each with
+    their own cache folder: the workers read the tokenizer and the tokenized rows from the bucket, Ray Train
+    keeps its checkpoints there, and a worker node lost mid-training costs only the steps since the last one."""
+
     # Two worker nodes with room for one Ray Train worker each (0.9 CPU); the head has room for one more.
-    worker_nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    def node(name: str):
+        own = {"RAYDSBS_CACHE_DIR": str(tmp_path / name / "cache"), "TMPDIR": str(tmp_path / name / "tmp")}
+        (tmp_path / name / "tmp").mkdir(parents=True)
+        return cluster.add_node(num_cpus=1, env_vars=own)
+
+    worker_nodes = {name: node(name) for name in ("node-a", "node-b")}
     cluster.wait_for_nodes()
+    runs = location(f"{bucket}/runs")
     run = Background(
         "train",
         "tests/integration/tiny.yaml",
-        f"output_dir={tmp_path}",
+        f"output_dir={runs}",
         "tag=nodes",
         f"ray.address={cluster.address}",
         "train.method=standard_finetune",
@@ -118,13 +131,18 @@ def test_a_training_whose_worker_node_dies_resumes_from_its_checkpoint(cluster, 
         "train.batch_size=16",
         log=tmp_path / "train.log",
     )
-    run.wait_for(lambda: last_checkpoint_step(tmp_path) >= 8, "a checkpoint at step 8")
-    busy = [node for node in worker_nodes if _available(node, "CPU") < 0.5]
+    run.wait_for(lambda: last_checkpoint_step(runs) >= 8, "a checkpoint at step 8 in the bucket")
+    busy = [name for name, node in worker_nodes.items() if _available(node, "CPU") < 0.5]
     assert busy, "no Ray Train worker on a worker node"
-    cluster.remove_node(busy[0], allow_graceful=False)
-    cluster.add_node(num_cpus=1)  # the replacement node the workers restart on
+    cluster.remove_node(worker_nodes[busy[0]], allow_graceful=False)
+    node("node-c")  # the replacement node the workers restart on
     returncode, output = run.finish()
     assert returncode == 0, output[-6000:]
     assert "resumes from" in output, output[-5000:]  # the new worker group started from the checkpoint
-    (folder,) = [p for p in tmp_path.glob("*/student/standard_finetune-*") if (p / "training.json").is_file()]
-    assert last_checkpoint_step(tmp_path) == json.loads((folder / "training.json").read_text())["final_step"]
+    (folder,) = [p for p in runs.glob("*/student/standard_finetune-*") if (p / "training.json").is_file()]
+    assert last_checkpoint_step(runs) == json.loads((folder / "training.json").read_text())["final_step"]
+    assert committed(folder / "model")
+    # The lost node's worker had read the tokenizer from the bucket into that node's own cache folder, and
+    # the rows straight from the bucket: no node kept a copy of them.
+    assert list(tmp_path.glob(f"{busy[0]}/cache/stored/tokenizer-*")), list(tmp_path.rglob("*"))[:50]
+    assert not list(tmp_path.glob("**/*.parquet"))
