@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def presets() -> int:
-    from raydsbs.student.model import PRESETS
+    from raydsbs.student.presets import PRESETS
 
     print(f"{'preset':<16} {'kind':<8} {'params':>6}  {'weights':<32} {'GPUs':>4}  ZeRO  note")
     for name, preset in PRESETS.items():

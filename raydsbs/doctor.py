@@ -12,7 +12,7 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,16 +184,123 @@ def check_model(role: str, name: str | None) -> Check | None:
 
 
 def check_writable(folder: str) -> Check:
-    path = Path(folder)
+    """The output_dir (a local path or a storage URI) takes a file written, read back and removed."""
+    from raydsbs.storage import location
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path):
-            pass
-    except OSError as error:
+        probe = location(folder) / f".raydsbs-doctor-{uuid.uuid4().hex[:8]}"
+        probe.write_text("probe")
+        ok = probe.read_text() == "probe"
+        probe.remove()
+    except (OSError, ValueError) as error:
         return Check(
-            False, f"output_dir {folder} not writable: {error.strerror}", "choose output_dir=<a writable path>"
+            False,
+            f"output_dir {folder} not writable: {str(error).splitlines()[0][:200]}",
+            "choose output_dir=<a writable path or bucket>; a bucket's credentials and endpoint come from the "
+            "standard variables (AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS, ...)",
         )
-    return Check(True, f"output_dir {path.resolve()} writable")
+    return Check(ok, f"output_dir {location(folder)} writable", "" if ok else "a file written there read back changed")
+
+
+def _node_probe(folder: str, token: str) -> str | None:
+    """On one node: the driver's probe file reads back, and a file of this node's writes, reads and goes; None
+    when all of that works, else what failed."""
+    from raydsbs.storage import location
+
+    try:
+        root = location(folder)
+        if (root / "driver").read_text() != token:
+            return "the driver's probe file reads back different"
+        mine = root / f"node-{uuid.uuid4().hex[:8]}"
+        mine.write_text(token)
+        if mine.read_text() != token:
+            return "a file written there reads back different"
+        mine.remove()
+    except Exception as error:  # noqa: BLE001 - whatever fails on that node is the finding
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    return None
+
+
+def check_nodes_storage(config: Config, timeout_s: float = 120) -> Check:
+    """Every alive node of the connected cluster reads a file the driver wrote into output_dir and writes its
+    own (a probe task pinned to each node): the run directory is shared storage, not one node's disk."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from raydsbs.storage import location
+
+    token = uuid.uuid4().hex
+    folder = location(config.output_dir) / f".raydsbs-doctor-{token[:8]}"
+    (folder / "driver").write_text(token)
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    probe = ray.remote(num_cpus=0, max_retries=0)(_node_probe)
+    pending = {
+        probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+            str(folder), token
+        ): f"{node['NodeManagerAddress']} (node {node['NodeID'][:8]})"
+        for node in nodes
+    }
+    ready, late = ray.wait(list(pending), num_returns=len(pending), timeout=timeout_s)
+    problems = [f"{pending[ref]}: {error}" for ref in ready if (error := ray.get(ref))]
+    problems += [f"{pending[ref]}: no answer in {timeout_s:.0f} s" for ref in late]
+    folder.remove()
+    if problems:
+        return Check(
+            False,
+            f"output_dir {folder.parent} from {len(nodes)} nodes: {len(problems)} cannot use it "
+            f"({'; '.join(problems)})",
+            "give every node the same storage: a bucket (output_dir=s3://BUCKET/runs, and the same credential and "
+            "endpoint variables on every node) or a path every node mounts",
+        )
+    return Check(True, f"output_dir {folder.parent} read and written from every node ({len(nodes)})")
+
+
+def gpus_asked(config: Config) -> tuple[int, int]:
+    """(GPUs the config's biggest stage holds at once, GPUs one node must have): the teacher's replicas times
+    their tensor-parallel size (a replica's GPUs on one node), or the trainings running at once times their
+    workers, whichever is more."""
+    teacher = config.teacher
+    teacher_gpus = (
+        teacher.replicas * teacher.tensor_parallel_size if teacher.backend == "vllm" and teacher.use_gpu else 0
+    )
+    trainings_at_once = config.sweep.max_concurrent_trials if config.sweep.grid or config.sweep.ranges else 1
+    train_gpus = config.train.num_workers * trainings_at_once if config.train.use_gpu else 0
+    per_node = teacher.tensor_parallel_size if teacher_gpus else (1 if train_gpus else 0)
+    return max(teacher_gpus, train_gpus), per_node
+
+
+def check_gpus(config: Config) -> Check | None:
+    """The connected cluster has the GPUs the config asks for, and a node with a whole replica's."""
+    import ray
+
+    total, per_node = gpus_asked(config)
+    if not total:
+        return None
+    on_nodes = [node["Resources"].get("GPU", 0) for node in ray.nodes() if node["Alive"]]
+    have, largest = sum(on_nodes), max(on_nodes, default=0)
+    ok = have >= total and largest >= per_node
+    what = (
+        f"GPUs: the config holds {total} at once (the teacher {config.teacher.replicas} replica(s) x "
+        f"tensor_parallel_size {config.teacher.tensor_parallel_size}, a training {config.train.num_workers} "
+        f"worker(s)); the cluster has {have:g}, at most {largest:g} on one node"
+    )
+    fix = (
+        "add GPU nodes (an autoscaling cluster adds them on demand: then this is only a warning), or lower "
+        "teacher.replicas / teacher.tensor_parallel_size (one replica's GPUs must be on one node) / "
+        "train.num_workers / sweep.max_concurrent_trials"
+    )
+    return Check(ok, what, "" if ok else fix)
+
+
+def check_cluster(config: Config) -> list[Check]:
+    """Against the cluster at ray.address: the storage from every node, and the GPUs the config asks for."""
+    import ray
+
+    ray.init(address=config.ray.address or os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    try:
+        return [check for check in (check_nodes_storage(config), check_gpus(config)) if check]
+    finally:
+        ray.shutdown()
 
 
 def check_task_data(config: Config) -> Check | None:
@@ -262,6 +369,8 @@ def run_checks(config: Config) -> list[Check]:
         checks.append(check_accelerators())
     if _version("ray"):
         checks.append(check_ray(config))
+        if checks[-1].ok and (config.ray.address or os.environ.get("RAY_ADDRESS")):
+            checks += check_cluster(config)
     from raydsbs.student.model import pretrained_source
 
     checks += [

@@ -19,7 +19,8 @@ import yaml
 from pydantic import ValidationError
 
 from raydsbs.config import Config, ConfigError, schema_problems
-from raydsbs.student.model import PRESETS, fp16_refusal, is_t5_name, pretrained_source
+from raydsbs.student.model import fp16_refusal, is_t5_name, pretrained_source
+from raydsbs.student.presets import PRESETS
 from raydsbs.tasks import TASKS, TaskSpecError, get_task, is_task_file
 
 

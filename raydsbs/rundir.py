@@ -159,8 +159,43 @@ def run_dir_for(config: Config) -> RunDir:
     return RunDir(location(config.output_dir) / f"{config.tag}-{config_hash(config)}")
 
 
+JOB_CONFIG_VARIABLE = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
+
+
+def submitted_job_working_dir() -> str | None:
+    """The ``--working-dir`` of the Ray job this process is the driver of, or None (not a submitted job, or
+    one without a working dir)."""
+    raw = os.environ.get(JOB_CONFIG_VARIABLE)
+    if not raw:
+        return None
+    try:
+        return (json.loads(raw).get("runtime_env") or {}).get("working_dir")
+    except (ValueError, AttributeError):
+        return None
+
+
+def check_output_dir(output_dir: str) -> None:
+    """Refuse a relative local output_dir in a job submitted with ``--working-dir``: it would resolve inside
+    the job's unpacked copy of that folder on the head node, which the worker nodes do not see and Ray
+    deletes with its session."""
+    where = submitted_job_working_dir()
+    if where is None or "://" in output_dir or os.path.isabs(os.path.expanduser(output_dir)):
+        return
+    raise ConfigError(
+        "output_dir",
+        [
+            f"output_dir={output_dir!r} is relative, and this driver runs as a Ray job with working_dir {where}: "
+            f"the run directory would be inside the job's unpacked copy of it on the head node, out of the "
+            f"worker nodes' reach and deleted with Ray's session. Give storage every node reaches: "
+            f"output_dir=s3://BUCKET/runs (or gs://, abfs://; credentials from the nodes' environment) or an "
+            f"absolute path every node mounts, e.g. output_dir=/mnt/shared/runs"
+        ],
+    )
+
+
 def open_run(config: Config) -> RunDir:
     """Create (or reuse) the run directory of ``config`` and save the resolved config in it."""
+    check_output_dir(config.output_dir)
     run = run_dir_for(config)
     run.root.mkdir()
     if not run.config_file.is_file():

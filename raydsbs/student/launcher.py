@@ -19,7 +19,8 @@ from raydsbs.storage import Location
 from raydsbs.student.batching import needs_teacher, student_format
 from raydsbs.student.learner import MODEL_SUBDIR, STATE_FILE
 from raydsbs.student.lora import ADAPTER_SUBDIR
-from raydsbs.student.model import PRESETS, build_student, pretrained_source, save_student, student_kind
+from raydsbs.student.model import build_student, pretrained_source, save_student, student_kind
+from raydsbs.student.presets import PRESETS
 from raydsbs.student.tokenized import prepare_tokenized
 from raydsbs.student.tokenizer import load_tokenizer, train_tokenizer
 from raydsbs.student.train_loop import SELECTION_METRIC, train_loop_per_worker

@@ -6,13 +6,15 @@ dies."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
 
 from raydsbs.staging import committed
 from raydsbs.storage import location
-from tests.integration.helpers import NLI_ROWS, Background, jsonl, last_checkpoint_step
+from tests.integration.helpers import NLI_ROWS, REPO, Background, jsonl, last_checkpoint_step
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +148,36 @@ def test_a_training_on_nodes_that_share_only_a_bucket_resumes_after_a_worker_nod
     # the rows straight from the bucket: no node kept a copy of them.
     assert list(tmp_path.glob(f"{busy[0]}/cache/stored/tokenizer-*")), list(tmp_path.rglob("*"))[:50]
     assert not list(tmp_path.glob("**/*.parquet"))
+
+
+def test_doctor_probes_the_storage_from_every_node_and_counts_the_gpus(bucket, cluster, tmp_path):
+    """`raydsbs doctor` against a cluster where one node's S3 endpoint variable points nowhere: that node, and
+    only that one, cannot use the bucket; and a config asking for GPUs the cluster lacks is named."""
+    cluster.add_node(num_cpus=1)
+    lost = cluster.add_node(num_cpus=1, env_vars={"AWS_ENDPOINT_URL": "http://127.0.0.1:9"})  # nothing listens
+    cluster.wait_for_nodes()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "raydsbs",
+            "doctor",
+            "tests/integration/tiny.yaml",
+            f"ray.address={cluster.address}",
+            f"output_dir={bucket}/runs",
+            "train.use_gpu=true",
+            "train.num_workers=2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = result.stdout
+    assert result.returncode == 1, report + result.stderr[-3000:]
+    (storage,) = [line for line in report.splitlines() if f"output_dir {bucket}/runs from 3 nodes" in line]
+    assert storage.startswith("FAIL") and "1 cannot use it" in storage and f"node {lost.node_id[:8]}" in storage
+    assert "same credential and endpoint variables on every node" in report
+    (gpus,) = [line for line in report.splitlines() if "GPUs: the config holds 2 at once" in line]
+    assert gpus.startswith("FAIL") and "the cluster has 0" in gpus
+    assert not location(f"{bucket}/runs").iterdir()  # the probe files are gone

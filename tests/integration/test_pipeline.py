@@ -95,6 +95,13 @@ def test_the_job_ran_from_its_working_dir_and_its_logs_say_so(head, tiny_run):
             assert head.token.encode() not in path.read_bytes(), f"the token leaked into {path}"
 
 
+def test_a_job_whose_output_dir_would_stay_in_its_unpacked_working_dir_is_refused_with_the_fix(head):
+    entrypoint = ["python", "-m", "raydsbs", "generate", "tests/integration/tiny.yaml"]  # output_dir: runs
+    refused = head.ray("job", "submit", "--working-dir", ".", "--submission-id", "relative-output", "--", *entrypoint)
+    assert refused.returncode != 0, refused.stdout[-3000:]
+    assert "output_dir='runs' is relative" in refused.stdout and "output_dir=s3://BUCKET/runs" in refused.stdout
+
+
 def test_a_submission_without_the_token_is_refused(head):
     for token in (None, secrets.token_hex(16)):  # none at all, and a wrong one
         refused = head.ray(

@@ -11,7 +11,7 @@ import ray
 import yaml
 
 from raydsbs.resolve import load_config, with_overrides
-from raydsbs.student.model import PRESETS
+from raydsbs.student.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER_FILES = sorted((ROOT / "cluster").glob("*.yaml"))
@@ -93,4 +93,6 @@ def test_job_config_is_valid_and_documented(path):
         )
     if config.teacher.use_gpu:
         assert config.teacher.tensor_parallel_size <= 8, "tensor parallelism spans one node's GPUs (8 at most)"
+        # a cluster job names storage every node reaches (a relative one is refused inside a job)
+        assert "://" in config.output_dir or config.output_dir.startswith("/"), f"{path.name}: {config.output_dir}"
         assert re.search(r"ray job submit .*raydsbs run jobs/" + path.name, path.read_text(), re.S)

@@ -1,6 +1,6 @@
 import os
 
-from raydsbs.doctor import check_model, check_task_data, check_writable, format_checks, run_checks
+from raydsbs.doctor import check_model, check_task_data, check_writable, format_checks, gpus_asked, run_checks
 from raydsbs.resolve import load_config
 
 
@@ -39,3 +39,17 @@ def test_problems_come_with_a_fix(tmp_path):
     no_data = check_task_data(load_config(None, ["task.name=svamp"]))
     assert not no_data.ok and "task.data_dir" in no_data.fix
     assert "1 ok, 1 to fix" in format_checks([missing, check_model("teacher", "bundled:smollm2-135m-instruct")])
+
+
+def test_a_bucket_is_checked_through_the_same_storage_layer(bucket):
+    assert check_writable(f"{bucket}/runs").ok
+    missing = check_writable("s3://no-such-bucket-here/runs")
+    assert not missing.ok and "AWS_ENDPOINT_URL" in missing.fix
+
+
+def test_the_gpus_asked_are_the_biggest_stage_and_a_whole_replica_on_one_node():
+    teacher = ["teacher.use_gpu=true", "teacher.replicas=2", "teacher.tensor_parallel_size=2"]
+    assert gpus_asked(load_config(None, teacher)) == (4, 2)
+    sweep = ["train.use_gpu=true", "train.num_workers=4", "sweep.grid={train.seed: [0, 1]}"]
+    assert gpus_asked(load_config(None, [*sweep, "sweep.max_concurrent_trials=2"])) == (8, 1)
+    assert gpus_asked(load_config(None, [])) == (0, 0)

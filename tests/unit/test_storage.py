@@ -94,3 +94,19 @@ def test_a_run_directory_in_a_bucket_holds_the_config_summary_and_tables(bucket,
     file = run.corpus_file("train")
     assert pq.read_table(file.path, filesystem=file.fs)["id"].to_pylist() == ["a", "b"]
     assert run.load_config(["train.seed=3"]).train.seed == 3
+
+
+def test_a_relative_output_dir_is_refused_in_a_job_submitted_with_a_working_dir(tmp_path, monkeypatch, bucket):
+    from raydsbs.config import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    job = {"runtime_env": {"working_dir": "gcs://_ray_pkg_0123.zip"}, "metadata": {}}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
+    with pytest.raises(ConfigError) as refused:
+        open_run(Config(output_dir="runs"))
+    assert "gcs://_ray_pkg_0123.zip" in str(refused.value) and "output_dir=s3://BUCKET/runs" in str(refused.value)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+    for shared in (f"{bucket}/runs", str(tmp_path / "shared")):  # storage every node may reach
+        assert open_run(Config(output_dir=shared)).config_file.is_file()
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    assert open_run(Config(output_dir="runs")).root.local_path().parent == tmp_path / "runs"  # not a job
