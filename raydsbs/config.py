@@ -28,8 +28,8 @@ Method = Literal["step_by_step", "standard_finetune", "standard_distill", "cot_f
 METHODS: tuple[str, ...] = Method.__args__  # type: ignore[attr-defined]
 
 
-# Marks a teacher.* key that changes how the teacher runs, not what it writes: a rerun on a run directory
-# may change it (raydsbs/rundir.py), and a sweep may vary it.
+# Marks a key that changes how a stage runs, not what it writes: a teacher.* one a rerun on a run directory
+# may change (raydsbs/rundir.py) and a sweep may vary; an eval.* one that does not make a student score again.
 HOW_IT_RUNS = {"how_it_runs": True}
 
 
@@ -323,6 +323,18 @@ class TrainConfig(Section):
 class EvalConfig(Section):
     batch_size: int = Field(64, ge=1, description="Questions a student answers at once when it is scored.")
     max_new_tokens: int = Field(16, ge=1, description="Tokens generated for a label.")
+    actors: int | None = Field(
+        None,
+        ge=0,
+        description="Ray Data actors that score a student, each with its own copy on the device of a training "
+        "worker (one GPU each with train.use_gpu, else train.cpus_per_worker CPUs); 0: in the driver's process. "
+        "Unset: train.num_workers actors with train.use_gpu, the driver's process on CPUs.",
+        json_schema_extra=HOW_IT_RUNS,
+    )
+
+    def scoring(self) -> dict:
+        """The keys that decide the scores (not how many processes compute them)."""
+        return self.model_dump(mode="json", exclude=how_it_runs(EvalConfig))
 
 
 class Range(Section):

@@ -14,13 +14,14 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raydsbs.config import Config, config_hash
+from raydsbs.config import Config, EvalConfig, config_hash
 from raydsbs.rundir import RunDir
 from raydsbs.staging import written_whole
 from raydsbs.storage import Location, local_copy
 from raydsbs.student.inference import predict_counted
 from raydsbs.student.launcher import prepare_tokenizer, without_ignored_keys
 from raydsbs.student.learner import DTYPES, MODEL_SUBDIR, compute_dtype
+from raydsbs.student.model import saved_parameters
 from raydsbs.tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -35,38 +36,150 @@ def answer_tokens(config: Config) -> int:
     return config.eval.max_new_tokens
 
 
-def score(config: Config, run: RunDir, model, tokenizer, fmt) -> tuple[dict, list[dict]]:
-    """Accuracy on val and test and tokens generated per answer, greedy, in the precision the student trained
-    in; and a row per prediction."""
-    task = get_task(config.task.name)
-    dtype = DTYPES[compute_dtype(config.train)]  # the precision the student trained in
-    metrics, rows = {}, []
-    for split in EVAL_SPLITS:
-        file = run.corpus_file(split)
-        examples = pq.read_table(file.path, filesystem=file.fs).to_pylist()
+class Scorer:
+    """One copy of a student answering questions with greedy label predictions, scored by the task: in the
+    driver's process, or as a Ray Data actor on a training worker's device (:func:`score`).
+
+    ``folder``: a saved model folder (a local path or a storage URI); None: the untrained student of
+    ``config.student``, built from the same seed as its trainings."""
+
+    def __init__(self, config: dict, run_dir: str, folder: str | None):
+        import math
+
+        import torch
+
+        from raydsbs.student.batching import student_format
+        from raydsbs.student.model import build_student, load_student, student_kind
+        from raydsbs.student.tokenizer import load_tokenizer
+
+        self.config = config = Config.model_validate(config)
+        if folder:
+            self.model, self.tokenizer, self.format = load_student(local_copy(folder), config.student.trust_remote_code)
+        else:
+            self.tokenizer = load_tokenizer(config.student, RunDir(run_dir).tokenizer)
+            torch.manual_seed(config.train.seed)  # the initial weights the trainings start from
+            self.model = build_student(config.student, self.tokenizer)
+            self.format = student_format(config.student, student_kind(config.student))
+        on_gpu = config.train.use_gpu and torch.cuda.is_available()
+        if not on_gpu and _in_ray_worker():  # an actor computes on the cores it holds, as a training worker does
+            torch.set_num_threads(max(1, math.ceil(config.train.cpus_per_worker)))
+        self.model.to(torch.device("cuda") if on_gpu else torch.device("cpu"))
+        self.dtype = DTYPES[compute_dtype(config.train)]  # the precision the student trained in
+        self.task = get_task(config.task.name)
+
+    def rows(self, examples: dict[str, list]) -> list[dict]:
+        """A prediction row per example (columns ``split``, ``id``, ``question``, ``gold``), in order."""
         outputs = predict_counted(
-            model,
-            tokenizer,
-            fmt,
-            [e["question"] for e in examples],
+            self.model,
+            self.tokenizer,
+            self.format,
+            list(examples["question"]),
             "label",
-            answer_tokens(config),
-            config.eval.batch_size,
-            dtype,
+            answer_tokens(self.config),
+            self.config.eval.batch_size,
+            self.dtype,
         )
-        for example, (output, tokens) in zip(examples, outputs, strict=True):
-            label = task.parse_prediction(output, example["question"])
+        rows = []
+        for split, id_, question, gold, (output, tokens) in zip(
+            examples["split"], examples["id"], examples["question"], examples["gold"], outputs, strict=True
+        ):
+            label = self.task.parse_prediction(output, question)
             rows.append(
                 {
-                    "split": split,
-                    "id": example["id"],
+                    "split": str(split),
+                    "id": str(id_),
                     "output": output,
                     "label": label or "",
-                    "gold": example["gold"],
-                    "correct": task.answers_match(label, example["gold"]),
+                    "gold": str(gold),
+                    "correct": self.task.answers_match(label, gold),
                     "generated_tokens": tokens,
                 }
             )
+        return rows
+
+    def __call__(self, batch: dict) -> dict:  # a Ray Data batch of numpy columns
+        rows = self.rows(batch)
+        return {column: [row[column] for row in rows] for column in PREDICTION_COLUMNS}
+
+
+PREDICTION_COLUMNS = ("split", "id", "output", "label", "gold", "correct", "generated_tokens")
+
+
+def _in_ray_worker() -> bool:
+    import ray
+
+    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+
+
+def scoring_actors(config: Config) -> int:
+    """How many Ray Data actors score a student (0: the driver's process does)."""
+    if config.eval.actors is not None:
+        return config.eval.actors
+    return config.train.num_workers if config.train.use_gpu else 0
+
+
+def _examples(run: RunDir, split: str) -> dict[str, list]:
+    file = run.corpus_file(split)
+    table = pq.read_table(file.path, filesystem=file.fs, columns=["id", "question", "gold"])
+    return {"split": [split] * table.num_rows, **table.to_pydict()}
+
+
+def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: int) -> list[dict]:
+    """Every val and test row through a Ray Data stage of ``actors`` Scorers (one GPU each with train.use_gpu),
+    in the splits' order."""
+    import ray
+
+    from raydsbs.ray_session import start_ray
+
+    start_ray(config.ray)
+    splits = []
+    for split in EVAL_SPLITS:
+        file = run.corpus_file(split)
+        ds = ray.data.read_parquet(file.path, filesystem=file.fs, columns=["id", "question", "gold"])
+        splits.append(ds.map_batches(lambda batch, split=split: {**batch, "split": [split] * len(batch["id"])}))
+    context = ray.data.DataContext.get_current()
+    preserve = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True  # predictions.parquet in the corpus's order
+    try:
+        scored = (
+            splits[0]
+            .union(*splits[1:])
+            .map_batches(
+                Scorer,
+                fn_constructor_kwargs={
+                    "config": config.model_dump(mode="json"),
+                    "run_dir": str(run.root),
+                    "folder": folder,
+                },
+                batch_size=config.eval.batch_size,
+                batch_format="numpy",
+                concurrency=actors,
+                num_cpus=config.train.cpus_per_worker,
+                num_gpus=1 if config.train.use_gpu else 0,
+            )
+        )
+        return [{column: _plain(row[column]) for column in PREDICTION_COLUMNS} for row in scored.iter_rows()]
+    finally:
+        context.execution_options.preserve_order = preserve
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def score(config: Config, run: RunDir, folder: Location | None) -> tuple[dict, list[dict]]:
+    """Accuracy on val and test and tokens generated per answer, greedy, in the precision the student trained
+    in, of the model in ``folder`` (None: the untrained student); and a row per prediction. Scored by
+    ``eval.actors`` Ray Data actors on the training workers' devices, or in this process."""
+    source = str(folder) if folder is not None else None
+    actors = scoring_actors(config)
+    if actors:
+        rows = _scored_by_actors(config, run, source, actors)
+    else:
+        scorer = Scorer(config.model_dump(mode="json"), str(run.root), source)
+        rows = [row for split in EVAL_SPLITS for row in scorer.rows(_examples(run, split))]
+    metrics = {}
+    for split in EVAL_SPLITS:
         scored = [row for row in rows if row["split"] == split]
         count = max(1, len(scored))
         metrics[f"{split}_accuracy"] = round(sum(r["correct"] for r in scored) / count, 4)
@@ -84,10 +197,8 @@ def _write(folder: Location, metrics: dict, rows: list[dict]) -> None:
 
 def evaluate_student(config: Config, run: RunDir, folder: Location) -> dict:
     """Accuracy on val and test of the model in ``folder``; writes metrics.json and predictions.parquet."""
-    from raydsbs.student.model import load_student
-
     metrics_file = folder / "metrics.json"
-    scoring = config.eval.model_dump(mode="json")
+    scoring = config.eval.scoring()
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
         if metrics.get("eval") == scoring:
@@ -95,7 +206,6 @@ def evaluate_student(config: Config, run: RunDir, folder: Location) -> dict:
             return metrics
         logger.info("evaluate | %s | scores again: eval.* was %s, is %s", folder.name, metrics.get("eval"), scoring)
     config = without_ignored_keys(config)
-    model, tokenizer, fmt = load_student(local_copy(folder / MODEL_SUBDIR), config.student.trust_remote_code)
     training_file = folder / "training.json"
     training = json.loads(training_file.read_text()) if training_file.is_file() else {}
     metrics: dict = {
@@ -104,11 +214,11 @@ def evaluate_student(config: Config, run: RunDir, folder: Location) -> dict:
         "train_fraction": config.train.train_fraction,
         "rationale_weight": config.train.rationale_weight,
         "seed": config.train.seed,
-        "parameters": model.num_parameters(),
+        "parameters": saved_parameters(folder / MODEL_SUBDIR),
         "examples": training.get("examples"),
         "eval": scoring,
     }
-    scores, rows = score(config, run, model, tokenizer, fmt)
+    scores, rows = score(config, run, folder / MODEL_SUBDIR)
     metrics.update(scores)
     _write(folder, metrics, rows)
     logger.info(
@@ -124,23 +234,14 @@ def evaluate_student(config: Config, run: RunDir, folder: Location) -> dict:
 def evaluate_untrained(config: Config, run: RunDir) -> dict:
     """The student as it starts, before any training, asked the label task with the same prompt and parser:
     what a trained student's accuracy is to be read against (written once per student setting)."""
-    from raydsbs.student.batching import student_format
-    from raydsbs.student.model import build_student, student_kind
-    from raydsbs.student.tokenizer import load_tokenizer
-
     student = config.student.model_copy(update={"lora": None})  # adapters start as the identity
-    folder = run.untrained / f"{student.preset}-{config_hash(Config(student=student, eval=config.eval), 6)}"
+    scoring = EvalConfig(**config.eval.scoring())  # how many processes score it names no new baseline
+    folder = run.untrained / f"{student.preset}-{config_hash(Config(student=student, eval=scoring), 6)}"
     if (folder / "metrics.json").is_file():
         return json.loads((folder / "metrics.json").read_text())
-    import torch
-
     prepare_tokenizer(config, run)
-    tokenizer = load_tokenizer(student, run.tokenizer)
-    torch.manual_seed(config.train.seed)  # the initial weights the trainings start from
-    model = build_student(student, tokenizer)
-    fmt = student_format(student, student_kind(student))
-    label_config = config.model_copy(update={"train": config.train.model_copy(update={"method": "standard_finetune"})})
-    metrics, rows = score(label_config, run, model, tokenizer, fmt)
+    train = config.train.model_copy(update={"method": "standard_finetune"})
+    metrics, rows = score(config.model_copy(update={"student": student, "train": train}), run, None)
     metrics = {"student": student.pretrained or student.preset, **metrics}
     folder.mkdir()
     _write(folder, metrics, rows)

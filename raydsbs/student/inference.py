@@ -58,17 +58,19 @@ def predict_counted(
             input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in sources])
             attention_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sources])
             kwargs, given = {}, width
-        with torch.no_grad(), torch.autocast(model.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        device = model.device  # a GPU's, when the student was put on one
+        kwargs = {name: value.to(device) for name, value in kwargs.items()}
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             generated = model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=pad,
                 eos_token_id=eos,
                 **kwargs,
             )
-        answers = _strip(generated, given, eos)
+        answers = _strip(generated.cpu(), given, eos)
         texts = tokenizer.batch_decode(answers, skip_special_tokens=True)
         outputs += [(text.strip(), min(len(ids) + 1, max_new_tokens)) for text, ids in zip(texts, answers, strict=True)]
     return outputs

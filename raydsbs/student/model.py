@@ -142,3 +142,22 @@ def load_student(folder: Path, trust_remote_code: bool = False):
         AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code),
         fmt,
     )
+
+
+def saved_parameters(folder) -> int:
+    """Parameters in a saved model folder (a :class:`raydsbs.storage.Location`), read from its safetensors
+    headers alone: nothing is loaded or downloaded (a shared weight is saved, and counted, once)."""
+    import struct
+
+    total = 0
+    for file in folder.glob("*.safetensors"):
+        with file.fs.open_input_file(file.path) as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                count = 1
+                for size in entry["shape"]:
+                    count *= size
+                total += count
+    return total
