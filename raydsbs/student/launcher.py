@@ -22,7 +22,7 @@ from raydsbs.student.lora import ADAPTER_SUBDIR
 from raydsbs.student.model import build_student, pretrained_source, save_student, student_kind
 from raydsbs.student.presets import PRESETS
 from raydsbs.student.tokenized import prepare_tokenized
-from raydsbs.student.tokenizer import load_tokenizer, train_tokenizer
+from raydsbs.student.tokenizer import TOKENIZER_SAMPLE_ROWS, load_tokenizer, train_tokenizer
 from raydsbs.student.train_loop import SELECTION_METRIC, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -57,16 +57,28 @@ def training_name(config: Config) -> str:
 
 
 def prepare_tokenizer(config: Config, run: RunDir) -> None:
-    """Train the run's tokenizer once (a pretrained student brings its own)."""
+    """Train the run's tokenizer once, from a bounded sample of its texts (a pretrained student brings its own)."""
     if pretrained_source(config.student) or committed(run.tokenizer):
         return
-    texts = []
-    for row in pq.read_table(run.corpus_file("train").path, filesystem=run.root.fs).to_pylist():
-        texts += [row["question"], row["gold"]]
+    train_tokenizer(_tokenizer_texts(run), config.student.vocab_size, run.tokenizer)
+
+
+def _tokenizer_texts(run: RunDir):
+    """The first TOKENIZER_SAMPLE_ROWS train rows' questions and labels, then as many of the teacher's
+    rationales and labels, read a row group at a time: the sample, not the corpus, bounds the memory."""
+    sources = [(run.corpus_file("train"), ("question", "gold"))]
     if run.distill_file.is_file():
-        for row in pq.read_table(run.distill_file.path, filesystem=run.root.fs).to_pylist():
-            texts += [row["rationale"], row["teacher_label"]]
-    train_tokenizer(texts, config.student.vocab_size, run.tokenizer)
+        sources.append((run.distill_file, ("rationale", "teacher_label")))
+    for file, columns in sources:
+        left = TOKENIZER_SAMPLE_ROWS
+        for batch in pq.ParquetFile(file.path, filesystem=file.fs).iter_batches(columns=list(columns)):
+            batch = batch.slice(0, left)
+            for first, second in zip(*(batch.column(name).to_pylist() for name in columns), strict=True):
+                yield first
+                yield second
+            left -= batch.num_rows
+            if left <= 0:
+                break
 
 
 def prepare_training_data(config: Config, run: RunDir) -> None:

@@ -15,6 +15,9 @@ from raydsbs.staging import written_whole
 from raydsbs.storage import Location, local_copy
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
+# Train rows whose texts (and as many teacher rationales) the run's tokenizer learns from: its vocabulary
+# settles long before this, and the corpus can be millions of rows.
+TOKENIZER_SAMPLE_ROWS = 100_000
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int, target: Location):

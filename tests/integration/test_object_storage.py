@@ -1,6 +1,7 @@
 """A run whose output_dir is a bucket on an S3 server (moto's, on 127.0.0.1: the stand-in for a cloud store):
 killed mid-generation, started again with the same command, it completes, every request answered once, and
-leaves every output, its report included, in the bucket and nothing on the local disk."""
+leaves every output, its report included, in the bucket and nothing on the local disk; its student, scored
+again by Ray Data actors that read it from the bucket, gets the driver's predictions."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
 
+from raydsbs.evaluate import score
+from raydsbs.resolve import with_overrides
+from raydsbs.rundir import RunDir
 from raydsbs.staging import committed
 from raydsbs.storage import location
+from raydsbs.student.learner import MODEL_SUBDIR
 from tests.integration.helpers import REPO, Background
 
 pytestmark = pytest.mark.integration
@@ -44,7 +49,9 @@ def _ids(folder, column: str = "id") -> list[str]:
     )
 
 
-def test_a_run_in_a_bucket_killed_mid_generation_resumes_and_leaves_its_report_there(bucket, tmp_path, dss_data):
+def test_a_run_in_a_bucket_killed_mid_generation_resumes_and_leaves_its_report_and_student_there(
+    bucket, tmp_path, dss_data
+):
     runs = location(f"{bucket}/runs")
     generations = lambda: runs.glob("*/teacher/generations/*.parquet")  # noqa: E731
     first = Background(*_command(str(runs), dss_data), log=tmp_path / "first.log")
@@ -83,3 +90,18 @@ def test_a_run_in_a_bucket_killed_mid_generation_resumes_and_leaves_its_report_t
     # The report command reads the run directory from the bucket by its URI.
     returncode, output = Background("report", str(run), log=tmp_path / "report.log").finish()
     assert returncode == 0 and "step_by_step" in output, output[-3000:]
+
+    # Scored again by a Ray Data stage of two actors (eval.actors, what GPU runs do by default: a copy of the
+    # student per training worker's device), each reading the model from the bucket: the same predictions as
+    # the driver's process, for the trained student and for the untrained one.
+    import ray
+
+    config = RunDir(run).load_config()
+    try:
+        for folder in (training / MODEL_SUBDIR, None):
+            in_driver = score(with_overrides(config, {"eval.actors": 0}), RunDir(run), folder)
+            by_actors = score(with_overrides(config, {"eval.actors": 2, "eval.batch_size": 7}), RunDir(run), folder)
+            assert by_actors == in_driver  # every figure and every prediction row, in the same order
+            assert [row["id"] for row in in_driver[1]] == held_out
+    finally:
+        ray.shutdown()
