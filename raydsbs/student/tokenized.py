@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -167,12 +168,42 @@ def _encoded(row: dict) -> EncodedExample:
     return EncodedExample(task_row("label"), task_row("rationale"))
 
 
-def _with_labels(table: pa.Table) -> list[EncodedExample]:
+class EncodedRows(Sequence):
+    """The encoded examples of a tokenized file, kept as its Arrow columns (4 bytes a token; a Python list of
+    ints takes about ten times that) and made into :class:`EncodedExample` objects one at a time, as batches
+    ask for them."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table.combine_chunks()
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, index: int) -> EncodedExample:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return _encoded(self.table.slice(index % len(self), 1).to_pylist()[0])
+
+    def lengths(self) -> list[int]:
+        """Tokens in all rows of each example (what length-bucketing sorts by): len() of each, in one pass."""
+        total = None
+        for task in OBJECTIVES:
+            for part in ("prompt", "target"):
+                counted = pc.fill_null(pc.list_value_length(self.table[f"{task}_{part}"]), 0)
+                total = counted if total is None else pc.add(total, counted)
+        return total.to_pylist()
+
+    def rationales(self) -> int:
+        """Examples that have a rationale target."""
+        return self.table.num_rows - self.table["rationale_prompt"].null_count
+
+
+def _with_labels(table: pa.Table) -> EncodedRows:
     """The rows that have a label target (the others teach this method nothing)."""
-    return [_encoded(row) for row in table.filter(pc.is_valid(table["label_target"])).to_pylist()]
+    return EncodedRows(table.filter(pc.is_valid(table["label_target"])))
 
 
-def read_tokenized(folder: Location, fraction: float, seed: int) -> tuple[list[EncodedExample], list[EncodedExample]]:
+def read_tokenized(folder: Location, fraction: float, seed: int) -> tuple[EncodedRows, EncodedRows]:
     """(train, val): the examples of the ``fraction`` of train rows drawn by ``seed``, and every validation
     example. The draw is over all train rows, so every method draws the same rows."""
     train = _read(folder / "train.parquet")
@@ -180,9 +211,7 @@ def read_tokenized(folder: Location, fraction: float, seed: int) -> tuple[list[E
     return _with_labels(train), _with_labels(_read(folder / "val.parquet"))
 
 
-def training_data(
-    config: Config, run: RunDir, tokenizer, fmt: StudentFormat
-) -> tuple[list[EncodedExample], list[EncodedExample]]:
+def training_data(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> tuple[EncodedRows, EncodedRows]:
     """This training's encoded (train, val) examples, tokenizing the run's rows first if nobody has yet."""
     folder = prepare_tokenized(config, run, tokenizer, fmt)
     return read_tokenized(folder, config.train.train_fraction, config.train.seed)

@@ -19,11 +19,11 @@ import torch
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import EncodedExample, collate, epoch_batches, student_format
+from raydsbs.student.batching import collate, epoch_batches, student_format
 from raydsbs.student.learner import Learner, Progress
 from raydsbs.student.lora import add_adapters
 from raydsbs.student.model import build_student, save_student, student_kind
-from raydsbs.student.tokenized import training_data
+from raydsbs.student.tokenized import EncodedRows, training_data
 from raydsbs.student.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -57,11 +57,11 @@ class WorkerSetup:
         self.start_id = model.config.decoder_start_token_id if kind == "seq2seq" else None
         self.learner = Learner(model, config.train, distributed, device)
 
-    def batches(self, examples: list[EncodedExample], seed: int) -> list[list[int]]:
-        lengths = [len(e) for e in examples] if self.config.train.length_bucketing else None
+    def batches(self, examples: EncodedRows, seed: int) -> list[list[int]]:
+        lengths = examples.lengths() if self.config.train.length_bucketing else None
         return epoch_batches(len(examples), self.config.train.batch_size, self.rank, self.world, seed, lengths)
 
-    def collate(self, examples: list[EncodedExample], indices: list[int]) -> dict:
+    def collate(self, examples: EncodedRows, indices: list[int]) -> dict:
         return collate([examples[i] for i in indices], self.format, self.tokenizer.pad_token_id, self.start_id)
 
     def validation_label_loss(self) -> float:
@@ -122,7 +122,7 @@ def fit(
             "epoch": next_epoch if next_batch else next_epoch - 1,
             "step": progress.optimizer_steps,
             "examples": len(trainer.train_set),
-            "rationales": sum(1 for e in trainer.train_set if e.rationale is not None),
+            "rationales": trainer.train_set.rationales(),
             SELECTION_METRIC: trainer.validation_label_loss(),
         }
         if rank == 0:

@@ -89,11 +89,23 @@ def test_what_a_trial_reads_is_what_it_would_have_tokenized_itself(run):
     expected = [example for example in expected if example]  # rows the teacher rejected teach it nothing
 
     train, val = read_tokenized(_folder(config, run), fraction=0.25, seed=5)
-    assert train == expected and len(train) == sum(1 for i in keep if i < 30)  # r000-r029 were kept
+    assert list(train) == expected and len(train) == sum(1 for i in keep if i < 30)  # r000-r029 were kept
     assert all(example.rationale is not None for example in train)
     assert len(val) == 8 and all(example.rationale is None for example in val)  # val: gold labels only
     half, _ = read_tokenized(_folder(config, run), fraction=0.5, seed=5)
     assert set(map(repr, train)) <= set(map(repr, half))  # smaller fractions stay subsets of larger ones
+
+
+def test_workers_keep_the_examples_as_arrow_columns_and_read_each_as_it_is_batched(run):
+    config = _config(**{"train.method": "step_by_step"})
+    prepare_training_data(config, run)
+    train, val = read_tokenized(_folder(config, run), fraction=1.0, seed=0)
+    examples = list(train)  # one EncodedExample per row, made as it is asked for
+    assert train.lengths() == [len(example) for example in examples]  # what length-bucketing sorts by
+    assert train.rationales() == sum(example.rationale is not None for example in examples) > 0
+    assert train[-1] == examples[-1] and val.rationales() == 0
+    with pytest.raises(IndexError):
+        train[len(train)]
 
 
 def test_every_method_draws_the_same_rows_at_a_fraction(run):
