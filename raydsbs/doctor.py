@@ -303,15 +303,23 @@ def check_cluster(config: Config) -> list[Check]:
         ray.shutdown()
 
 
+def _is_file(path: str) -> bool:
+    """A data file, local or on storage pyarrow speaks, is there (an unreachable store counts as no)."""
+    from raydsbs.storage import location
+
+    try:
+        return location(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def check_task_data(config: Config) -> Check | None:
     """Where the task's rows come from, and whether they are there."""
     task = config.task
     if task.name == "arith":
         return None
     if task.train_file:
-        missing = [
-            path for path in (task.train_file, task.val_file, task.test_file) if path and not Path(path).is_file()
-        ]
+        missing = [path for path in (task.train_file, task.val_file, task.test_file) if path and not _is_file(path)]
         if not task.test_file:
             return Check(
                 False, f"task {task.name}: train_file without test_file", "set task.test_file (the held-out rows)"

@@ -135,7 +135,7 @@ def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: i
     splits = []
     for split in EVAL_SPLITS:
         file = run.corpus_file(split)
-        ds = ray.data.read_parquet(file.path, filesystem=file.fs, columns=["id", "question", "gold"])
+        ds = ray.data.read_parquet(file.path, filesystem=file.fs).select_columns(["id", "question", "gold"])
         splits.append(ds.map_batches(lambda batch, split=split: {**batch, "split": [split] * len(batch["id"])}))
     context = ray.data.DataContext.get_current()
     preserve = context.execution_options.preserve_order

@@ -1,5 +1,6 @@
-"""Reading a task's raw rows: local JSONL / JSON / Parquet / CSV files, the
-paper's released files, or a Hugging Face hub dataset (online only).
+"""Reading a task's raw rows: JSONL / JSON / Parquet / CSV files (local, or on any storage pyarrow speaks:
+``s3://bucket/train.jsonl``, read through raydsbs.storage), the paper's released files, or a Hugging Face
+hub dataset (online only).
 
 A row that can't be read (undecodable bytes, broken JSON, not an object) is
 not an error for the whole file: it comes back as a :class:`RejectedRow`
@@ -14,6 +15,7 @@ import io
 import json
 from pathlib import Path
 
+from raydsbs.storage import Location, location
 from raydsbs.tasks.base import RejectedRow
 
 
@@ -24,7 +26,7 @@ class SourceError(ValueError):
 RawRow = dict | RejectedRow
 
 
-def _json_lines(path: Path) -> list[RawRow]:
+def _json_lines(path: Location) -> list[RawRow]:
     rows: list[RawRow] = []
     for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
         where = f"{path.name} line {number}"
@@ -46,7 +48,7 @@ def _json_lines(path: Path) -> list[RawRow]:
     return rows
 
 
-def _json_file(path: Path) -> list[RawRow]:
+def _json_file(path: Location) -> list[RawRow]:
     """A JSON list of objects, or JSON lines (the paper's ``*.json`` files are JSON lines). In a list, an item
     holding bytes that are not UTF-8 is rejected alone."""
     data = path.read_bytes()
@@ -84,13 +86,13 @@ def _has_undecodable(value) -> bool:
     return False
 
 
-def _parquet_file(path: Path) -> list[RawRow]:
+def _parquet_file(path: Location) -> list[RawRow]:
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    return pq.read_table(path.path, filesystem=path.fs).to_pylist()
 
 
-def _csv_file(path: Path) -> list[RawRow]:
+def _csv_file(path: Location) -> list[RawRow]:
     """Rows of a CSV file with a header line; a row with bytes that are not UTF-8, or with more or fewer fields
     than the header, is rejected alone (a quoted field may span lines: the row's first line is named)."""
     text = path.read_bytes().decode("utf-8", errors="surrogateescape")
@@ -114,9 +116,9 @@ def _csv_file(path: Path) -> list[RawRow]:
 READERS = {".jsonl": _json_lines, ".json": _json_file, ".parquet": _parquet_file, ".csv": _csv_file}
 
 
-def read_rows(path: str | Path) -> list[RawRow]:
-    """Every row of a local file, in order; unreadable rows as :class:`RejectedRow`."""
-    path = Path(path)
+def read_rows(path: str | Path | Location) -> list[RawRow]:
+    """Every row of a file (a local path or a storage URI), in order; unreadable rows as :class:`RejectedRow`."""
+    path = location(path)
     if not path.is_file():
         raise SourceError(f"no such data file: {path}")
     reader = READERS.get(path.suffix.lower())
