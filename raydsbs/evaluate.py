@@ -103,6 +103,7 @@ class Scorer:
 
 
 PREDICTION_COLUMNS = ("split", "id", "output", "label", "gold", "correct", "generated_tokens")
+LIGHT_TASK_CPUS = 0.1  # what the reading tasks beside the scoring actors reserve
 
 
 def _in_ray_worker() -> bool:
@@ -133,10 +134,14 @@ def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: i
 
     start_ray(config.ray)
     splits = []
-    for split in EVAL_SPLITS:
+    for split in EVAL_SPLITS:  # reading is light: it must not wait for CPUs the scoring actors hold
         file = run.corpus_file(split)
-        ds = ray.data.read_parquet(file.path, filesystem=file.fs).select_columns(["id", "question", "gold"])
-        splits.append(ds.map_batches(lambda batch, split=split: {**batch, "split": [split] * len(batch["id"])}))
+        ds = ray.data.read_parquet(file.path, filesystem=file.fs, num_cpus=LIGHT_TASK_CPUS)
+        splits.append(
+            ds.select_columns(["id", "question", "gold"]).map_batches(
+                lambda batch, split=split: {**batch, "split": [split] * len(batch["id"])}, num_cpus=LIGHT_TASK_CPUS
+            )
+        )
     context = ray.data.DataContext.get_current()
     preserve = context.execution_options.preserve_order
     context.execution_options.preserve_order = True  # predictions.parquet in the corpus's order
