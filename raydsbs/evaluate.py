@@ -103,7 +103,6 @@ class Scorer:
 
 
 PREDICTION_COLUMNS = ("split", "id", "output", "label", "gold", "correct", "generated_tokens")
-LIGHT_TASK_CPUS = 0.1  # what the reading tasks beside the scoring actors reserve
 
 
 def _in_ray_worker() -> bool:
@@ -133,35 +132,26 @@ def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: i
     from raydsbs.ray_session import start_ray
 
     start_ray(config.ray)
-    splits = []
-    for split in EVAL_SPLITS:  # reading is light: it must not wait for CPUs the scoring actors hold
-        file = run.corpus_file(split)
-        ds = ray.data.read_parquet(file.path, filesystem=file.fs, num_cpus=LIGHT_TASK_CPUS)
-        splits.append(
-            ds.select_columns(["id", "question", "gold"]).map_batches(
-                lambda batch, split=split: {**batch, "split": [split] * len(batch["id"])}, num_cpus=LIGHT_TASK_CPUS
-            )
-        )
+    # The rows are few (val and test) and read here: no reading task waits for the CPUs the actors hold.
+    table = pa.concat_tables(pa.table(_examples(run, split)) for split in EVAL_SPLITS)
+    piece = max(1, -(-table.num_rows // (4 * actors)))  # a few blocks per actor, so they share the rows
+    rows = ray.data.from_arrow([table.slice(start, piece) for start in range(0, table.num_rows, piece)])
     context = ray.data.DataContext.get_current()
     preserve = context.execution_options.preserve_order
     context.execution_options.preserve_order = True  # predictions.parquet in the corpus's order
     try:
-        scored = (
-            splits[0]
-            .union(*splits[1:])
-            .map_batches(
-                Scorer,
-                fn_constructor_kwargs={
-                    "config": config.model_dump(mode="json"),
-                    "run_dir": str(run.root),
-                    "folder": folder,
-                },
-                batch_size=config.eval.batch_size,
-                batch_format="numpy",
-                concurrency=actors,
-                num_cpus=config.train.cpus_per_worker,
-                num_gpus=1 if config.train.use_gpu else 0,
-            )
+        scored = rows.map_batches(
+            Scorer,
+            fn_constructor_kwargs={
+                "config": config.model_dump(mode="json"),
+                "run_dir": str(run.root),
+                "folder": folder,
+            },
+            batch_size=config.eval.batch_size,
+            batch_format="numpy",
+            concurrency=actors,
+            num_cpus=config.train.cpus_per_worker,
+            num_gpus=1 if config.train.use_gpu else 0,
         )
         return [{column: _plain(row[column]) for column in PREDICTION_COLUMNS} for row in scored.iter_rows()]
     finally:
