@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rows_per_s": round(len(rows) / seconds, 2),
                     "speed_vs_driver": round(baseline[0] / seconds, 2),
                     "same_predictions_as_driver": rows == baseline[1],
+                    "rows_answered_otherwise": sum(a != b for a, b in zip(rows, baseline[1], strict=True)),
                     "test_accuracy": metrics["test_accuracy"],
                 }
             )

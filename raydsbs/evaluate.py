@@ -132,10 +132,15 @@ def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: i
     from raydsbs.ray_session import start_ray
 
     start_ray(config.ray)
-    # The rows are few (val and test) and read here: no reading task waits for the CPUs the actors hold.
-    table = pa.concat_tables(pa.table(_examples(run, split)) for split in EVAL_SPLITS)
-    piece = max(1, -(-table.num_rows // (4 * actors)))  # a few blocks per actor, so they share the rows
-    rows = ray.data.from_arrow([table.slice(start, piece) for start in range(0, table.num_rows, piece)])
+    # The rows are few (val and test) and read here: no reading task waits for the CPUs the actors hold. Each
+    # block is a few of the driver's batches of one split, and an actor answers it in those batches: the same
+    # rows side by side as in the driver's process (in bf16 a row's answer can depend on its batch's shape).
+    size, blocks = config.eval.batch_size, []
+    for split in EVAL_SPLITS:
+        table = pa.table(_examples(run, split))
+        piece = size * max(1, -(-table.num_rows // (size * 2 * actors)))  # about two blocks per actor and split
+        blocks += [table.slice(start, piece) for start in range(0, table.num_rows, piece)]
+    rows = ray.data.from_arrow(blocks)
     context = ray.data.DataContext.get_current()
     preserve = context.execution_options.preserve_order
     context.execution_options.preserve_order = True  # predictions.parquet in the corpus's order
@@ -147,7 +152,7 @@ def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: i
                 "run_dir": str(run.root),
                 "folder": folder,
             },
-            batch_size=config.eval.batch_size,
+            batch_size=None,  # a block at a time (the Scorer batches it by eval.batch_size)
             batch_format="numpy",
             concurrency=actors,
             num_cpus=config.train.cpus_per_worker,
