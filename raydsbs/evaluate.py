@@ -99,7 +99,10 @@ class Scorer:
 
     def __call__(self, batch: dict) -> dict:  # a Ray Data batch of numpy columns
         rows = self.rows(batch)
-        return {column: [row[column] for row in rows] for column in PREDICTION_COLUMNS}
+        return {
+            "position": batch["position"],
+            **{column: [row[column] for row in rows] for column in PREDICTION_COLUMNS},
+        }
 
 
 PREDICTION_COLUMNS = ("split", "id", "output", "label", "gold", "correct", "generated_tokens")
@@ -126,7 +129,7 @@ def _examples(run: RunDir, split: str) -> dict[str, list]:
 
 def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: int) -> list[dict]:
     """Every val and test row through a Ray Data stage of ``actors`` Scorers (one GPU each with train.use_gpu),
-    in the splits' order."""
+    in each split's order."""
     import ray
 
     from raydsbs.ray_session import start_ray
@@ -138,29 +141,21 @@ def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: i
     size, blocks = config.eval.batch_size, []
     for split in EVAL_SPLITS:
         table = pa.table(_examples(run, split))
+        table = table.append_column("position", pa.array(range(table.num_rows), pa.int64()))
         piece = size * max(1, -(-table.num_rows // (size * 2 * actors)))  # about two blocks per actor and split
         blocks += [table.slice(start, piece) for start in range(0, table.num_rows, piece)]
-    rows = ray.data.from_arrow(blocks)
-    context = ray.data.DataContext.get_current()
-    preserve = context.execution_options.preserve_order
-    context.execution_options.preserve_order = True  # predictions.parquet in the corpus's order
-    try:
-        scored = rows.map_batches(
-            Scorer,
-            fn_constructor_kwargs={
-                "config": config.model_dump(mode="json"),
-                "run_dir": str(run.root),
-                "folder": folder,
-            },
-            batch_size=None,  # a block at a time (the Scorer batches it by eval.batch_size)
-            batch_format="numpy",
-            concurrency=actors,
-            num_cpus=config.train.cpus_per_worker,
-            num_gpus=1 if config.train.use_gpu else 0,
-        )
-        return [{column: _plain(row[column]) for column in PREDICTION_COLUMNS} for row in scored.iter_rows()]
-    finally:
-        context.execution_options.preserve_order = preserve
+    scored = ray.data.from_arrow(blocks).map_batches(
+        Scorer,
+        fn_constructor_kwargs={"config": config.model_dump(mode="json"), "run_dir": str(run.root), "folder": folder},
+        batch_size=None,  # a block at a time (the Scorer batches it by eval.batch_size)
+        batch_format="numpy",
+        concurrency=actors,
+        num_cpus=config.train.cpus_per_worker,
+        num_gpus=1 if config.train.use_gpu else 0,
+    )
+    rows = [{column: _plain(row[column]) for column in ("position", *PREDICTION_COLUMNS)} for row in scored.iter_rows()]
+    rows.sort(key=lambda row: (EVAL_SPLITS.index(row["split"]), row["position"]))  # blocks come back in any order
+    return [{column: row[column] for column in PREDICTION_COLUMNS} for row in rows]
 
 
 def _plain(value):
