@@ -89,16 +89,20 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(json.dumps(results[-1]))
         ray.shutdown()
-    record = {
+    measured = {
         "config": args.config,
         "student": config.student.pretrained or config.student.preset,
         "lora": bool(config.student.lora),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU",
         "cpus_per_worker": config.train.cpus_per_worker,
         "eval_batch_size": config.eval.batch_size,
+        "rows": args.rows,
         "results": results,
     }
-    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    record = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
+    same = (measured["config"], measured["rows"])
+    record["runs"] = [run for run in record["runs"] if (run["config"], run["rows"]) != same] + [measured]
+    args.out.write_text(json.dumps(record, indent=2) + "\n")  # one entry per config and row count
     print(f"written: {args.out}")
     return 0
 
