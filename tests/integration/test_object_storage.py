@@ -40,6 +40,7 @@ def _command(out: str, dss_data) -> list[str]:
         "train.max_steps=4",
         "train.eval_every_steps=2",
         "train.batch_size=16",
+        "sweep.grid={train.seed: [0]}",  # Tune's experiment in the bucket too (its one trial finds the model)
     ]
 
 
@@ -83,6 +84,8 @@ def test_a_run_in_a_bucket_killed_mid_generation_resumes_and_leaves_its_report_a
     assert predictions.num_rows == 60 and metrics["test_accuracy"] == round(
         sum(predictions.filter(pads.field("split") == "test")["correct"].to_pylist()) / 40, 4
     )
+    (sweep,) = json.loads((run / "sweep/results.json").read_text())
+    assert sweep["training"] == training.name and len(run.glob("sweep/trials-*/tuner.pkl")) == 1
     report = (run / "report.md").read_text()
     assert "step_by_step" in report and (run / "plots/accuracy_vs_fraction.png").is_file()
     assert not list(REPO.glob("s3*")) and not list(tmp_path.glob("s3*"))  # no local folder named after the URI

@@ -34,8 +34,10 @@ TINY = [
     "train.num_workers=2",
     "train.cpus_per_worker=0.9",
     "student.max_rationale_tokens=32",
-    # step_by_step on all the data is the main training: its trial finds the model there and trains nothing
+    # step_by_step on all the data is the main training: its trial finds the model there and trains nothing,
+    # beside the other trial
     "sweep.grid={train.method: [step_by_step, standard_finetune], train.train_fraction: [1.0]}",
+    "sweep.max_concurrent_trials=2",
 ]
 JOB_ID = "raydsbs-quickstart"
 

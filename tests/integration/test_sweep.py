@@ -1,6 +1,8 @@
 """Sweeps for real. One killed midway (driver, Ray, trials and their Ray Train workers, all SIGKILLed) and
 started again with the same command: Tuner.restore picks it up, the finished training is kept, the
-interrupted one goes on from its last checkpoint, and the results have both. One with the ASHA scheduler:
+interrupted one goes on from its last checkpoint, and the results have both; its four grid points are two
+trainings (standard fine-tuning ignores the label source), each trained once. Trials side by side run in
+the quickstart job (test_pipeline.py). One with the ASHA scheduler:
 the trial whose validation loss trails is stopped early and leaves no result. A training worker lost
 with its node mid-run is tested in test_multinode.py."""
 
@@ -30,7 +32,8 @@ SWEEP = [
     "train.num_workers=1",
     "train.batch_size=64",
     "train.eval_every_steps=4",
-    "sweep.grid={train.train_fraction: [0.5, 1.0]}",
+    # standard_finetune ignores train.label_source: 4 grid points, 2 trainings, each trained once
+    "sweep.grid={train.label_source: [gold, teacher], train.train_fraction: [0.5, 1.0]}",
 ]
 
 
@@ -66,8 +69,15 @@ def test_a_killed_sweep_keeps_what_finished_and_resumes_what_was_interrupted(tmp
     assert len(models) == 2
     for model in models:
         AutoModelForSeq2SeqLM.from_pretrained(model.parent)  # plain Hugging Face folders
-    (results,) = tmp_path.glob("runs/*/sweep/results.json")
-    assert sorted(r["train_fraction"] for r in json.loads(results.read_text())) == [0.5, 1.0]
+    assert "4 grid points are 2 distinct trainings" in output
+    (run_dir,) = runs.iterdir()
+    results = json.loads((run_dir / "sweep/results.json").read_text())
+    assert sorted(r["train_fraction"] for r in results) == [0.5, 1.0]
+    for result in results:  # each training's result stands for both label sources it ignores
+        assert sorted(p["train.label_source"] for p in result["grid_points"]) == ["gold", "teacher"]
+    assert json.loads((run_dir / "summary.json").read_text())["sweep"]["trials"] == 2
+    trained = sorted(p.name for p in (run_dir / "student").glob("standard_finetune-*") if (p / "model").is_dir())
+    assert trained == sorted(r["training"] for r in results)
 
 
 def test_asha_stops_the_trial_that_trails(tmp_path):
@@ -105,33 +115,3 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
     (tokenized,) = (run_dir / "student/tokenized").iterdir()
     (tuner,) = run_dir.glob("sweep/trials-*/tuner.pkl")
     assert (tokenized / "train.parquet").stat().st_mtime < tuner.stat().st_mtime
-
-
-def test_grid_points_that_name_one_training_share_it_even_with_trials_side_by_side(tmp_path):
-    # standard_finetune ignores train.label_source: 4 grid points, 2 trainings, run 2 at a time.
-    command = [
-        sys.executable,
-        "-m",
-        "raydsbs",
-        "sweep",
-        "tests/integration/tiny.yaml",
-        f"output_dir={tmp_path}",
-        "tag=dup",
-        "train.method=standard_finetune",
-        "train.epochs=1",
-        "train.num_workers=1",
-        "train.batch_size=64",
-        "sweep.max_concurrent_trials=2",
-        "sweep.grid={train.label_source: [gold, teacher], train.train_fraction: [0.5, 1.0]}",
-    ]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "4 grid points are 2 distinct trainings" in result.stdout + result.stderr
-    (run_dir,) = tmp_path.iterdir()
-    results = json.loads((run_dir / "sweep/results.json").read_text())
-    assert sorted(r["train_fraction"] for r in results) == [0.5, 1.0]
-    for r in results:
-        assert sorted(p["train.label_source"] for p in r["grid_points"]) == ["gold", "teacher"]
-    assert json.loads((run_dir / "summary.json").read_text())["sweep"]["trials"] == 2
-    trained = sorted(p.name for p in (run_dir / "student").glob("standard_finetune-*") if (p / "model").is_dir())
-    assert trained == sorted(r["training"] for r in results)
