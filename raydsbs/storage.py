@@ -37,34 +37,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAYDSBS_CACHE_DIR", Path.home() / ".cache" / "raydsbs"))
 
 
-def _filesystem(scheme: str, netloc: str, query: str) -> pafs.FileSystem:
+def _filesystem(scheme: str, netloc: str, query: str) -> tuple[pafs.FileSystem, str]:
+    """The store's filesystem and the path of ``scheme://netloc/`` on it."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     return _store(scheme, netloc, query, endpoint, region)
 
 
 @cache
-def _store(scheme: str, netloc: str, query: str, endpoint: str | None, region: str | None) -> pafs.FileSystem:
+def _store(scheme: str, netloc: str, query: str, endpoint: str | None, region: str | None):
     """One filesystem object per store and environment (pyarrow's S3 client is costly to make)."""
     if scheme in ("s3", "s3a") and endpoint and "endpoint_override" not in query:
-        return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1")
+        return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1"), netloc
     uri = f"{'s3' if scheme == 's3a' else scheme}://{netloc}/" + (f"?{query}" if query else "")
-    return pafs.FileSystem.from_uri(uri)[0]
+    return pafs.FileSystem.from_uri(uri)  # the path of a bucket's root is its name; of an HDFS root, "/"
 
 
 class Location:
     """A file or folder on a pyarrow filesystem (it may not exist yet)."""
 
-    __slots__ = ("fs", "path", "_prefix")
+    __slots__ = ("fs", "path", "_root")
 
-    def __init__(self, fs: pafs.FileSystem, path: str, prefix: str = ""):
+    def __init__(self, fs: pafs.FileSystem, path: str, root: tuple[str, str, str] | None = None):
         self.fs = fs  # what pyarrow, Ray Data, Ray Train and Tune are given
         self.path = path.rstrip("/") or "/"  # the path on that filesystem (a bucket's name first, for object stores)
-        self._prefix = prefix  # "s3://" and the like; "" for local paths
+        # for a URI: (its store's root path on fs, "scheme://netloc", "?query" or ""), to write the URI back
+        self._root = root
 
     # -- names
     def __str__(self) -> str:
-        return self._prefix + self.path
+        if self._root is None:
+            return self.path
+        root, base, query = self._root
+        relative = self.path[len(root.rstrip("/")) :].lstrip("/")
+        return f"{base}/{relative}{query}" if relative else f"{base}{query}"
 
     def __repr__(self) -> str:
         return f"Location({str(self)!r})"
@@ -81,7 +87,7 @@ class Location:
         return self.path
 
     def __truediv__(self, name: str | os.PathLike) -> Location:
-        return Location(self.fs, posixpath.join(self.path, os.fspath(name)), self._prefix)
+        return Location(self.fs, posixpath.join(self.path, os.fspath(name)), self._root)
 
     @property
     def is_local(self) -> bool:
@@ -101,7 +107,7 @@ class Location:
 
     @property
     def parent(self) -> Location:
-        return Location(self.fs, posixpath.dirname(self.path), self._prefix)
+        return Location(self.fs, posixpath.dirname(self.path), self._root)
 
     def with_name(self, name: str) -> Location:
         return self.parent / name
@@ -127,7 +133,7 @@ class Location:
 
     def iterdir(self) -> list[Location]:
         infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
-        return sorted((Location(self.fs, info.path, self._prefix) for info in infos), key=str)
+        return sorted((Location(self.fs, info.path, self._root) for info in infos), key=str)
 
     def glob(self, pattern: str) -> list[Location]:
         """Children matching ``pattern`` level by level (``*.parquet``, ``*/metrics.json``), sorted."""
@@ -179,8 +185,10 @@ def location(where: str | os.PathLike | Location) -> Location:
     if len(parts.scheme) > 1 and parts.scheme != "file" and "://" in text:  # not a Windows drive letter
         if not parts.netloc:
             raise ValueError(f"{text}: a storage URI names its bucket or host ({parts.scheme}://BUCKET/path)")
-        path = parts.netloc + parts.path
-        return Location(_filesystem(parts.scheme, parts.netloc, parts.query), path, f"{parts.scheme}://")
+        fs, root = _filesystem(parts.scheme, parts.netloc, parts.query)
+        path = root.rstrip("/") + "/" + parts.path.lstrip("/") if parts.path.strip("/") else root
+        query = f"?{parts.query}" if parts.query else ""
+        return Location(fs, path, (root, f"{parts.scheme}://{parts.netloc}", query))
     local = parts.path if parts.scheme == "file" else text
     return Location(pafs.LocalFileSystem(), str(Path(local).expanduser().resolve()))
 

@@ -31,6 +31,13 @@ def test_a_local_path_and_a_uri_name_the_same_kinds_of_location(tmp_path, bucket
         folder.remove()
         assert not folder.exists() and root.iterdir() == []
     assert str(location(f"{bucket}/runs") / "x") == f"{bucket}/runs/x"
+    assert str(location(bucket)) == bucket and str(location(f"{bucket}/runs").parent) == bucket
+    # the endpoint in the URI itself (pyarrow's own form), written back with the query last
+    endpoint = os.environ["AWS_ENDPOINT_URL"].removeprefix("http://")
+    named = location(f"{bucket}/runs?endpoint_override={endpoint}&scheme=http") / "y.txt"
+    assert str(named) == f"{bucket}/runs/y.txt?endpoint_override={endpoint}&scheme=http"
+    named.write_text("via the URI's endpoint")
+    assert location(str(named)).read_text() == (location(f"{bucket}/runs") / "y.txt").read_text()
     assert os.fspath(location(tmp_path) / "x") == str(tmp_path / "x")
     assert location("runs").local_path() == Path.cwd() / "runs"  # relative: against the working directory
     with pytest.raises(TypeError, match="not on a local filesystem"):
