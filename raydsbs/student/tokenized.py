@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -106,28 +107,39 @@ def _read(file: Location) -> pa.Table:
     return pq.read_table(file.path, filesystem=file.fs)
 
 
-def _examples(config: Config, run: RunDir) -> dict[str, tuple[list[str], list[TrainingExample]]]:
-    """(ids, examples) of each split: one per train row (its method's targets), and the validation rows."""
-    method, label_source = config.train.method, config.train.label_source
-    marker = get_task(config.task.name).answer_marker
-    corpus = _read_rows(run.corpus_file("train"))
-    distill = _read_rows(run.distill_file) if needs_teacher(method) else []
-    train = training_examples(method, label_source, corpus, distill, marker)
-    if all(example.label is None for example in train):
-        raise ValueError(f"no training rows for method {method}: the teacher kept no rows in {run.distill_file}")
+CHUNK_ROWS = 8192  # train rows made into Python objects and encoded at a time (one row group of the output)
+
+
+def _train_chunks(config: Config, run: RunDir):
+    """The train rows in id order, CHUNK_ROWS at a time, as (rows, the teacher's kept rows among them): the
+    corpus and the teacher's outputs are joined as Arrow tables, so only a chunk is ever Python objects."""
+    corpus = _read(run.corpus_file("train")).select(["id", "question", "gold"])
+    if needs_teacher(config.train.method):
+        distill = _read(run.distill_file).select(["id", "rationale", "teacher_label"])
+        distill = distill.append_column("kept", pa.array(np.ones(distill.num_rows, dtype=bool)))
+        corpus = corpus.join(distill, "id", join_type="left outer")
+    corpus = corpus.sort_by("id")
+    for start in range(0, corpus.num_rows, CHUNK_ROWS):
+        rows = corpus.slice(start, CHUNK_ROWS).to_pylist()
+        yield rows, [row for row in rows if row.get("kept")]
+
+
+def _val_examples(config: Config, run: RunDir) -> tuple[list[str], list[TrainingExample]]:
+    """(ids, examples) of the validation rows: gold labels (cot_finetune: the teacher's chain, then the gold
+    label, its own kind of target)."""
     val = _read_rows(run.corpus_file("val"))
-    if method == "cot_finetune":  # validated on its own kind of target: the teacher's chain, with the gold label
-        heldout = _read(run.heldout_file).filter(pc.field("reason") == "").to_pylist()
-        val_examples = training_examples(method, "gold", val, heldout, marker)
-        if all(example.label is None for example in val_examples):
-            raise ValueError(
-                f"cot_finetune selects its checkpoint on the teacher's rationales for the validation rows, "
-                f"and {run.heldout_file} keeps none: the teacher must answer them (a replay file needs "
-                f"the validation rows' ids too)"
-            )
-    else:
-        val_examples = [TrainingExample(row["question"], row["gold"]) for row in val]
-    return {"train": ([row["id"] for row in corpus], train), "val": ([row["id"] for row in val], val_examples)}
+    if config.train.method != "cot_finetune":
+        return [row["id"] for row in val], [TrainingExample(row["question"], row["gold"]) for row in val]
+    marker = get_task(config.task.name).answer_marker
+    heldout = _read(run.heldout_file).filter(pc.field("reason") == "").to_pylist()
+    examples = training_examples(config.train.method, "gold", val, heldout, marker)
+    if all(example.label is None for example in examples):
+        raise ValueError(
+            f"cot_finetune selects its checkpoint on the teacher's rationales for the validation rows, "
+            f"and {run.heldout_file} keeps none: the teacher must answer them (a replay file needs "
+            f"the validation rows' ids too)"
+        )
+    return [row["id"] for row in val], examples
 
 
 def _table(ids: list[str], encoded: list[EncodedExample | None]) -> pa.Table:
@@ -146,16 +158,28 @@ def _table(ids: list[str], encoded: list[EncodedExample | None]) -> pa.Table:
 
 
 def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> Location:
-    """Tokenize the method's training and validation examples, unless the run already has them; returns the folder."""
+    """Tokenize the method's training and validation examples, unless the run already has them; returns the folder.
+    The train rows go a chunk at a time (one row group each): the driver's memory holds the Arrow tables of the
+    rows, not their Python objects."""
     folder = tokenized_dir(config, run, fmt)
     if committed(folder):
         return folder
-    counts = {}
+    method, limit = config.train.method, label_tokens(config)
+    marker = get_task(config.task.name).answer_marker
+    counts = {"train": 0}
     with written_whole(folder) as staging:  # if another trial wrote the same folder first, it stays
-        for split, (ids, examples) in _examples(config, run).items():
-            encoded = encode(examples, tokenizer, config.student, fmt, label_tokens(config))
-            pq.write_table(_table(ids, encoded), staging / f"{split}.parquet")
-            counts[split] = sum(1 for e in encoded if e)
+        with pq.ParquetWriter(staging / "train.parquet", TOKENIZED) as writer:
+            for rows, kept in _train_chunks(config, run):
+                examples = training_examples(method, config.train.label_source, rows, kept, marker)
+                encoded = encode(examples, tokenizer, config.student, fmt, limit)
+                writer.write_table(_table([row["id"] for row in rows], encoded))
+                counts["train"] += sum(1 for e in encoded if e)
+        if not counts["train"]:
+            raise ValueError(f"no training rows for method {method}: the teacher kept no rows in {run.distill_file}")
+        ids, examples = _val_examples(config, run)
+        encoded = encode(examples, tokenizer, config.student, fmt, limit)
+        pq.write_table(_table(ids, encoded), staging / "val.parquet")
+        counts["val"] = sum(1 for e in encoded if e)
     logger.info("tokenized %d training and %d validation examples into %s", counts["train"], counts["val"], folder)
     return folder
 

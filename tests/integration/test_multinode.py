@@ -65,7 +65,7 @@ def test_esnli_on_vllm_replicas_on_two_nodes_with_two_samples_a_prompt_too_long_
         "teacher.samples=2",
         "teacher.temperature=0.7",
         "teacher.max_new_tokens=32",
-        "teacher.num_shots=1",
+        "teacher.num_shots=3",
         "teacher.replicas=2",
         "teacher.replica_resources={teacher_slot: 1}",
         "teacher.batch_size=4",
