@@ -1,7 +1,8 @@
 """How each stage's time and memory grow with the corpus: 10k, 100k and 1M train rows end to end.
 
-The embedded arith task at each size (1,000 val and 1,000 test rows throughout), the replay stand-in teacher
-(a completion in the teacher's style for every row: the whole stage without an engine's cost), a t5-tiny
+The SVAMP task on written JSONL files of arithmetic problems at each size (1,000 val and 1,000 test rows
+throughout; the embedded arith task makes only about 79 thousand distinct problems), the replay stand-in
+teacher (a completion in the teacher's style for every row: the whole stage without an engine's cost), a t5-tiny
 student trained step-by-step on two Ray Train workers for a fixed step budget, then scored. Each stage runs in
 a process of its own, one after another, on the same run directory:
 
@@ -42,7 +43,7 @@ STAGES = ("corpus", "teacher", "tokenize", "train", "evaluate")
 GROWTH_TARGET = 1.2  # peak memory at 1M rows over 100k rows, per stage
 OVERRIDES = [
     "tag=scale",
-    "task.name=arith",
+    "task.name=svamp",
     "task.num_val=1000",
     "task.num_test=1000",
     "teacher.backend=replay",
@@ -118,17 +119,33 @@ def run_stage(stage: str, run_dir: Path, log: Path) -> dict:
     }
 
 
+def _problems(path: Path, first: int, count: int) -> None:
+    """``count`` one-step problems as SVAMP's rows ({"input", "label"}), numbered from ``first`` (all distinct)."""
+    from raydsbs.tasks.arith import ITEMS, NAMES
+
+    with open(path, "w") as out:
+        for number in range(first, first + count):
+            name, item = NAMES[number % len(NAMES)], ITEMS[(number // len(NAMES)) % len(ITEMS)]
+            a, b = 2 + number % 97, 3 + (number // 97) % 89
+            question = f"Problem {number}: {name} has {a} {item} and buys {b} more. How many {item} now?"
+            out.write(json.dumps({"input": question, "label": f"( {a}.0 + {b}.0 )"}) + "\n")
+
+
 def _stand_in_completions(run_dir: Path, path: Path) -> None:
-    """A completion in the teacher's style for every row of every split ("... So the answer is <gold>.")."""
+    """A completion in the teacher's style for every row of every split ("... The answer is <gold>.")."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
+
+    from raydsbs.tasks import get_task
+
+    marker = get_task("svamp").answer_marker
 
     with pq.ParquetWriter(path, pa.schema([("id", pa.string()), ("completion", pa.string())])) as writer:
         for split in ("train", "val", "test"):
             for batch in pq.ParquetFile(run_dir / "corpus" / f"{split}.parquet").iter_batches(columns=["id", "gold"]):
                 completion = pc.binary_join_element_wise(
-                    "Counting step by step gives ", batch["gold"], ". So the answer is ", batch["gold"], ".", ""
+                    "Adding the two numbers gives ", batch["gold"], f". {marker} ", batch["gold"], ".", ""
                 )
                 writer.write_table(pa.table({"id": batch["id"], "completion": completion}))
 
@@ -141,8 +158,18 @@ def measure(rows: int) -> dict:
     shutil.rmtree(work, ignore_errors=True)  # a size stopped midway starts again
     work.mkdir(parents=True)
     replay = work / "replay.parquet"
+    files = {"train": (0, rows), "val": (rows, 1000), "test": (rows + 1000, 1000)}
+    for split, (first, count) in files.items():
+        _problems(work / f"{split}.jsonl", first, count)
     config = load_config(
-        None, [*OVERRIDES, f"output_dir={work / 'runs'}", f"task.num_train={rows}", f"teacher.replay_file={replay}"]
+        None,
+        [
+            *OVERRIDES,
+            f"output_dir={work / 'runs'}",
+            f"task.num_train={rows}",
+            f"teacher.replay_file={replay}",
+            *(f"task.{split}_file={work / f'{split}.jsonl'}" for split in files),
+        ],
     )
     run_dir = open_run(config).root.local_path()
     log = work / "stages.log"

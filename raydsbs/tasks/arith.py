@@ -127,13 +127,28 @@ ONE_STEP = [_buy_more, _give_away, _boxes, _share_out]
 TWO_STEPS = [_add_then_give, _boxes_minus, _three_gifts, _bags_plus, _share]
 
 
+STALE_DRAWS = 200_000  # draws in a row without a new problem: the templates have run out
+
+
 def generate_problems(count: int, seed: int, templates=tuple(ONE_STEP)) -> list[tuple[str, int]]:
-    """``count`` distinct (question, answer) pairs from ``templates``, the same for the same seed."""
+    """``count`` distinct (question, answer) pairs from ``templates``, the same for the same seed. The templates
+    make a bounded number of distinct problems (the one-step ones about 79 thousand): asking for more is an
+    error saying so, not an endless loop."""
     rng = random.Random(seed)
     seen: dict[str, int] = {}
+    stale = 0
     while len(seen) < count:
         question, answer = rng.choice(templates)(rng)
-        seen.setdefault(question, answer)
+        if question in seen:
+            stale += 1
+            if stale == STALE_DRAWS:
+                raise ValueError(
+                    f"the embedded task's templates made {len(seen):,} distinct problems and no new one in "
+                    f"{STALE_DRAWS:,} draws; {count:,} were asked for (task.num_train + num_val + num_test). "
+                    f"Ask for fewer, or give a corpus of your own (task.train_file / task.test_file)"
+                )
+        else:
+            seen[question], stale = answer, 0
     return list(seen.items())
 
 

@@ -142,3 +142,12 @@ def test_paper_parsers_reproduce_the_papers_teacher_accuracy(dss_data, task_name
     """task.parser=paper reads the released PaLM outputs as the authors' code does: the paper's own figures."""
     accuracy, _ = _teacher_accuracy(task_name, dss_data / task_name, "test", parser="paper")
     assert accuracy == pytest.approx(paper_accuracy, abs=0.0005)
+
+
+def test_asking_the_embedded_task_for_more_problems_than_its_templates_make_is_an_error(monkeypatch):
+    import raydsbs.tasks.arith as arith
+
+    monkeypatch.setattr(arith, "STALE_DRAWS", 2_000)  # the same rule, reached sooner
+    one_template = (arith.ONE_STEP[0],)
+    with pytest.raises(ValueError, match="distinct problems and no new one"):
+        generate_problems(10**7, seed=0, templates=one_template)
