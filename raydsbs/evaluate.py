@@ -20,7 +20,7 @@ from raydsbs.staging import written_whole
 from raydsbs.storage import Location, local_copy
 from raydsbs.student.inference import predict_counted
 from raydsbs.student.launcher import prepare_tokenizer, without_ignored_keys
-from raydsbs.student.learner import DTYPES, MODEL_SUBDIR, compute_dtype
+from raydsbs.student.learner import DTYPES, MODEL_SUBDIR, compute_dtype, use_worker_cores
 from raydsbs.student.model import saved_parameters
 from raydsbs.tasks import get_task
 
@@ -43,9 +43,7 @@ class Scorer:
     ``folder``: a saved model folder (a local path or a storage URI); None: the untrained student of
     ``config.student``, built from the same seed as its trainings."""
 
-    def __init__(self, config: dict, run_dir: str, folder: str | None):
-        import math
-
+    def __init__(self, config: dict, run_dir: str, folder: str | None, actor: bool = False):
         import torch
 
         from raydsbs.student.batching import student_format
@@ -61,8 +59,8 @@ class Scorer:
             self.model = build_student(config.student, self.tokenizer)
             self.format = student_format(config.student, student_kind(config.student))
         on_gpu = config.train.use_gpu and torch.cuda.is_available()
-        if not on_gpu and _in_ray_worker():  # an actor computes on the cores it holds, as a training worker does
-            torch.set_num_threads(max(1, math.ceil(config.train.cpus_per_worker)))
+        if actor and not on_gpu:  # the driver's process keeps its own threads
+            use_worker_cores(config.train)
         self.model.to(torch.device("cuda") if on_gpu else torch.device("cpu"))
         self.dtype = DTYPES[compute_dtype(config.train)]  # the precision the student trained in
         self.task = get_task(config.task.name)
@@ -108,12 +106,6 @@ class Scorer:
 PREDICTION_COLUMNS = ("split", "id", "output", "label", "gold", "correct", "generated_tokens")
 
 
-def _in_ray_worker() -> bool:
-    import ray
-
-    return ray.is_initialized() and ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-
-
 def scoring_actors(config: Config) -> int:
     """How many Ray Data actors score a student (0: the driver's process does)."""
     if config.eval.actors is not None:
@@ -121,10 +113,11 @@ def scoring_actors(config: Config) -> int:
     return config.train.num_workers if config.train.use_gpu else 0
 
 
-def _examples(run: RunDir, split: str) -> dict[str, list]:
+def _examples(run: RunDir, split: str) -> pa.Table:
+    """The split's rows to score: ``split``, ``id``, ``question``, ``gold``."""
     file = run.corpus_file(split)
     table = pq.read_table(file.path, filesystem=file.fs, columns=["id", "question", "gold"])
-    return {"split": [split] * table.num_rows, **table.to_pydict()}
+    return table.add_column(0, "split", pa.array([split] * table.num_rows, pa.string()))
 
 
 def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: int) -> list[dict]:
@@ -140,13 +133,18 @@ def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: i
     # rows side by side as in the driver's process (in bf16 a row's answer can depend on its batch's shape).
     size, blocks = config.eval.batch_size, []
     for split in EVAL_SPLITS:
-        table = pa.table(_examples(run, split))
+        table = _examples(run, split)
         table = table.append_column("position", pa.array(range(table.num_rows), pa.int64()))
         piece = size * max(1, -(-table.num_rows // (size * 2 * actors)))  # about two blocks per actor and split
         blocks += [table.slice(start, piece) for start in range(0, table.num_rows, piece)]
     scored = ray.data.from_arrow(blocks).map_batches(
         Scorer,
-        fn_constructor_kwargs={"config": config.model_dump(mode="json"), "run_dir": str(run.root), "folder": folder},
+        fn_constructor_kwargs={
+            "config": config.model_dump(mode="json"),
+            "run_dir": str(run.root),
+            "folder": folder,
+            "actor": True,
+        },
         batch_size=None,  # a block at a time (the Scorer batches it by eval.batch_size)
         batch_format="numpy",
         concurrency=actors,
@@ -172,7 +170,7 @@ def score(config: Config, run: RunDir, folder: Location | None) -> tuple[dict, l
         rows = _scored_by_actors(config, run, source, actors)
     else:
         scorer = Scorer(config.model_dump(mode="json"), str(run.root), source)
-        rows = [row for split in EVAL_SPLITS for row in scorer.rows(_examples(run, split))]
+        rows = [row for split in EVAL_SPLITS for row in scorer.rows(_examples(run, split).to_pydict())]
     metrics = {}
     for split in EVAL_SPLITS:
         scored = [row for row in rows if row["split"] == split]

@@ -20,7 +20,7 @@ import torch
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
 from raydsbs.student.batching import collate, epoch_batches, student_format
-from raydsbs.student.learner import Learner, Progress
+from raydsbs.student.learner import Learner, Progress, use_worker_cores
 from raydsbs.student.lora import add_adapters
 from raydsbs.student.model import build_student, save_student, student_kind
 from raydsbs.student.tokenized import EncodedRows, training_data
@@ -109,8 +109,7 @@ def fit(
     Runs as a plain function (one process, no Ray) or inside a Ray Train worker
     (``distributed=True``: DDP or DeepSpeed across the workers).
     """
-    # A worker computes on every core it holds a part of: 1.8 CPUs are 2 threads, 0.9 one.
-    torch.set_num_threads(max(1, math.ceil(config.train.cpus_per_worker)))
+    use_worker_cores(config.train)
     trainer = WorkerSetup(config, run, rank, world, distributed, device or torch.device("cpu"))
     learner, train = trainer.learner, config.train
     progress = learner.restore(resume_from) if resume_from else Progress()
