@@ -32,6 +32,9 @@ def _strings(*names: str) -> list[tuple[str, pa.DataType]]:
 CORPUS = pa.schema(_strings("id", "question", "gold"))
 CORPUS_REJECTS = pa.schema(_strings("id", "split", "reason", "detail"))
 
+# A replay file's usable rows as the replay backend holds them ("" where the file gives no such text).
+REPLAY = pa.schema(_strings("id", "completion", "rationale", "label"))
+
 # A prompt per row and sample; ``reason`` is set on a request that is never sent (its prompt is too long).
 REQUESTS = pa.schema(
     [

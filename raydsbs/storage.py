@@ -21,6 +21,7 @@ Hugging Face folders (models, tokenizers) are read from a local copy
 from __future__ import annotations
 
 import fnmatch
+import io
 import os
 import posixpath
 from functools import cache
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 import pyarrow.fs as pafs
 
 COMMIT_MARKER = "_COMMITTED"  # written last into a folder on object storage: the folder is whole
+READ_BUFFER_BYTES = 1 << 20  # what a streamed read asks the store for at once
 
 
 def cache_dir() -> Path:
@@ -149,6 +151,10 @@ class Location:
 
     def read_text(self) -> str:
         return self.read_bytes().decode()
+
+    def open_input(self) -> io.BufferedReader:
+        """The file as a buffered binary stream, to read a line or a block at a time (``with``: closed after)."""
+        return io.BufferedReader(self.fs.open_input_stream(self.path), buffer_size=READ_BUFFER_BYTES)
 
     def write_bytes(self, data: bytes) -> None:
         """Write the file (on object storage, it appears whole when the upload completes)."""

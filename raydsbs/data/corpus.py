@@ -5,39 +5,169 @@ Row schema (written down once, here): ``id`` (str, unique), ``question``
 ground-truth label). Rows that break it go to ``corpus/rejects.parquet`` with
 a reason and a detail naming the row (file and line for unreadable rows), and the
 rest of the corpus is still written.
+
+The rows stream through in bounded memory, however many there are:
+
+    read + check   each split's rows, in source order, into a local staged file (a row group at a time)
+    choose         from its flags and ids alone: the first ``task.num_<split>`` usable rows of each split, or,
+                   without a validation source, a seeded carve of train (the same rows as a shuffle of it);
+                   an id seen in an earlier chosen row is a ``duplicate_id``
+    write          each split's chosen rows in source order, and the rejects among them, a row group at a time
+
+Only per-row flags, positions and ids are ever held whole.
 """
 
 from __future__ import annotations
 
+import array
 import logging
+import random
 from collections import Counter
-from dataclasses import asdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydsbs.config import TaskConfig
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import CORPUS, CORPUS_REJECTS
-from raydsbs.staging import committed, written_whole
+from raydsbs.staging import committed, scratch_folder, written_whole
 from raydsbs.tasks import SPLITS, Example, RejectedRow, get_task
 
 logger = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 8192  # the unit a reader decodes at once: later stages stream the corpus a row group at a time
+STAGED = pa.schema([*CORPUS, ("reason", pa.string()), ("detail", pa.string())])  # reason "": a usable row
+WARNED_REJECTS = 5  # rejects named in the log (all of them are in rejects.parquet)
 
 
-def row_problem(example: Example, seen: set[str]) -> str | None:
-    """Why a corpus row can't be used, or None when it can."""
+def row_problem(example: Example) -> str | None:
+    """Why a corpus row can't be used (a duplicate id aside), or None when it can."""
     for field in ("id", "question", "gold"):
         value = getattr(example, field)
         if not isinstance(value, str):
             return f"{field}_not_text"
         if not value.strip():
             return f"empty_{field}"
-    if example.id in seen:
-        return "duplicate_id"
     return None
+
+
+@dataclass
+class Staged:
+    """One source's rows, checked, in a local Parquet file in source order; ``usable[i]``: row i can be used."""
+
+    file: Path
+    usable: np.ndarray
+
+
+def _stage(rows: Iterable[Example | RejectedRow], file: Path) -> Staged:
+    usable = array.array("b")
+    chunk: list[dict] = []
+    with pq.ParquetWriter(file, STAGED) as writer:
+        for row in rows:
+            if isinstance(row, RejectedRow):
+                reason, detail = row.reason, row.detail
+            else:
+                reason = row_problem(row) or ""
+                detail = f"row {row.id}" if reason else ""
+            usable.append(not reason)
+            text = [value if isinstance(value, str) else str(value) for value in (row.id, *_texts(row))]
+            chunk.append(dict(zip(STAGED.names, [*text, reason, detail], strict=True)))
+            if len(chunk) == ROW_GROUP_ROWS:
+                writer.write_table(pa.Table.from_pylist(chunk, STAGED))
+                chunk = []
+        if chunk:
+            writer.write_table(pa.Table.from_pylist(chunk, STAGED))
+    return Staged(file, np.frombuffer(usable, dtype=np.int8).astype(bool))
+
+
+def _texts(row: Example | RejectedRow) -> tuple[str, str]:
+    return ("", "") if isinstance(row, RejectedRow) else (row.question, row.gold)
+
+
+def _first_usable(order: np.ndarray, usable: np.ndarray, limit: int) -> np.ndarray:
+    """The positions of ``order`` up to its ``limit``-th usable row (the rejects among them kept, to be reported)."""
+    counted = np.cumsum(usable[order])
+    return order[: np.searchsorted(counted, limit + 1)]
+
+
+def _chosen(positions: np.ndarray, size: int) -> np.ndarray:
+    mask = np.zeros(size, dtype=bool)
+    mask[positions] = True
+    return mask
+
+
+def choose(staged: dict[str, Staged], config: TaskConfig) -> dict[str, tuple[Staged, np.ndarray]]:
+    """Per split, its source and which of the source's rows it takes.
+
+    Without a validation source, validation is carved from train: train's rows are shuffled with
+    ``random.Random(task.seed)`` (a permutation of positions, the same one a shuffle of the rows makes),
+    validation takes the first ``num_val`` usable ones (at most half of them), and train the first ``num_train``
+    of the rest, in that shuffled order."""
+    limits = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
+    chosen = {}
+    for split, source in staged.items():
+        size = source.usable.size
+        if split == "train" and "val" not in staged:
+            order = array.array("q", range(size))
+            random.Random(config.seed).shuffle(order)
+            order = np.frombuffer(order, dtype=np.int64)
+            shuffled_usable = order[source.usable[order]]
+            val = shuffled_usable[: min(config.num_val, shuffled_usable.size // 2)]
+            rest = order[~_chosen(val, size)[order]]
+            chosen["val"] = (source, _chosen(val, size))
+            chosen["train"] = (source, _chosen(_first_usable(rest, source.usable, config.num_train), size))
+        else:
+            chosen[split] = (source, _chosen(_first_usable(np.arange(size), source.usable, limits[split]), size))
+    return {split: chosen[split] for split in SPLITS}
+
+
+def duplicates(chosen: dict[str, tuple[Staged, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per split, a mask over its source of the chosen usable rows whose id an earlier chosen row has (splits in
+    order train, val, test; rows in source order): those are rejected as ``duplicate_id``."""
+    ids, where = [], []
+    for split, (source, mask) in chosen.items():
+        positions = np.flatnonzero(mask & source.usable)
+        ids.append(pq.read_table(source.file, columns=["id"])["id"].take(positions).combine_chunks())
+        where.append((split, positions))
+    table = pa.table({"id": pa.concat_arrays(ids), "order": np.arange(sum(p.size for _, p in where))})
+    first = table.group_by("id", use_threads=False).aggregate([("order", "min")])["order_min"].to_numpy()
+    repeated = np.ones(table.num_rows, dtype=bool)
+    repeated[first] = False
+    masks, start = {}, 0
+    for split, positions in where:
+        masks[split] = _chosen(positions[repeated[start : start + positions.size]], chosen[split][0].usable.size)
+        start += positions.size
+    return masks
+
+
+def _write_split(
+    split: str, source: Staged, keep: np.ndarray, repeated: np.ndarray, target: Path, rejects: pq.ParquetWriter
+) -> tuple[int, Counter, list[dict]]:
+    """The split's chosen usable rows into ``target`` and its chosen rejects into ``rejects``, a row group at a
+    time; (rows written, rejects by reason, the first rejects)."""
+    written, reasons, first_rejects, start = 0, Counter(), [], 0
+    with pq.ParquetWriter(target, CORPUS) as writer:
+        for batch in pq.ParquetFile(source.file).iter_batches(batch_size=ROW_GROUP_ROWS):
+            end = start + batch.num_rows
+            chosen, usable, again = keep[start:end], source.usable[start:end], repeated[start:end]
+            good = batch.filter(pa.array(chosen & usable & ~again)).select(CORPUS.names)
+            writer.write_table(pa.Table.from_batches([good], CORPUS))
+            written += good.num_rows
+            bad = batch.filter(pa.array(chosen & (~usable | again))).to_pylist()
+            if bad:
+                for row in bad:
+                    if not row["reason"]:
+                        row["reason"], row["detail"] = "duplicate_id", f"row {row['id']}: an earlier row has its id"
+                    row["split"] = split
+                rejects.write_table(pa.Table.from_pylist(bad, CORPUS_REJECTS))
+                reasons.update(row["reason"] for row in bad)
+                first_rejects += bad[: WARNED_REJECTS - len(first_rejects)]
+            start = end
+    return written, reasons, first_rejects
 
 
 def _rows(file) -> int:
@@ -49,37 +179,22 @@ def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
     if committed(run.corpus):
         logger.info("corpus exists in %s; reusing it", run.corpus)
         return {split: _rows(run.corpus_file(split)) for split in SPLITS}
-    splits = get_task(config.name).load_splits(config)
-    seen: set[str] = set()
-    rejects, counts = [], {}
-    with written_whole(run.corpus) as folder:  # the three splits and the rejects, or none of them
-        for split in SPLITS:
-            kept = []
-            for example in splits[split]:
-                if isinstance(example, RejectedRow):
-                    rejects.append(
-                        {"id": example.id, "split": split, "reason": example.reason, "detail": example.detail}
-                    )
-                    continue
-                problem = row_problem(example, seen)
-                if problem:
-                    rejects.append(
-                        {"id": str(example.id), "split": split, "reason": problem, "detail": f"row {example.id}"}
-                    )
-                    continue
-                seen.add(example.id)
-                kept.append(asdict(example))
-            pq.write_table(
-                pa.Table.from_pylist(kept, CORPUS),
-                folder / run.corpus_file(split).name,
-                row_group_size=ROW_GROUP_ROWS,
-            )
-            counts[split] = len(kept)
-        pq.write_table(pa.Table.from_pylist(rejects, CORPUS_REJECTS), folder / "rejects.parquet")
-    reasons = Counter(reject["reason"] for reject in rejects)
-    summary = {**counts, "rejected": dict(reasons)}
-    logger.info("corpus | train %d | val %d | test %d | rejected %d", *counts.values(), len(rejects))
-    for reject in rejects[:5]:
+    sources = get_task(config.name).load_splits(config)
+    counts, reasons, first_rejects = {}, Counter(), []
+    with scratch_folder(run.corpus) as scratch, written_whole(run.corpus) as folder:  # all four files, or none
+        staged = {split: _stage(rows, scratch / f"{split}.parquet") for split, rows in sources.items()}
+        chosen = choose(staged, config)
+        repeated = duplicates(chosen)
+        with pq.ParquetWriter(folder / "rejects.parquet", CORPUS_REJECTS) as rejects:
+            for split, (source, keep) in chosen.items():
+                target = folder / run.corpus_file(split).name
+                counts[split], split_reasons, split_first = _write_split(
+                    split, source, keep, repeated[split], target, rejects
+                )
+                reasons += split_reasons
+                first_rejects += split_first[: WARNED_REJECTS - len(first_rejects)]
+    logger.info("corpus | train %d | val %d | test %d | rejected %d", *counts.values(), sum(reasons.values()))
+    for reject in first_rejects:
         logger.warning("corpus | rejected %s: %s", reject["reason"], reject["detail"])
-    run.update_summary("corpus", summary)
+    run.update_summary("corpus", {**counts, "rejected": dict(reasons)})
     return counts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 FILE_SPLITS = ("train", "test")
@@ -29,23 +30,27 @@ def _folder(data_dir: str | Path | None, task: str) -> Path:
     return folder
 
 
-def read_ground_truth(data_dir: str | Path | None, task: str, split: str) -> list[dict]:
-    """The rows of ``<task>_<split>.json``; a line that is not a JSON object is an error naming it."""
+def read_ground_truth(data_dir: str | Path | None, task: str, split: str) -> Iterator[dict]:
+    """The rows of ``<task>_<split>.json``, streamed; a line that is not a JSON object is an error naming it (a
+    missing file is one before any row is read)."""
     path = _folder(data_dir, task) / f"{task}_{split}.json"
     if not path.is_file():
         raise ReleasedDataError(f"missing ground-truth file {path}")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ReleasedDataError(f"{path}:{number}: not JSON ({error.msg})") from None
-        if not isinstance(row, dict):
-            raise ReleasedDataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
+    return _ground_truth_rows(path)
+
+
+def _ground_truth_rows(path: Path) -> Iterator[dict]:
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ReleasedDataError(f"{path}:{number}: not JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise ReleasedDataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            yield row
 
 
 def _part_number(path: Path) -> int:
@@ -76,11 +81,11 @@ def completions_by_id(data_dir: str | Path | None, task: str) -> dict[str, str]:
     """Every released completion keyed by :func:`released_id`, checked to line up with the ground truth."""
     by_id = {}
     for split in FILE_SPLITS:
-        truth = read_ground_truth(data_dir, task, split)
+        truth = sum(1 for _ in read_ground_truth(data_dir, task, split))
         completions = read_completions(data_dir, task, split)
-        if len(completions) != len(truth):
+        if len(completions) != truth:
             raise ReleasedDataError(
-                f"{task} {split}: {len(completions)} completions for {len(truth)} ground-truth rows; they must line up"
+                f"{task} {split}: {len(completions)} completions for {truth} ground-truth rows; they must line up"
             )
         by_id.update((released_id(task, split, i), text) for i, text in enumerate(completions))
     return by_id

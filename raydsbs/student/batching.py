@@ -134,14 +134,6 @@ def training_examples(
     return [make(row, kept.get(row["id"]), label_source == "gold", answer_marker) for row in corpus]
 
 
-def subsample_indices(count: int, fraction: float, seed: int) -> list[int]:
-    """The first ``fraction`` of a seeded permutation of ``range(count)``, in order: smaller fractions are
-    subsets of larger ones."""
-    order = list(range(count))
-    random.Random(seed).shuffle(order)
-    return sorted(order[: max(1, round(fraction * count))])
-
-
 @dataclass(frozen=True)
 class TaskRow:
     source: list[int]  # encoder input (seq2seq) or prompt (causal)

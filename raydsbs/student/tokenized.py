@@ -1,7 +1,7 @@
 """The student's training data, tokenized once per run and shared by every training that reads it.
 
-    student/tokenized/<key>/train.parquet   every train row's targets for one method, in id order (a row
-                                            the teacher rejected has no rationale, maybe no label)
+    student/tokenized/<key>/train.parquet   every train row's targets for one method, in the corpus's order
+                                            (a row the teacher rejected has no rationale, maybe no label)
     student/tokenized/<key>/val.parquet     the validation examples: gold labels (cot_finetune: the
                                             teacher's rationales on the validation rows, then the gold label)
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -29,21 +29,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydsbs.config import Config
+from raydsbs.id_index import IdIndex
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import TOKENIZED
-from raydsbs.staging import committed, written_whole
+from raydsbs.staging import committed, scratch_folder, written_whole
 from raydsbs.storage import Location
 from raydsbs.student.batching import (
     OBJECTIVES,
     EncodedExample,
     StudentFormat,
-    TaskRow,
     TrainingExample,
     encode,
     needs_teacher,
-    subsample_indices,
     training_examples,
 )
+from raydsbs.student.ingest import EncodedRows, TrainRows, read_tokenized
 from raydsbs.student.model import pretrained_source
 from raydsbs.tasks import get_task
 
@@ -108,20 +108,62 @@ def _read(file: Location) -> pa.Table:
 
 
 CHUNK_ROWS = 8192  # train rows made into Python objects and encoded at a time (one row group of the output)
+RANGE_ROWS = 65536  # consecutive train rows joined with their teacher rows at a time: what the driver holds
 
 
-def _train_chunks(config: Config, run: RunDir):
-    """The train rows in id order, CHUNK_ROWS at a time, as (rows, the teacher's kept rows among them): the
-    corpus and the teacher's outputs are joined as Arrow tables, so only a chunk is ever Python objects."""
-    corpus = _read(run.corpus_file("train")).select(["id", "question", "gold"])
-    if needs_teacher(config.train.method):
-        distill = _read(run.distill_file).select(["id", "rationale", "teacher_label"])
-        distill = distill.append_column("kept", pa.array(np.ones(distill.num_rows, dtype=bool)))
-        corpus = corpus.join(distill, "id", join_type="left outer")
-    corpus = corpus.sort_by("id")
-    for start in range(0, corpus.num_rows, CHUNK_ROWS):
-        rows = corpus.slice(start, CHUNK_ROWS).to_pylist()
-        yield rows, [row for row in rows if row.get("kept")]
+def _train_chunks(config: Config, run: RunDir, scratch: Path):
+    """The train rows in the corpus's order, CHUNK_ROWS at a time, as (rows, the teacher's kept rows among
+    them). The corpus is read RANGE_ROWS consecutive rows at a time and joined with those of its rows the
+    teacher kept, which were first spread over one scratch file per range (the teacher writes them in its
+    own order): the driver holds one range and an index of the train ids, whatever the corpus's size."""
+    corpus = pq.ParquetFile(run.corpus_file("train").path, filesystem=run.root.fs)
+    teacher_rows = _kept_by_range(run, scratch) if needs_teacher(config.train.method) else None
+    for number, batch in enumerate(corpus.iter_batches(batch_size=RANGE_ROWS, columns=["id", "question", "gold"])):
+        rows = pa.Table.from_batches([batch])
+        if teacher_rows is not None:
+            rows = _joined(rows, teacher_rows.get(number))
+        for start in range(0, rows.num_rows, CHUNK_ROWS):
+            chunk = rows.slice(start, CHUNK_ROWS).to_pylist()
+            yield chunk, [row for row in chunk if row.get("kept")]
+
+
+def _kept_by_range(run: RunDir, scratch: Path) -> dict[int, Path]:
+    """The teacher's kept rows (id, rationale, teacher_label), one scratch file per range of corpus positions
+    (``position // RANGE_ROWS``), each with its rows' corpus positions."""
+    ids = pq.read_table(run.corpus_file("train").path, columns=["id"], filesystem=run.root.fs)["id"]
+    index = IdIndex(ids)
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        distill = pq.ParquetFile(run.distill_file.path, filesystem=run.root.fs)
+        for batch in distill.iter_batches(batch_size=CHUNK_ROWS, columns=["id", "rationale", "teacher_label"]):
+            positions = index.find(batch["id"].to_pylist())
+            if (positions < 0).any():
+                missing = batch["id"][int(np.flatnonzero(positions < 0)[0])].as_py()
+                raise ValueError(f"{run.distill_file} holds row {missing!r}, which corpus/train.parquet does not")
+            table = pa.Table.from_batches([batch]).append_column("position", pa.array(positions))
+            ranges = positions // RANGE_ROWS
+            for number in np.unique(ranges):
+                part = table.filter(pa.array(ranges == number))
+                if number not in writers:
+                    writers[number] = pq.ParquetWriter(scratch / f"kept-{number:06d}.parquet", part.schema)
+                writers[number].write_table(part)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return {int(number): scratch / f"kept-{number:06d}.parquet" for number in writers}
+
+
+def _joined(rows: pa.Table, kept_file: Path | None) -> pa.Table:
+    """``rows`` (consecutive corpus rows) with the teacher's rationale and label where it kept the row, and
+    ``kept``; in the corpus's order."""
+    columns = ["id", "rationale", "teacher_label"]
+    if kept_file is None:  # the teacher kept none of these rows
+        kept = pa.schema([(name, pa.string()) for name in columns]).empty_table()
+    else:
+        kept = pq.read_table(kept_file, columns=columns)
+    kept = kept.append_column("kept", pa.array(np.ones(kept.num_rows, dtype=bool)))
+    rows = rows.append_column("order", pa.array(np.arange(rows.num_rows)))
+    return rows.join(kept, "id", join_type="left outer").sort_by("order").drop_columns("order")
 
 
 def _val_examples(config: Config, run: RunDir) -> tuple[list[str], list[TrainingExample]]:
@@ -167,13 +209,16 @@ def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat
     method, limit = config.train.method, label_tokens(config)
     marker = get_task(config.task.name).answer_marker
     counts = {"train": 0}
-    with written_whole(folder) as staging:  # if another trial wrote the same folder first, it stays
-        with pq.ParquetWriter(staging / "train.parquet", TOKENIZED) as writer:
-            for rows, kept in _train_chunks(config, run):
-                examples = training_examples(method, config.train.label_source, rows, kept, marker)
-                encoded = encode(examples, tokenizer, config.student, fmt, limit)
-                writer.write_table(_table([row["id"] for row in rows], encoded))
-                counts["train"] += sum(1 for e in encoded if e)
+    with (
+        scratch_folder(folder) as scratch,
+        written_whole(folder) as staging,  # if another trial wrote the same folder first, it stays
+        pq.ParquetWriter(staging / "train.parquet", TOKENIZED) as writer,
+    ):
+        for rows, kept in _train_chunks(config, run, scratch):
+            examples = training_examples(method, config.train.label_source, rows, kept, marker)
+            encoded = encode(examples, tokenizer, config.student, fmt, limit)
+            writer.write_table(_table([row["id"] for row in rows], encoded))
+            counts["train"] += sum(1 for e in encoded if e)
         if not counts["train"]:
             raise ValueError(f"no training rows for method {method}: the teacher kept no rows in {run.distill_file}")
         ids, examples = _val_examples(config, run)
@@ -184,58 +229,7 @@ def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat
     return folder
 
 
-def _encoded(row: dict) -> EncodedExample:
-    def task_row(task: str) -> TaskRow | None:
-        source = row[f"{task}_prompt"]
-        return None if source is None else TaskRow(source, row[f"{task}_target"], row[f"{task}_given"])
-
-    return EncodedExample(task_row("label"), task_row("rationale"))
-
-
-class EncodedRows(Sequence):
-    """The encoded examples of a tokenized file, kept as its Arrow columns (4 bytes a token; a Python list of
-    ints takes about ten times that) and made into :class:`EncodedExample` objects one at a time, as batches
-    ask for them."""
-
-    def __init__(self, table: pa.Table):
-        self.table = table.combine_chunks()
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def __getitem__(self, index: int) -> EncodedExample:
-        if not -len(self) <= index < len(self):
-            raise IndexError(index)
-        return _encoded(self.table.slice(index % len(self), 1).to_pylist()[0])
-
-    def lengths(self) -> list[int]:
-        """Tokens in all rows of each example (what length-bucketing sorts by): len() of each, in one pass."""
-        total = None
-        for task in OBJECTIVES:
-            for part in ("prompt", "target"):
-                counted = pc.fill_null(pc.list_value_length(self.table[f"{task}_{part}"]), 0)
-                total = counted if total is None else pc.add(total, counted)
-        return total.to_pylist()
-
-    def rationales(self) -> int:
-        """Examples that have a rationale target."""
-        return self.table.num_rows - self.table["rationale_prompt"].null_count
-
-
-def _with_labels(table: pa.Table) -> EncodedRows:
-    """The rows that have a label target (the others teach this method nothing)."""
-    return EncodedRows(table.filter(pc.is_valid(table["label_target"])))
-
-
-def read_tokenized(folder: Location, fraction: float, seed: int) -> tuple[EncodedRows, EncodedRows]:
-    """(train, val): the examples of the ``fraction`` of train rows drawn by ``seed``, and every validation
-    example. The draw is over all train rows, so every method draws the same rows."""
-    train = _read(folder / "train.parquet")
-    train = train.take(subsample_indices(train.num_rows, fraction, seed))
-    return _with_labels(train), _with_labels(_read(folder / "val.parquet"))
-
-
-def training_data(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> tuple[EncodedRows, EncodedRows]:
+def training_data(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> tuple[TrainRows, EncodedRows]:
     """This training's encoded (train, val) examples, tokenizing the run's rows first if nobody has yet."""
     folder = prepare_tokenized(config, run, tokenizer, fmt)
     return read_tokenized(folder, config.train.train_fraction, config.train.seed)

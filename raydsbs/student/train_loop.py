@@ -19,11 +19,12 @@ import torch
 
 from raydsbs.config import Config
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import collate, epoch_batches, student_format
+from raydsbs.student.batching import collate, student_format
+from raydsbs.student.ingest import EncodedRows, EpochPlan, TrainRows
 from raydsbs.student.learner import Learner, Progress, use_worker_cores
 from raydsbs.student.lora import add_adapters
 from raydsbs.student.model import build_student, save_student, student_kind
-from raydsbs.student.tokenized import EncodedRows, training_data
+from raydsbs.student.tokenized import training_data
 from raydsbs.student.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -57,11 +58,11 @@ class WorkerSetup:
         self.start_id = model.config.decoder_start_token_id if kind == "seq2seq" else None
         self.learner = Learner(model, config.train, distributed, device)
 
-    def batches(self, examples: EncodedRows, seed: int) -> list[list[int]]:
+    def batches(self, examples: TrainRows | EncodedRows, seed: int) -> EpochPlan:
         lengths = examples.lengths() if self.config.train.length_bucketing else None
-        return epoch_batches(len(examples), self.config.train.batch_size, self.rank, self.world, seed, lengths)
+        return EpochPlan(len(examples), self.config.train.batch_size, self.rank, self.world, seed, lengths)
 
-    def collate(self, examples: EncodedRows, indices: list[int]) -> dict:
+    def collate(self, examples: TrainRows | EncodedRows, indices: list[int]) -> dict:
         return collate([examples[i] for i in indices], self.format, self.tokenizer.pad_token_id, self.start_id)
 
     def validation_label_loss(self) -> float:

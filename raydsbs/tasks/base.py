@@ -9,6 +9,7 @@ with a reason, and says when a predicted label counts as correct.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -67,8 +68,10 @@ class Task:
         """Cuts a completion at the next example and finds its answer statement."""
         return CompletionReader(self.answer_marker, self.example_openings(), self.answer_patterns)
 
-    def load_splits(self, config: TaskConfig) -> dict[str, list[Example | RejectedRow]]:
-        """The train, val and test rows of this task; rows that can't be used come back as RejectedRow."""
+    def load_splits(self, config: TaskConfig) -> dict[str, Iterable[Example | RejectedRow]]:
+        """Each split's rows in its source's order, as they are read (a source of millions of rows is streamed),
+        rows that can't be used as RejectedRow. ``val`` may be missing: the corpus stage then carves it from
+        train; the corpus stage also takes the first ``task.num_<split>`` (raydsbs.data.corpus)."""
         raise NotImplementedError
 
     def parse_answer(self, answer_text: str, question: str = "") -> str | None:

@@ -17,9 +17,9 @@ Use it with ``task.name=path/to/sentiment.yaml`` and ``task.train_file=...``.
 
 from __future__ import annotations
 
-import random
 import re
 import string
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from raydsbs.config import TaskConfig
 from raydsbs.data.released import released_id
 from raydsbs.tasks.answers import ANSWER_KINDS, answer_format
-from raydsbs.tasks.base import SPLITS, Example, Exemplar, RejectedRow, Task
+from raydsbs.tasks.base import Example, Exemplar, RejectedRow, Task
 from raydsbs.tasks.sources import RawRow, SourceError, read_hub_split, read_rows
 
 LETTERS = "abcdefghij"
@@ -230,7 +230,7 @@ class SpecTask(Task):
 
     # --- splits ----------------------------------------------------------------------------
 
-    def _raw_splits(self, config: TaskConfig) -> tuple[dict[str, list[RawRow]], bool]:
+    def _raw_splits(self, config: TaskConfig) -> tuple[dict[str, Iterable[RawRow]], bool]:
         """Rows per split (val may be missing) from the first source the config names; and whether it is the hub."""
         if config.train_file:
             if not config.test_file:
@@ -251,28 +251,15 @@ class SpecTask(Task):
             + (" or task.data_dir (the paper's released files)" if self.spec.released_files else "")
         )
 
-    def load_splits(self, config: TaskConfig) -> dict[str, list[Example | RejectedRow]]:
+    def load_splits(self, config: TaskConfig) -> dict[str, Iterator[Example | RejectedRow]]:
         raw, hub = self._raw_splits(config)
-        converted = {
-            split: [
-                self.to_example(row, released_id(self.name, split, i), max_chars=config.max_input_chars, hub=hub)
-                for i, row in enumerate(rows)
-            ]
-            for split, rows in raw.items()
-        }
-        limits = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
-        if "val" not in converted:  # a seeded validation split carved from train
-            train = converted.pop("train")
-            random.Random(config.seed).shuffle(train)
-            good = [i for i, row in enumerate(train) if isinstance(row, Example)]
-            val_positions = set(good[: min(config.num_val, len(good) // 2)])
-            converted["val"] = [train[i] for i in sorted(val_positions)]
-            converted["train"] = _first_examples(
-                [row for i, row in enumerate(train) if i not in val_positions], config.num_train
-            )
-        return {
-            split: sorted(_first_examples(converted[split], limits[split]), key=lambda row: row.id) for split in SPLITS
-        }
+        return {split: self._examples(split, rows, config.max_input_chars, hub) for split, rows in raw.items()}
+
+    def _examples(
+        self, split: str, rows: Iterable[RawRow], max_chars: int, hub: bool
+    ) -> Iterator[Example | RejectedRow]:
+        for i, row in enumerate(rows):
+            yield self.to_example(row, released_id(self.name, split, i), max_chars=max_chars, hub=hub)
 
     # --- answers ---------------------------------------------------------------------------
 
@@ -314,15 +301,3 @@ class _BadRow(ValueError):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason, self.detail = reason, detail
-
-
-def _first_examples(rows: list[Example | RejectedRow], limit: int) -> list[Example | RejectedRow]:
-    """Rows up to ``limit`` usable examples (the rejects among them are kept, to be reported)."""
-    kept, count = [], 0
-    for row in rows:
-        if isinstance(row, Example):
-            if count == limit:
-                break
-            count += 1
-        kept.append(row)
-    return kept

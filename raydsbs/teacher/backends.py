@@ -9,7 +9,8 @@ an error on that row, never a crashed batch.
   hosted API), with a concurrency limit and retries with back-off.
 - ``replay``: completions generated before, looked up by row id: the paper's
   released files, or a JSONL/Parquet file with ``id`` and ``completion``, or
-  ``id``, ``rationale`` and ``label`` ("bring your own rationales").
+  ``id``, ``rationale`` and ``label`` ("bring your own rationales")
+  (:mod:`raydsbs.teacher.replay`).
 """
 
 from __future__ import annotations
@@ -26,15 +27,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
 from raydsbs.config import TaskConfig, TeacherConfig
 from raydsbs.schemas import PASSTHROUGH
 from raydsbs.teacher.model_cache import resolve_model
+from raydsbs.teacher.replay import replay_backend
 
 logger = logging.getLogger(__name__)
 
@@ -260,78 +260,6 @@ def openai_backend(ds, config: TeacherConfig, task_config: TaskConfig):
         fn_constructor_kwargs={"config": config},
         batch_size=config.batch_size,
         concurrency=config.replicas,
-        num_cpus=0.25,
-        batch_format="numpy",
-    )
-
-
-# --- replay -----------------------------------------------------------------------------------
-
-
-@dataclass
-class ReplayFile:
-    """A replay file's usable rows by id, and every row that is not usable, with a reason and where it is."""
-
-    by_id: dict[str, dict]
-    unusable: list[tuple[str, str]]
-
-
-def read_replay_file(path: str) -> ReplayFile:
-    """``{id: {"completion": ...}}`` or ``{id: {"rationale": ..., "label": ...}}`` from a JSONL/Parquet file.
-
-    A row that can't be matched to an input row (unreadable, no id, an id seen before, neither a completion nor
-    a rationale and a label) is counted in ``unusable``; the input row it was meant for, if any, becomes
-    ``no_replayed_completion``."""
-    from raydsbs.tasks import RejectedRow
-    from raydsbs.tasks.sources import read_rows
-
-    by_id, unusable = {}, []
-    for position, row in enumerate(read_rows(path)):
-        where = f"{Path(path).name} row {position}"
-        if isinstance(row, RejectedRow):
-            unusable.append((row.reason, row.detail))
-        elif row.get("id") is None or not str(row["id"]).strip():
-            unusable.append(("missing_id", f"{where}: no id"))
-        elif str(row["id"]) in by_id:
-            unusable.append(("duplicate_id", f"{where}: id {row['id']!r} again (the first is used)"))
-        elif "completion" in row or ("rationale" in row and "label" in row):
-            by_id[str(row["id"])] = row
-        else:
-            unusable.append(("no_completion", f"{where}: neither completion nor rationale and label"))
-    if not by_id:
-        raise ValueError(f"{path}: no rows with id and completion, or id, rationale and label")
-    return ReplayFile(by_id, unusable)
-
-
-class ReplayLookup:
-    """Holds the replayed outputs once per actor and fills them in by row id."""
-
-    def __init__(self, config: TeacherConfig, task_config: TaskConfig):
-        if config.replay_file:
-            self.outputs = read_replay_file(config.replay_file).by_id
-        else:
-            from raydsbs.data.released import completions_by_id
-
-            self.outputs = {
-                i: {"completion": text} for i, text in completions_by_id(task_config.data_dir, task_config.name).items()
-            }
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        found = [self.outputs.get(row_id) for row_id in batch["id"]]
-        out = {column: batch[column] for column in PASSTHROUGH}
-        out["completion"] = np.array([str(f.get("completion", "")) if f else "" for f in found], dtype=object)
-        out["given_rationale"] = np.array([str(f.get("rationale", "")) if f else "" for f in found], dtype=object)
-        out["given_label"] = np.array([str(f.get("label", "")) if f else "" for f in found], dtype=object)
-        out["generated_tokens"] = np.zeros(len(found), dtype=np.int64)
-        out["error"] = np.array(["" if f else "no replayed completion has this id" for f in found], dtype=object)
-        return out
-
-
-def replay_backend(ds, config: TeacherConfig, task_config: TaskConfig):
-    return ds.map_batches(
-        ReplayLookup,
-        fn_constructor_kwargs={"config": config, "task_config": task_config},
-        concurrency=1,
         num_cpus=0.25,
         batch_format="numpy",
     )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 
 import numpy as np
 
@@ -29,8 +28,9 @@ from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import PASSTHROUGH
 from raydsbs.tasks import get_task
-from raydsbs.teacher.backends import BACKEND_ERROR_REASON, BACKENDS, PROMPT_TOO_LONG, read_replay_file
+from raydsbs.teacher.backends import BACKEND_ERROR_REASON, BACKENDS, PROMPT_TOO_LONG
 from raydsbs.teacher.outputs import write_outputs
+from raydsbs.teacher.replay import read_replay_file
 from raydsbs.teacher.requests import write_requests
 
 logger = logging.getLogger(__name__)
@@ -161,13 +161,17 @@ def _check_replay_file(config: Config) -> dict[str, int]:
     """The rows of ``teacher.replay_file`` that can't be used, counted by reason (and the first few logged)."""
     if config.teacher.backend != "replay" or not config.teacher.replay_file:
         return {}
-    unusable = read_replay_file(config.teacher.replay_file).unusable
-    for reason, detail in unusable[:5]:
+    replay = read_replay_file(config.teacher.replay_file)
+    for reason, detail in replay.first_unusable:
         logger.warning("teacher | replay file row unusable (%s): %s", reason, detail)
-    counts = dict(Counter(reason for reason, _ in unusable))
-    if unusable:
-        logger.warning("teacher | %d rows of %s unusable: %s", len(unusable), config.teacher.replay_file, counts)
-    return counts
+    if replay.unusable:
+        logger.warning(
+            "teacher | %d rows of %s unusable: %s",
+            replay.unusable.total(),
+            config.teacher.replay_file,
+            dict(replay.unusable),
+        )
+    return dict(replay.unusable)
 
 
 def generate(config: Config, run: RunDir) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 
@@ -14,7 +16,6 @@ from raydsbs.student.batching import (
     collate,
     encode,
     epoch_batches,
-    subsample_indices,
     training_examples,
 )
 from raydsbs.student.inference import predict
@@ -216,10 +217,16 @@ def test_every_configurable_method_has_its_examples():
 
 
 def test_subsamples_are_nested_and_seeded():
-    half, quarter = subsample_indices(100, 0.5, seed=1), subsample_indices(100, 0.25, seed=1)
+    from raydsbs.student.ingest import subsample_positions
+
+    half, quarter = subsample_positions(100, 0.5, seed=1).tolist(), subsample_positions(100, 0.25, seed=1).tolist()
     assert len(half) == 50 and len(quarter) == 25 and set(quarter) <= set(half)
-    assert half == sorted(half) and subsample_indices(100, 0.5, seed=2) != half
-    assert subsample_indices(100, 0.001, seed=1) != []
+    assert half == sorted(half) and subsample_positions(100, 0.5, seed=2).tolist() != half
+    assert subsample_positions(100, 0.001, seed=1).size == 1
+    # the permutation a shuffle of the rows' list makes, as the subsample always drew
+    order = list(range(100))
+    random.Random(1).shuffle(order)
+    assert half == sorted(order[:50])
 
 
 @pytest.mark.parametrize("bucketing", [False, True])

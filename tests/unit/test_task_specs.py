@@ -54,14 +54,16 @@ def test_a_yaml_task_reads_local_files_and_rejects_bad_rows_by_name(sentiment):
     task = get_task(str(spec))
     config = TaskConfig(name=str(spec), train_file=str(train), test_file=str(test), num_val=1)
     splits = task.load_splits(config)
-    rejected = {row.reason: row.detail for row in splits["train"] + splits["val"] if isinstance(row, RejectedRow)}
+    assert sorted(splits) == ["test", "train"]  # no validation source: the corpus stage carves it from train
+    train = list(splits["train"])  # every row in file order, the rejected ones among them
+    rejected = {row.reason: row.detail for row in train if isinstance(row, RejectedRow)}
     assert set(rejected) == {"undecodable_bytes", "missing_column", "mistyped_field", "unknown_label", "not_json"}
     assert rejected["undecodable_bytes"].startswith("train.jsonl line 3:")
     assert "no column 'text'" in rejected["missing_column"]
-    examples = [row for row in splits["train"] + splits["val"] if isinstance(row, Example)]
-    assert sorted(e.question for e in examples) == sorted(
+    examples = [row for row in train if isinstance(row, Example)]
+    assert [e.question for e in examples] == [
         f"Review: {t}" for t in ["Loved it.", "Broke in a day.", "Fine.", "Meh.", "Awful."]
-    )
+    ]
     assert {e.gold for e in examples} == {"positive", "negative"}
     assert [e.question for e in splits["test"]] == ["Review: Loved it.", "Review: Broke in a day."]
     prompt = build_prompt(task, "Review: Meh.", num_shots=1)
@@ -198,7 +200,7 @@ def hub_stand_in(monkeypatch):
     ],
 )
 def test_the_papers_tasks_read_the_hub_datasets_columns(hub_stand_in, task, calls, question, gold):
-    splits = get_task(task).load_splits(TaskConfig(name=task))
+    splits = {split: list(rows) for split, rows in get_task(task).load_splits(TaskConfig(name=task)).items()}
     assert sorted(hub_stand_in) == sorted(calls)
     example = splits["test"][0]
     assert isinstance(example, Example) and example.gold == gold

@@ -11,9 +11,11 @@ import pytest
 from raydsbs.config import Config
 from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
-from raydsbs.student.batching import encode, student_format, subsample_indices, training_examples
+from raydsbs.student import ingest, tokenized
+from raydsbs.student.batching import encode, epoch_batches, student_format, training_examples
+from raydsbs.student.ingest import EpochPlan, read_tokenized, subsample_positions
 from raydsbs.student.launcher import prepare_training_data
-from raydsbs.student.tokenized import read_tokenized, tokenized_dir
+from raydsbs.student.tokenized import tokenized_dir
 from raydsbs.student.tokenizer import load_tokenizer
 from raydsbs.student.train_loop import fit
 from raydsbs.tasks.arith import generate_problems
@@ -26,13 +28,13 @@ def _write(path, rows: list[dict]) -> None:
 
 @pytest.fixture
 def run(tmp_path) -> RunDir:
-    """A run with 40 train rows (written out of id order, as the teacher streams them), 8 val rows, and
-    the teacher's outputs for 30 of the train rows."""
+    """A run with 40 train rows, 8 val rows, and the teacher's outputs for 30 of the train rows (written in
+    another order than the corpus's, as the teacher writes them)."""
     run = RunDir(tmp_path)
     problems = [
         {"id": f"r{i:03d}", "question": q, "gold": str(a)} for i, (q, a) in enumerate(generate_problems(48, seed=3))
     ]
-    _write(run.corpus_file("train"), problems[:40][::-1])
+    _write(run.corpus_file("train"), problems[:40])
     _write(run.corpus_file("val"), problems[40:])
     _write(
         run.distill_file,
@@ -82,9 +84,9 @@ def test_what_a_trial_reads_is_what_it_would_have_tokenized_itself(run):
     config = _config(**{"train.method": "step_by_step", "train.label_source": "teacher"})
     prepare_training_data(config, run)
     tokenizer = load_tokenizer(config.student, run.tokenizer)
-    by_id = lambda path: pq.read_table(path).sort_by("id").to_pylist()  # noqa: E731
-    examples = training_examples("step_by_step", "teacher", by_id(run.corpus_file("train")), by_id(run.distill_file))
-    keep = subsample_indices(len(examples), 0.25, seed=5)  # drawn from all 40 train rows
+    rows = lambda path: pq.read_table(path).to_pylist()  # noqa: E731
+    examples = training_examples("step_by_step", "teacher", rows(run.corpus_file("train")), rows(run.distill_file))
+    keep = subsample_positions(len(examples), 0.25, seed=5)  # drawn from all 40 train rows
     expected = encode([examples[i] for i in keep], tokenizer, config.student, student_format(config.student, "seq2seq"))
     expected = [example for example in expected if example]  # rows the teacher rejected teach it nothing
 
@@ -101,7 +103,7 @@ def test_workers_keep_the_examples_as_arrow_columns_and_read_each_as_it_is_batch
     prepare_training_data(config, run)
     train, val = read_tokenized(_folder(config, run), fraction=1.0, seed=0)
     examples = list(train)  # one EncodedExample per row, made as it is asked for
-    assert train.lengths() == [len(example) for example in examples]  # what length-bucketing sorts by
+    assert list(train.lengths()) == [len(example) for example in examples]  # what length-bucketing sorts by
     assert train.rationales() == sum(example.rationale is not None for example in examples) > 0
     assert train[-1] == examples[-1] and val.rationales() == 0
     with pytest.raises(IndexError):
@@ -205,3 +207,74 @@ def test_the_first_losses_of_a_real_fit_stay_where_they_were_pinned(run):
     assert len(reports) == len(PINNED_LOSSES)
     for step, (measured, pinned) in enumerate(zip(reports, PINNED_LOSSES, strict=True), start=1):
         assert measured == pytest.approx(pinned, rel=1e-3, abs=1e-4), f"step {step}: {measured} != {pinned}"
+
+
+def test_a_corpus_of_many_ranges_is_tokenized_as_one_range_is_in_the_corpus_order(run, tmp_path, monkeypatch):
+    """The corpus is joined with the teacher's rows RANGE_ROWS rows at a time (here 8: five ranges of the 40
+    rows, the last one of rows the teacher kept none of): the same file as in one range, in the corpus's order
+    whatever the order of its ids."""
+    config = _config(**{"train.method": "step_by_step"})
+    prepare_training_data(config, run)
+    whole = pq.read_table(_folder(config, run) / "train.parquet")
+
+    corpus = pq.read_table(run.corpus_file("train")).to_pylist()
+    shuffled = RunDir(tmp_path / "shuffled")
+    order = [*range(32, 40), *range(0, 32)][::-1]  # ids out of order; the teacher kept r000-r029
+    _write(shuffled.corpus_file("train"), [corpus[i] for i in order])
+    for file in (run.corpus_file("val"), run.distill_file, *run.tokenizer.iterdir()):
+        target = shuffled.root / Path(file).relative_to(Path(run.root))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(file.read_bytes())
+    monkeypatch.setattr(tokenized, "RANGE_ROWS", 8)
+    prepare_training_data(config, shuffled)
+    (folder,) = (shuffled.student / "tokenized").iterdir()
+    ranged = pq.read_table(folder / "train.parquet")
+    assert ranged["id"].to_pylist() == [corpus[i]["id"] for i in order]
+    assert ranged.to_pylist() == whole.take(order).to_pylist()
+
+
+def test_a_teacher_row_the_corpus_does_not_have_is_an_error_naming_it(run):
+    _write(
+        run.distill_file,
+        [
+            *pq.read_table(run.distill_file).to_pylist(),
+            {"id": "stray", "question": "q?", "gold": "1", "rationale": "r", "teacher_label": "1"},
+        ],
+    )
+    with pytest.raises(ValueError, match="holds row 'stray', which corpus/train.parquet does not"):
+        prepare_training_data(_config(**{"train.method": "step_by_step"}), run)
+
+
+def test_a_worker_reads_its_rows_a_window_at_a_time_and_each_window_once_an_epoch(run, monkeypatch):
+    """With windows of 8 examples (WINDOW_ROWS, 65,536 in real runs) a worker holds at most 8 examples' tokens:
+    the same examples as reading the whole file would give, each window read once as the epoch's plan goes."""
+    config = _config(**{"train.method": "step_by_step", "train.label_source": "teacher"})
+    prepare_training_data(config, run)
+    whole, _ = read_tokenized(_folder(config, run), fraction=0.75, seed=2)
+    expected = list(whole)  # one window: the drawn rows (30 of 40) that have a label (the teacher kept them)
+    monkeypatch.setattr(ingest, "WINDOW_ROWS", 8)
+    train, _ = read_tokenized(_folder(config, run), fraction=0.75, seed=2)
+    reads = []
+    read_window = train._read_window
+    monkeypatch.setattr(train, "_read_window", lambda number: reads.append(number) or read_window(number))
+    plan = EpochPlan(len(train), 4, rank=0, world=1, seed=9, lengths=train.lengths())
+    served = [train[i] for batch in plan for i in batch]
+    assert len(expected) == len(train) == 21 and sorted(map(repr, served)) == sorted(map(repr, expected))
+    assert sorted(reads) == [0, 1, 2]  # three windows (8, 8 and 5 examples), each read once
+    assert len(train._window[1]) <= 8  # the last window read is the only one held
+    orders = {tuple(EpochPlan(len(train), 4, 0, 1, seed=seed).windows) for seed in range(6)}
+    assert len(orders) > 1 and tuple(reads) in orders  # the windows come in a seeded order
+
+
+def test_an_epoch_plan_gives_every_rank_as_many_batches_and_one_window_is_a_whole_shuffle(monkeypatch):
+    monkeypatch.setattr(ingest, "WINDOW_ROWS", 16)
+    lengths = [(i * 37) % 101 for i in range(70)]
+    plans = [EpochPlan(70, 4, rank, 2, seed=3, lengths=lengths) for rank in range(2)]
+    assert len(plans[0]) == len(plans[1]) and [len(b) for b in plans[0]] == [len(b) for b in plans[1]]
+    seen = [i for plan in plans for batch in plan for i in batch]
+    assert set(seen) == set(range(70))  # every row once (and a few again, to pad a window to the ranks)
+    for plan in plans:  # a batch never mixes two windows
+        assert all(len({i // 16 for i in batch}) == 1 for batch in plan)
+    # at most one window: the plan of a shuffle of everything, as before windows
+    single = EpochPlan(16, 4, 1, 2, seed=3, lengths=lengths[:16])
+    assert list(single) == epoch_batches(16, 4, 1, 2, seed=3, lengths=lengths[:16])
