@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import array
 import logging
-import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydsbs.config import TaskConfig
+from raydsbs.positions import seeded_permutation
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import CORPUS, CORPUS_REJECTS
 from raydsbs.staging import committed, scratch_folder, written_whole
@@ -112,9 +112,7 @@ def choose(staged: dict[str, Staged], config: TaskConfig) -> dict[str, tuple[Sta
     for split, source in staged.items():
         size = source.usable.size
         if split == "train" and "val" not in staged:
-            order = array.array("q", range(size))
-            random.Random(config.seed).shuffle(order)
-            order = np.frombuffer(order, dtype=np.int64)
+            order = seeded_permutation(size, config.seed)
             shuffled_usable = order[source.usable[order]]
             val = shuffled_usable[: min(config.num_val, shuffled_usable.size // 2)]
             rest = order[~_chosen(val, size)[order]]

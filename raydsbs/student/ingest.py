@@ -17,7 +17,6 @@ one window: its epochs are those of a shuffle of the whole subsample.
 
 from __future__ import annotations
 
-import array
 import bisect
 import random
 import zlib
@@ -28,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from raydsbs.positions import seeded_permutation
 from raydsbs.storage import Location
 from raydsbs.student.batching import OBJECTIVES, EncodedExample, TaskRow, epoch_batches
 
@@ -36,10 +36,8 @@ WINDOW_ROWS = 65536  # examples a worker holds at once (a few row groups of the 
 
 def subsample_positions(count: int, fraction: float, seed: int) -> np.ndarray:
     """The first ``fraction`` of a seeded permutation of ``range(count)``, sorted: smaller fractions are subsets
-    of larger ones. (The permutation ``random.Random(seed).shuffle`` makes of a list, in 8 bytes a row.)"""
-    order = array.array("q", range(count))
-    random.Random(seed).shuffle(order)
-    return np.sort(np.frombuffer(order, dtype=np.int64)[: max(1, round(fraction * count))])
+    of larger ones."""
+    return np.sort(seeded_permutation(count, seed)[: max(1, round(fraction * count))])
 
 
 def _encoded(row: dict) -> EncodedExample:

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydsbs.config import Config
-from raydsbs.id_index import IdIndex
+from raydsbs.positions import IdIndex
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import TOKENIZED
 from raydsbs.staging import committed, scratch_folder, written_whole

@@ -161,7 +161,7 @@ def _check_replay_file(config: Config) -> dict[str, int]:
     """The rows of ``teacher.replay_file`` that can't be used, counted by reason (and the first few logged)."""
     if config.teacher.backend != "replay" or not config.teacher.replay_file:
         return {}
-    replay = read_replay_file(config.teacher.replay_file)
+    replay = read_replay_file(config.teacher.replay_file, texts=False)  # the actor reads it again, whole
     for reason, detail in replay.first_unusable:
         logger.warning("teacher | replay file row unusable (%s): %s", reason, detail)
     if replay.unusable:

@@ -7,7 +7,7 @@ The paper's released files (``task.data_dir``), or a JSONL/Parquet file
     {"id": "r7", "rationale": "A dog is an animal.", "label": "entailment"}    # "bring your own rationales"
 
 The file is read once per actor into Arrow columns with an index of its ids
-(:class:`raydsbs.id_index.IdIndex`, 16 bytes a row), never as a dict of
+(:class:`raydsbs.positions.IdIndex`, 16 bytes a row), never as a dict of
 Python rows: a replay file of millions of rows costs about its texts' size.
 """
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raydsbs.config import TaskConfig, TeacherConfig
-from raydsbs.id_index import IdIndex
+from raydsbs.positions import IdIndex
 from raydsbs.schemas import PASSTHROUGH, REPLAY
 
 CHUNK_ROWS = 8192  # rows of the file turned into Arrow columns at once
@@ -44,8 +44,9 @@ class ReplayFile:
             self.first_unusable.append((reason, detail))
 
 
-def read_replay_file(path: str) -> ReplayFile:
-    """``{id, completion}`` or ``{id, rationale, label}`` rows from a JSONL/Parquet file, streamed.
+def read_replay_file(path: str, texts: bool = True) -> ReplayFile:
+    """``{id, completion}`` or ``{id, rationale, label}`` rows from a JSONL/Parquet file, streamed (``texts``
+    False: the rows' ids only, their texts null, to check the file without holding it).
 
     A row that can't be matched to an input row (unreadable, no id, an id seen before, neither a completion nor
     a rationale and a label) is counted as unusable; the input row it was meant for, if any, becomes
@@ -55,6 +56,7 @@ def read_replay_file(path: str) -> ReplayFile:
     from raydsbs.tasks.sources import read_rows
 
     name = location(path).name
+    kept_columns = REPLAY.names if texts else ["id"]
     replay, chunks, chunk, positions = ReplayFile(REPLAY.empty_table()), [], [], array.array("q")
     for position, row in enumerate(read_rows(path)):
         where = f"{name} row {position}"
@@ -63,7 +65,7 @@ def read_replay_file(path: str) -> ReplayFile:
         elif row.get("id") is None or not str(row["id"]).strip():
             replay.reject("missing_id", f"{where}: no id")
         elif "completion" in row or ("rationale" in row and "label" in row):
-            chunk.append({column: str(row.get(column, "")) for column in REPLAY.names})
+            chunk.append({column: str(row.get(column, "")) for column in kept_columns})
             positions.append(position)
         else:
             replay.reject("no_completion", f"{where}: neither completion nor rationale and label")

@@ -33,6 +33,9 @@ def test_a_replay_file_keeps_the_first_row_of_each_id_and_counts_the_rest_by_rea
         {"id": "b", "completion": "", "rationale": "Because.", "label": "4"},
     ]
     assert read.unusable == {"missing_id": 1, "no_completion": 1, "not_json": 1, "duplicate_id": 1}
+    checked = read_replay_file(str(replay_file), texts=False)  # what the driver checks: ids and counts only
+    assert checked.rows["id"].to_pylist() == ["a", "b"] and checked.rows["completion"].null_count == 2
+    assert checked.unusable == read.unusable
     assert ("duplicate_id", "replay.jsonl row 3: id 'a' again (the first is used)") in read.first_unusable
     assert ("not_json", "replay.jsonl line 6: Expecting property name enclosed in double quotes") in (
         read.first_unusable

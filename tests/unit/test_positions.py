@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from raydsbs import id_index
-from raydsbs.id_index import IdIndex
+from raydsbs import positions
+from raydsbs.positions import IdIndex
 
 
 def test_ids_that_share_a_hash_are_told_apart(monkeypatch):
     """Python's 64-bit string hashes of distinct ids almost never meet; when they do, the ids are compared."""
-    monkeypatch.setattr(id_index, "_hashes", lambda ids: np.array([len(i) % 2 for i in ids], dtype=np.int64))
+    monkeypatch.setattr(positions, "_hashes", lambda ids: np.array([len(i) % 2 for i in ids], dtype=np.int64))
     ids = [f"id-{i}" for i in range(20)]  # two hashes for twenty ids
     index = IdIndex(pa.array(ids))
     assert list(index.find(["id-7", "id-12", "id-99", "id-3"])) == [7, 12, -1, 3]

@@ -1,16 +1,30 @@
-"""Finding rows by id in a column of millions of ids, without a Python dict of them.
+"""Row positions at millions of rows, as numpy arrays rather than Python lists and dicts.
 
-index = IdIndex(table["id"])         # 16 bytes a row beside the Arrow column
-rows = index.find(["svamp-train-000012", "absent"])   # -> array([12, -1])
+A seeded permutation (8 bytes a row), and an index that finds rows by id
+(16 bytes a row beside the Arrow column of ids)::
+
+    order = seeded_permutation(1_000_000, seed=0)
+    rows = IdIndex(table["id"]).find(["svamp-train-000012", "absent"])     # -> array([12, -1])
 """
 
 from __future__ import annotations
+
+import array
+import random
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 CHUNK_ROWS = 8192  # ids made into Python strings at once, to hash them
+
+
+def seeded_permutation(count: int, seed: int) -> np.ndarray:
+    """The permutation of ``range(count)`` that ``random.Random(seed).shuffle`` makes of a list of that many
+    rows (the order this project has always drawn with), shuffled in 8 bytes a row."""
+    order = array.array("q", range(count))
+    random.Random(seed).shuffle(order)
+    return np.frombuffer(order, dtype=np.int64)
 
 
 class IdIndex:
