@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml Makefile
 quickstart: $(STAMP)
 	$(BIN)/raydsbs run jobs/quickstart.yaml
 
+# Two pytest workers, a test file each at a time: the integration tests wait on processes starting (Ray,
+# vLLM, Ray Train workers) about as much as they compute, so two side by side fill the 2 cores.
 test: $(STAMP)
-	$(BIN)/pytest --run-integration
+	$(BIN)/pytest --run-integration -n 2 --dist loadfile
 
 # ruff's lint and format checks, one configuration in pyproject.toml (`ruff format .` applies the format)
 lint: $(STAMP)
