@@ -154,8 +154,12 @@ def _stand_in_completions(run_dir: Path, path: Path) -> None:
 
 
 def _commit() -> str:
-    described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    return described.stdout.strip() or "unknown"
+    """The commit measured; "-dirty" when the code differs from it (the results this script writes aside)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--", ".", ":!benchmarks/results"], cwd=ROOT, capture_output=True, text=True
+    )
+    return (head.stdout.strip() or "unknown") + ("-dirty" if changed.stdout.strip() else "")
 
 
 def measure(rows: int, stages_to_run: tuple[str, ...] = STAGES) -> dict:

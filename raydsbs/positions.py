@@ -1,16 +1,19 @@
 """Row positions at millions of rows, as numpy arrays rather than Python lists and dicts.
 
-A seeded permutation (8 bytes a row), and an index that finds rows by id
-(16 bytes a row beside the Arrow column of ids)::
+A seeded permutation (8 bytes a row), an index that finds rows by id (16
+bytes a row beside the Arrow column of ids), and the rows that repeat an
+earlier row's id (from the ids' hashes, 8 bytes a row)::
 
     order = seeded_permutation(1_000_000, seed=0)
     rows = IdIndex(table["id"]).find(["svamp-train-000012", "absent"])     # -> array([12, -1])
+    again = repeated_ids(hashes, ids_at)                                     # -> a bool per row
 """
 
 from __future__ import annotations
 
 import array
 import random
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -60,3 +63,21 @@ class IdIndex:
 
 def _hashes(ids: list[str]) -> np.ndarray:
     return np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
+
+
+def repeated_ids(hashes: np.ndarray, ids_at: Callable[[np.ndarray], pa.Array]) -> np.ndarray:
+    """Per row, whether an earlier row has its id, from the hashes of the rows' ids in row order: only the rows
+    whose hash another row shares have their ids read (``ids_at(sorted row numbers)``) and compared."""
+    by_hash = np.argsort(hashes, kind="stable")
+    same = hashes[by_hash][1:] == hashes[by_hash][:-1]
+    shared = np.zeros(hashes.size, dtype=bool)
+    shared[by_hash[1:][same]] = True
+    shared[by_hash[:-1][same]] = True
+    repeated = np.zeros(hashes.size, dtype=bool)
+    if shared.any():
+        rows = np.flatnonzero(shared)
+        table = pa.table({"id": ids_at(rows), "row": rows})
+        first = table.group_by("id", use_threads=False).aggregate([("row", "min")])["row_min"].to_numpy()
+        repeated[rows] = True
+        repeated[first] = False
+    return repeated

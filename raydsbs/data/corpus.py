@@ -14,7 +14,7 @@ The rows stream through in bounded memory, however many there are:
                    an id seen in an earlier chosen row is a ``duplicate_id``
     write          each split's chosen rows in source order, and the rejects among them, a row group at a time
 
-Only per-row flags, positions and ids are ever held whole.
+Only per-row flags, positions and hashes of the ids (9 bytes a row) are ever held whole.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydsbs.config import TaskConfig
-from raydsbs.positions import seeded_permutation
+from raydsbs.positions import repeated_ids, seeded_permutation
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import CORPUS, CORPUS_REJECTS
 from raydsbs.staging import committed, scratch_folder, written_whole
@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 ROW_GROUP_ROWS = 8192  # the unit a reader decodes at once: later stages stream the corpus a row group at a time
 STAGED = pa.schema([*CORPUS, ("reason", pa.string()), ("detail", pa.string())])  # reason "": a usable row
 WARNED_REJECTS = 5  # rejects named in the log (all of them are in rejects.parquet)
+id_hash = hash  # of a row's id, to find duplicates; ids that share one are compared themselves
 
 
 def row_problem(example: Example) -> str | None:
@@ -57,14 +58,16 @@ def row_problem(example: Example) -> str | None:
 
 @dataclass
 class Staged:
-    """One source's rows, checked, in a local Parquet file in source order; ``usable[i]``: row i can be used."""
+    """One source's rows, checked, in a local Parquet file in source order; ``usable[i]``: row i can be used;
+    ``hashes[i]``: the hash of its id (this process's own ``hash``: what finding duplicates needs)."""
 
     file: Path
     usable: np.ndarray
+    hashes: np.ndarray
 
 
 def _stage(rows: Iterable[Example | RejectedRow], file: Path) -> Staged:
-    usable = array.array("b")
+    usable, hashes = array.array("b"), array.array("q")
     chunk: list[dict] = []
     with pq.ParquetWriter(file, STAGED) as writer:
         for row in rows:
@@ -75,13 +78,14 @@ def _stage(rows: Iterable[Example | RejectedRow], file: Path) -> Staged:
                 detail = f"row {row.id}" if reason else ""
             usable.append(not reason)
             text = [value if isinstance(value, str) else str(value) for value in (row.id, *_texts(row))]
+            hashes.append(id_hash(text[0]))
             chunk.append(dict(zip(STAGED.names, [*text, reason, detail], strict=True)))
             if len(chunk) == ROW_GROUP_ROWS:
                 writer.write_table(pa.Table.from_pylist(chunk, STAGED))
                 chunk = []
         if chunk:
             writer.write_table(pa.Table.from_pylist(chunk, STAGED))
-    return Staged(file, np.frombuffer(usable, dtype=np.int8).astype(bool))
+    return Staged(file, np.frombuffer(usable, dtype=np.int8).astype(bool), np.frombuffer(hashes, dtype=np.int64))
 
 
 def _texts(row: Example | RejectedRow) -> tuple[str, str]:
@@ -125,21 +129,34 @@ def choose(staged: dict[str, Staged], config: TaskConfig) -> dict[str, tuple[Sta
 
 def duplicates(chosen: dict[str, tuple[Staged, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per split, a mask over its source of the chosen usable rows whose id an earlier chosen row has (splits in
-    order train, val, test; rows in source order): those are rejected as ``duplicate_id``."""
-    ids, where = [], []
-    for split, (source, mask) in chosen.items():
-        positions = np.flatnonzero(mask & source.usable)
-        ids.append(pq.read_table(source.file, columns=["id"])["id"].take(positions).combine_chunks())
-        where.append((split, positions))
-    table = pa.table({"id": pa.concat_arrays(ids), "order": np.arange(sum(p.size for _, p in where))})
-    first = table.group_by("id", use_threads=False).aggregate([("order", "min")])["order_min"].to_numpy()
-    repeated = np.ones(table.num_rows, dtype=bool)
-    repeated[first] = False
-    masks, start = {}, 0
-    for split, positions in where:
-        masks[split] = _chosen(positions[repeated[start : start + positions.size]], chosen[split][0].usable.size)
-        start += positions.size
-    return masks
+    order train, val, test; rows in source order): those are rejected as ``duplicate_id``. Found from the ids'
+    hashes, made while staging; only ids whose hash another row shares are read back."""
+    where = [(split, np.flatnonzero(mask & source.usable)) for split, (source, mask) in chosen.items()]
+    starts = np.cumsum([0] + [positions.size for _, positions in where])
+
+    def ids_at(rows: np.ndarray) -> pa.Array:  # rows numbered across the splits, in order
+        parts = []
+        for number, (split, positions) in enumerate(where):
+            mine = rows[(rows >= starts[number]) & (rows < starts[number + 1])] - starts[number]
+            parts.append(_ids_at(chosen[split][0].file, positions[mine]))
+        return pa.concat_arrays(parts)
+
+    hashes = np.concatenate([chosen[split][0].hashes[positions] for split, positions in where])
+    repeated = repeated_ids(hashes, ids_at)
+    return {
+        split: _chosen(positions[repeated[starts[n] : starts[n + 1]]], chosen[split][0].usable.size)
+        for n, (split, positions) in enumerate(where)
+    }
+
+
+def _ids_at(file: Path, positions: np.ndarray) -> pa.Array:
+    """The ids of a staged file's rows at ``positions`` (sorted), read a row group at a time."""
+    parts, start = [], 0
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=ROW_GROUP_ROWS, columns=["id"]):
+        low, high = np.searchsorted(positions, [start, start + batch.num_rows])
+        parts.append(batch["id"].take(pa.array(positions[low:high] - start)))
+        start += batch.num_rows
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 
 def _write_split(

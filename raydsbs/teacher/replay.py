@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from raydsbs.config import TaskConfig, TeacherConfig
-from raydsbs.positions import IdIndex
+from raydsbs.positions import IdIndex, repeated_ids
 from raydsbs.schemas import PASSTHROUGH, REPLAY
 
 CHUNK_ROWS = 8192  # rows of the file turned into Arrow columns at once
@@ -57,7 +56,8 @@ def read_replay_file(path: str, texts: bool = True) -> ReplayFile:
 
     name = location(path).name
     kept_columns = REPLAY.names if texts else ["id"]
-    replay, chunks, chunk, positions = ReplayFile(REPLAY.empty_table()), [], [], array.array("q")
+    replay, chunks, chunk = ReplayFile(REPLAY.empty_table()), [], []
+    positions, hashes = array.array("q"), array.array("q")  # of the usable rows: where in the file, their id's hash
     for position, row in enumerate(read_rows(path)):
         where = f"{name} row {position}"
         if isinstance(row, RejectedRow):
@@ -67,18 +67,19 @@ def read_replay_file(path: str, texts: bool = True) -> ReplayFile:
         elif "completion" in row or ("rationale" in row and "label" in row):
             chunk.append({column: str(row.get(column, "")) for column in kept_columns})
             positions.append(position)
+            hashes.append(hash(chunk[-1]["id"]))
         else:
             replay.reject("no_completion", f"{where}: neither completion nor rationale and label")
         if len(chunk) == CHUNK_ROWS:
             chunks.append(pa.Table.from_pylist(chunk, REPLAY))
             chunk = []
     chunks.append(pa.Table.from_pylist(chunk, REPLAY))
-    rows = pa.concat_tables(chunks).append_column("position", pa.array(np.frombuffer(positions, dtype=np.int64)))
-    first = rows.group_by("id", use_threads=False).aggregate([("position", "min")])["position_min"]
-    again = rows.filter(pc.invert(pc.is_in(rows["position"], value_set=first)))
-    for row_id, position in zip(again["id"].to_pylist(), again["position"].to_pylist(), strict=True):
+    rows = pa.concat_tables(chunks)
+    again = repeated_ids(np.frombuffer(hashes, dtype=np.int64), lambda at: rows["id"].take(at).combine_chunks())
+    positions = np.frombuffer(positions, dtype=np.int64)
+    for row_id, position in zip(rows["id"].filter(again).to_pylist(), positions[again].tolist(), strict=True):
         replay.reject("duplicate_id", f"{name} row {position}: id {row_id!r} again (the first is used)")
-    replay.rows = rows.filter(pc.is_in(rows["position"], value_set=first)).drop_columns("position")
+    replay.rows = rows.filter(pa.array(~again)) if again.any() else rows
     if not replay.rows.num_rows:
         raise ValueError(f"{path}: no rows with id and completion, or id, rationale and label")
     return replay

@@ -3,6 +3,7 @@ import random
 
 import pyarrow.parquet as pq
 
+from raydsbs.data import corpus
 from raydsbs.data.corpus import write_corpus
 from raydsbs.resolve import load_config
 from raydsbs.rundir import open_run
@@ -113,3 +114,18 @@ def test_first_rows_of_each_split_and_an_id_seen_before_is_a_duplicate(tmp_path)
         ("r0", "test", "duplicate_id"),
     ]
     assert "an earlier row has its id" in rejects[1]["detail"]
+
+
+def test_ids_that_only_share_a_hash_are_not_duplicates(tmp_path, monkeypatch):
+    """Duplicates are found by the ids' hashes and confirmed on the ids: with a hash that most ids share (their
+    length), the same rows are kept and the same one rejected."""
+    monkeypatch.setattr(corpus, "id_hash", len)
+    train = [{"id": f"r{i}", "text": f"train {i}", "label": "positive"} for i in range(12)]
+    test = [{"id": "r3", "text": "again", "label": "negative"}, {"id": "t1", "text": "test 1", "label": "negative"}]
+    _, run, counts = _sentiment_run(tmp_path, {"train": train, "val": train[:1], "test": test}, "task.num_val=1")
+    assert counts == {"train": 12, "val": 0, "test": 1}  # val's r0 and test's r3 are ids train has
+    rejects = pq.read_table(run.corpus / "rejects.parquet").to_pylist()
+    assert [(r["id"], r["split"], r["reason"]) for r in rejects] == [
+        ("r0", "val", "duplicate_id"),
+        ("r3", "test", "duplicate_id"),
+    ]
