@@ -66,17 +66,22 @@ class Staged:
     hashes: np.ndarray
 
 
-def _stage(rows: Iterable[Example | RejectedRow], file: Path) -> Staged:
-    usable, hashes = array.array("b"), array.array("q")
+def _stage(rows: Iterable[Example | RejectedRow], file: Path, enough: int | None = None) -> Staged:
+    """``rows`` checked into ``file``; reading stops at the row after the ``enough``-th usable one (a split that
+    takes the first rows of its source needs no more of it)."""
+    usable, hashes, count = array.array("b"), array.array("q"), 0
     chunk: list[dict] = []
     with pq.ParquetWriter(file, STAGED) as writer:
         for row in rows:
+            if enough is not None and count > enough:
+                break
             if isinstance(row, RejectedRow):
                 reason, detail = row.reason, row.detail
             else:
                 reason = row_problem(row) or ""
                 detail = f"row {row.id}" if reason else ""
             usable.append(not reason)
+            count += not reason
             text = [value if isinstance(value, str) else str(value) for value in (row.id, *_texts(row))]
             hashes.append(id_hash(text[0]))
             chunk.append(dict(zip(STAGED.names, [*text, reason, detail], strict=True)))
@@ -90,6 +95,10 @@ def _stage(rows: Iterable[Example | RejectedRow], file: Path) -> Staged:
 
 def _texts(row: Example | RejectedRow) -> tuple[str, str]:
     return ("", "") if isinstance(row, RejectedRow) else (row.question, row.gold)
+
+
+def _limits(config: TaskConfig) -> dict[str, int]:
+    return {"train": config.num_train, "val": config.num_val, "test": config.num_test}
 
 
 def _first_usable(order: np.ndarray, usable: np.ndarray, limit: int) -> np.ndarray:
@@ -111,7 +120,7 @@ def choose(staged: dict[str, Staged], config: TaskConfig) -> dict[str, tuple[Sta
     ``random.Random(task.seed)`` (a permutation of positions, the same one a shuffle of the rows makes),
     validation takes the first ``num_val`` usable ones (at most half of them), and train the first ``num_train``
     of the rest, in that shuffled order."""
-    limits = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
+    limits = _limits(config)
     chosen = {}
     for split, source in staged.items():
         size = source.usable.size
@@ -197,7 +206,12 @@ def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
     sources = get_task(config.name).load_splits(config)
     counts, reasons, first_rejects = {}, Counter(), []
     with scratch_folder(run.corpus) as scratch, written_whole(run.corpus) as folder:  # all four files, or none
-        staged = {split: _stage(rows, scratch / f"{split}.parquet") for split, rows in sources.items()}
+        limits = _limits(config)
+        carved = "val" not in sources  # train's whole source is shuffled before validation is taken from it
+        staged = {
+            split: _stage(rows, scratch / f"{split}.parquet", None if carved and split == "train" else limits[split])
+            for split, rows in sources.items()
+        }
         chosen = choose(staged, config)
         repeated = duplicates(chosen)
         with pq.ParquetWriter(folder / "rejects.parquet", CORPUS_REJECTS) as rejects:

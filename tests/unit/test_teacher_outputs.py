@@ -17,9 +17,14 @@ from raydsbs.teacher.outputs import write_outputs
 from raydsbs.teacher.selection import question_key
 
 
-@pytest.mark.parametrize("samples_per_bucket", [16384, 1])  # one bucket, or as many as there are inputs
-def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(tmp_path, monkeypatch, samples_per_bucket):
+# One bucket; as many as there are inputs; and those spread over groups of two buckets first (at most two files
+# written at once).
+@pytest.mark.parametrize("samples_per_bucket, open_buckets", [(16384, 16), (1, 16), (1, 2)])
+def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(
+    tmp_path, monkeypatch, samples_per_bucket, open_buckets
+):
     monkeypatch.setattr(outputs, "_SAMPLES_PER_BUCKET", samples_per_bucket)
+    monkeypatch.setattr(outputs, "_OPEN_BUCKETS", open_buckets)
     config = load_config(None, [f"output_dir={tmp_path}"])
     run = open_run(config)
     run.requests.mkdir(parents=True)
