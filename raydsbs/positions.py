@@ -69,7 +69,9 @@ def repeated_ids(hashes: np.ndarray, ids_at: Callable[[np.ndarray], pa.Array]) -
     """Per row, whether an earlier row has its id, from the hashes of the rows' ids in row order: only the rows
     whose hash another row shares have their ids read (``ids_at(sorted row numbers)``) and compared."""
     by_hash = np.argsort(hashes, kind="stable")
-    same = hashes[by_hash][1:] == hashes[by_hash][:-1]
+    in_order = hashes[by_hash]
+    same = in_order[1:] == in_order[:-1]
+    del in_order
     shared = np.zeros(hashes.size, dtype=bool)
     shared[by_hash[1:][same]] = True
     shared[by_hash[:-1][same]] = True

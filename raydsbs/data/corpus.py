@@ -103,8 +103,15 @@ def _limits(config: TaskConfig) -> dict[str, int]:
 
 def _first_usable(order: np.ndarray, usable: np.ndarray, limit: int) -> np.ndarray:
     """The positions of ``order`` up to its ``limit``-th usable row (the rejects among them kept, to be reported)."""
-    counted = np.cumsum(usable[order])
-    return order[: np.searchsorted(counted, limit + 1)]
+    return order[: np.searchsorted(np.cumsum(usable[order], dtype=np.int32), limit + 1)]
+
+
+def _first_rows(usable: np.ndarray, limit: int) -> np.ndarray:
+    """A mask of the rows up to the ``limit``-th usable one, in source order (what _first_usable takes of
+    ``range(len(usable))``, without that range)."""
+    mask = np.zeros(usable.size, dtype=bool)
+    mask[: np.searchsorted(np.cumsum(usable, dtype=np.int32), limit + 1)] = True
+    return mask
 
 
 def _chosen(positions: np.ndarray, size: int) -> np.ndarray:
@@ -132,7 +139,7 @@ def choose(staged: dict[str, Staged], config: TaskConfig) -> dict[str, tuple[Sta
             chosen["val"] = (source, _chosen(val, size))
             chosen["train"] = (source, _chosen(_first_usable(rest, source.usable, config.num_train), size))
         else:
-            chosen[split] = (source, _chosen(_first_usable(np.arange(size), source.usable, limits[split]), size))
+            chosen[split] = (source, _first_rows(source.usable, limits[split]))
     return {split: chosen[split] for split in SPLITS}
 
 
