@@ -16,25 +16,7 @@ def pytest_addoption(parser):
     parser.addoption("--run-integration", action="store_true", help="also run tests marked integration")
 
 
-# The slowest test files first (each takes minutes): `make test` runs two pytest workers that each take a file at
-# a time, so the longest start together and the short ones fill in at the end.
-SLOWEST_FIRST = (
-    "test_pipeline.py",
-    "test_sweep.py",
-    "test_multinode.py",
-    "test_object_storage.py",
-    "test_teacher_engine_crash.py",
-    "test_kill_anywhere.py",
-)
-
-
-def _slowness_rank(item) -> int:
-    name = item.path.name
-    return SLOWEST_FIRST.index(name) if name in SLOWEST_FIRST else len(SLOWEST_FIRST)
-
-
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=_slowness_rank)  # stable: a file's tests stay together and in order
     if config.getoption("--run-integration") or os.environ.get("RAYDSBS_INTEGRATION") == "1":
         return
     skip = pytest.mark.skip(reason="integration test: pass --run-integration (make test does)")
