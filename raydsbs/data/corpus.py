@@ -101,20 +101,13 @@ def _limits(config: TaskConfig) -> dict[str, int]:
     return {"train": config.num_train, "val": config.num_val, "test": config.num_test}
 
 
-def _first_usable(order: np.ndarray, usable: np.ndarray, limit: int) -> np.ndarray:
-    """The positions of ``order`` up to its ``limit``-th usable row (the rejects among them kept, to be reported)."""
-    return order[: np.searchsorted(np.cumsum(usable[order], dtype=np.int32), limit + 1)]
+def _first_usable(usable_in_order: np.ndarray, limit: int) -> int:
+    """How many rows of an order, read in it, it takes to reach its ``limit``-th usable row and no further (the
+    rejects among them kept, to be reported)."""
+    return int(np.searchsorted(np.cumsum(usable_in_order, dtype=np.int32), limit + 1))
 
 
-def _first_rows(usable: np.ndarray, limit: int) -> np.ndarray:
-    """A mask of the rows up to the ``limit``-th usable one, in source order (what _first_usable takes of
-    ``range(len(usable))``, without that range)."""
-    mask = np.zeros(usable.size, dtype=bool)
-    mask[: np.searchsorted(np.cumsum(usable, dtype=np.int32), limit + 1)] = True
-    return mask
-
-
-def _chosen(positions: np.ndarray, size: int) -> np.ndarray:
+def _chosen(positions: np.ndarray | slice, size: int) -> np.ndarray:
     mask = np.zeros(size, dtype=bool)
     mask[positions] = True
     return mask
@@ -137,9 +130,10 @@ def choose(staged: dict[str, Staged], config: TaskConfig) -> dict[str, tuple[Sta
             val = shuffled_usable[: min(config.num_val, shuffled_usable.size // 2)]
             rest = order[~_chosen(val, size)[order]]
             chosen["val"] = (source, _chosen(val, size))
-            chosen["train"] = (source, _chosen(_first_usable(rest, source.usable, config.num_train), size))
-        else:
-            chosen[split] = (source, _first_rows(source.usable, limits[split]))
+            train = rest[: _first_usable(source.usable[rest], config.num_train)]
+            chosen["train"] = (source, _chosen(train, size))
+        else:  # the first rows of the source
+            chosen[split] = (source, _chosen(slice(0, _first_usable(source.usable, limits[split])), size))
     return {split: chosen[split] for split in SPLITS}
 
 

@@ -40,6 +40,18 @@ def subsample_positions(count: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(seeded_permutation(count, seed)[: max(1, round(fraction * count))])
 
 
+TOKEN_COLUMNS = [f"{task}_{part}" for task in OBJECTIVES for part in ("prompt", "target")]
+
+
+def _tokens_per_row(table: pa.Table) -> pa.Array:
+    """Tokens in all of each row's prompts and targets (a missing one counts 0)."""
+    total = None
+    for name in TOKEN_COLUMNS:
+        counted = pc.fill_null(pc.list_value_length(table[name]), 0)
+        total = counted if total is None else pc.add(total, counted)
+    return total
+
+
 def _encoded(row: dict) -> EncodedExample:
     def task_row(task: str) -> TaskRow | None:
         source = row[f"{task}_prompt"]
@@ -66,12 +78,7 @@ class EncodedRows(Sequence):
 
     def lengths(self) -> list[int]:
         """Tokens in all rows of each example (what length-bucketing sorts by): len() of each, in one pass."""
-        total = None
-        for task in OBJECTIVES:
-            for part in ("prompt", "target"):
-                counted = pc.fill_null(pc.list_value_length(self.table[f"{task}_{part}"]), 0)
-                total = counted if total is None else pc.add(total, counted)
-        return total.to_pylist()
+        return _tokens_per_row(self.table).to_pylist()
 
     def rationales(self) -> int:
         """Examples that have a rationale target."""
@@ -92,7 +99,7 @@ def read_tokenized(folder: Location, fraction: float, seed: int) -> tuple[TrainR
 
 class TrainRows(Sequence):
     """A worker's training examples: the drawn rows of a tokenized file that have a label target, read a
-    window at a time (:class:`raydsbs.student.tokenized.EncodedRows` of it) as the plan reaches it."""
+    window at a time (an :class:`EncodedRows` of it) as the plan reaches it."""
 
     def __init__(self, file: Location, fraction: float, seed: int):
         self.file = file
@@ -144,13 +151,9 @@ def _scan(file: Location) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     labelled, lengths, rationale = [], [], []
     parquet = pq.ParquetFile(file.path, filesystem=file.fs)
     for group in range(parquet.num_row_groups):
-        table = parquet.read_row_group(group, columns=[f"{t}_{p}" for t in OBJECTIVES for p in ("prompt", "target")])
-        total = None
-        for name in table.column_names:
-            counted = pc.fill_null(pc.list_value_length(table[name]), 0)
-            total = counted if total is None else pc.add(total, counted)
+        table = parquet.read_row_group(group, columns=TOKEN_COLUMNS)
         labelled.append(pc.is_valid(table["label_target"]).to_numpy(zero_copy_only=False))
-        lengths.append(total.to_numpy().astype(np.int32))
+        lengths.append(_tokens_per_row(table).to_numpy().astype(np.int32))
         rationale.append(pc.is_valid(table["rationale_prompt"]).to_numpy(zero_copy_only=False))
     if not labelled:
         return np.zeros(0, bool), np.zeros(0, np.int32), np.zeros(0, bool)

@@ -92,7 +92,7 @@ class _Spread:
     about _BUCKET_GROUP_ROWS: a few large row groups per file, not one sliver per table and file."""
 
     def __init__(self, paths: list[Path], file_of):
-        self.paths, self.file_of = paths, file_of
+        self.file_of = file_of
         self.writers = [pq.ParquetWriter(path, SAMPLES) for path in paths]
         self.pending: list[list[pa.Table]] = [[] for _ in paths]
 
