@@ -32,6 +32,7 @@ from raydsbs.config import Config
 from raydsbs.positions import IdIndex
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import TOKENIZED
+from raydsbs.spread import spread
 from raydsbs.staging import committed, scratch_folder, written_whole
 from raydsbs.storage import Location
 from raydsbs.student.batching import (
@@ -121,46 +122,41 @@ def _train_chunks(config: Config, run: RunDir, scratch: Path):
     for number, batch in enumerate(corpus.iter_batches(batch_size=RANGE_ROWS, columns=["id", "question", "gold"])):
         rows = pa.Table.from_batches([batch])
         if teacher_rows is not None:
-            rows = _joined(rows, teacher_rows.get(number))
+            rows = _joined(rows, teacher_rows[number])
         for start in range(0, rows.num_rows, CHUNK_ROWS):
             chunk = rows.slice(start, CHUNK_ROWS).to_pylist()
             yield chunk, [row for row in chunk if row.get("kept")]
 
 
-def _kept_by_range(run: RunDir, scratch: Path) -> dict[int, Path]:
+# The teacher's kept rows as the scratch files of a range hold them (not an output: no schema in schemas.py).
+KEPT = pa.schema([*[(name, pa.string()) for name in ("id", "rationale", "teacher_label")], ("position", pa.int64())])
+
+
+def _kept_by_range(run: RunDir, scratch: Path) -> list[Path]:
     """The teacher's kept rows (id, rationale, teacher_label), one scratch file per range of corpus positions
-    (``position // RANGE_ROWS``), each with its rows' corpus positions."""
-    ids = pq.read_table(run.corpus_file("train").path, columns=["id"], filesystem=run.root.fs)["id"]
+    (``position // RANGE_ROWS``; maybe empty), each with its rows' corpus positions."""
+    corpus = run.corpus_file("train")
+    ids = pq.read_table(corpus.path, columns=["id"], filesystem=corpus.fs)["id"]
     index = IdIndex(ids)
-    writers: dict[int, pq.ParquetWriter] = {}
-    try:
+    paths = [scratch / f"kept-{number:06d}.parquet" for number in range(max(1, -(-len(ids) // RANGE_ROWS)))]
+
+    def with_positions():
         distill = pq.ParquetFile(run.distill_file.path, filesystem=run.root.fs)
-        for batch in distill.iter_batches(batch_size=CHUNK_ROWS, columns=["id", "rationale", "teacher_label"]):
+        for batch in distill.iter_batches(batch_size=CHUNK_ROWS, columns=KEPT.names[:-1]):
             positions = index.find(batch["id"].to_pylist())
             if (positions < 0).any():
                 missing = batch["id"][int(np.flatnonzero(positions < 0)[0])].as_py()
                 raise ValueError(f"{run.distill_file} holds row {missing!r}, which corpus/train.parquet does not")
-            table = pa.Table.from_batches([batch]).append_column("position", pa.array(positions))
-            ranges = positions // RANGE_ROWS
-            for number in np.unique(ranges):
-                part = table.filter(pa.array(ranges == number))
-                if number not in writers:
-                    writers[number] = pq.ParquetWriter(scratch / f"kept-{number:06d}.parquet", part.schema)
-                writers[number].write_table(part)
-    finally:
-        for writer in writers.values():
-            writer.close()
-    return {int(number): scratch / f"kept-{number:06d}.parquet" for number in writers}
+            yield pa.Table.from_batches([batch]).append_column("position", pa.array(positions))
+
+    spread(with_positions(), paths, lambda table: table["position"].to_numpy() // RANGE_ROWS, KEPT)
+    return paths
 
 
-def _joined(rows: pa.Table, kept_file: Path | None) -> pa.Table:
+def _joined(rows: pa.Table, kept_file: Path) -> pa.Table:
     """``rows`` (consecutive corpus rows) with the teacher's rationale and label where it kept the row, and
     ``kept``; in the corpus's order."""
-    columns = ["id", "rationale", "teacher_label"]
-    if kept_file is None:  # the teacher kept none of these rows
-        kept = pa.schema([(name, pa.string()) for name in columns]).empty_table()
-    else:
-        kept = pq.read_table(kept_file, columns=columns)
+    kept = pq.read_table(kept_file, columns=KEPT.names[:-1])
     kept = kept.append_column("kept", pa.array(np.ones(kept.num_rows, dtype=bool)))
     rows = rows.append_column("order", pa.array(np.arange(rows.num_rows)))
     return rows.join(kept, "id", join_type="left outer").sort_by("order").drop_columns("order")

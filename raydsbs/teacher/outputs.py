@@ -19,6 +19,7 @@ from raydsbs.config import Config
 from raydsbs.failpoints import passing
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import DISTILL, HELDOUT, SAMPLES, TEACHER_REJECTS
+from raydsbs.spread import spread
 from raydsbs.staging import scratch_folder, written_whole
 from raydsbs.tasks import get_task
 from raydsbs.teacher.backends import BACKEND_ERROR_REASON
@@ -48,8 +49,6 @@ def _sample_batches(run: RunDir, columns: list[str]):
 
 _ROWS_AT_ONCE = 8192  # rows turned into Python objects at a time by the selection
 _SAMPLES_PER_BUCKET = 16384  # samples decided at once: this, not the corpus, bounds the driver's memory
-_OPEN_BUCKETS = 16  # bucket files written at once (each open file holds its buffers: they, too, must not grow)
-_BUCKET_GROUP_ROWS = 2048  # samples a bucket file's row groups hold (buffered in memory until then)
 _SAMPLE_COLUMNS = SAMPLES.names
 _LONG_COLUMNS = ["question", "rationale", "completion"]  # left on disk while a bucket is decided
 _SHORT_COLUMNS = [column for column in _SAMPLE_COLUMNS if column not in _LONG_COLUMNS]
@@ -87,69 +86,17 @@ def _in_tables(run: RunDir, columns: list[str]):
         yield joined(pending)
 
 
-class _Spread:
-    """Tables spread over files by a number per row (``file_of``), each file's rows buffered into row groups of
-    about _BUCKET_GROUP_ROWS: a few large row groups per file, not one sliver per table and file."""
-
-    def __init__(self, paths: list[Path], file_of):
-        self.file_of = file_of
-        self.writers = [pq.ParquetWriter(path, SAMPLES) for path in paths]
-        self.pending: list[list[pa.Table]] = [[] for _ in paths]
-
-    def add(self, table: pa.Table) -> None:
-        numbers = self.file_of(table)
-        for number in np.unique(numbers):
-            self.pending[number].append(table.filter(pa.array(numbers == number)))
-            if sum(part.num_rows for part in self.pending[number]) >= _BUCKET_GROUP_ROWS:
-                self._flush(number)
-
-    def _flush(self, number: int) -> None:
-        if self.pending[number]:
-            self.writers[number].write_table(pa.concat_tables(self.pending[number]))
-            self.pending[number] = []
-
-    def close(self) -> None:
-        for number, writer in enumerate(self.writers):
-            self._flush(number)
-            writer.close()
-
-
-def _spread(tables, paths: list[Path], file_of) -> None:
-    spread = _Spread(paths, file_of)
-    try:
-        for table in tables:
-            spread.add(table)
-    finally:
-        spread.close()
-
-
 def _into_buckets(run: RunDir, staging: Path) -> list[Path]:
     """Every sample, spread over bucket files of about _SAMPLES_PER_BUCKET by the hash of its input: a
     row's samples, a repeated input and a block written twice by a killed run share a bucket, so each
-    bucket is decided on its own. At most _OPEN_BUCKETS files are written at once: more buckets are first
-    spread over that many groups of them, and each group's file then over its buckets."""
+    bucket is decided on its own (with few files open at once: :func:`raydsbs.spread.spread`)."""
     sent = sum(pq.read_metadata(file.path, filesystem=file.fs).num_rows for file in run.generations.glob("*.parquet"))
     requests = pads.dataset(run.requests.path, filesystem=run.root.fs, format="parquet")
     unsent = requests.count_rows(filter=pc.field("reason") != "")
     buckets = max(1, -(-(sent + unsent) // _SAMPLES_PER_BUCKET))
     paths = [staging / f"bucket-{number:05d}.parquet" for number in range(buckets)]
     tables = (table.select(_SAMPLE_COLUMNS).cast(SAMPLES) for table in _in_tables(run, _SAMPLE_COLUMNS))
-    bucket_of = lambda table: table["question_key"].to_numpy() % buckets  # noqa: E731
-    if buckets <= _OPEN_BUCKETS:
-        _spread(tables, paths, bucket_of)
-        return paths
-    per_group = -(-buckets // _OPEN_BUCKETS)  # consecutive buckets share a group
-    groups = [staging / f"group-{number:05d}.parquet" for number in range(-(-buckets // per_group))]
-    _spread(tables, groups, lambda table: bucket_of(table) // per_group)
-    for number, group in enumerate(groups):
-        members = paths[number * per_group : (number + 1) * per_group]
-        batches = pq.ParquetFile(group).iter_batches(batch_size=_ROWS_AT_ONCE)
-        _spread(
-            (pa.Table.from_batches([batch], SAMPLES) for batch in batches),
-            members,
-            lambda table, first=number * per_group: bucket_of(table) - first,
-        )
-        group.unlink()
+    spread(tables, paths, lambda table: table["question_key"].to_numpy() % buckets, SAMPLES)
     return paths
 
 

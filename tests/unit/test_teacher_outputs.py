@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from raydsbs import spread
 from raydsbs.resolve import load_config
 from raydsbs.rundir import open_run
 from raydsbs.schemas import REQUESTS
@@ -24,7 +25,7 @@ def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(
     tmp_path, monkeypatch, samples_per_bucket, open_buckets
 ):
     monkeypatch.setattr(outputs, "_SAMPLES_PER_BUCKET", samples_per_bucket)
-    monkeypatch.setattr(outputs, "_OPEN_BUCKETS", open_buckets)
+    monkeypatch.setattr(spread, "OPEN_FILES", open_buckets)
     config = load_config(None, [f"output_dir={tmp_path}"])
     run = open_run(config)
     run.requests.mkdir(parents=True)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from raydsbs import spread
 from raydsbs.config import Config
 from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
@@ -226,6 +227,7 @@ def test_a_corpus_of_many_ranges_is_tokenized_as_one_range_is_in_the_corpus_orde
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(file.read_bytes())
     monkeypatch.setattr(tokenized, "RANGE_ROWS", 8)
+    monkeypatch.setattr(spread, "OPEN_FILES", 2)  # the five ranges' files through groups of at most three
     prepare_training_data(config, shuffled)
     (folder,) = (shuffled.student / "tokenized").iterdir()
     ranged = pq.read_table(folder / "train.parquet")
