@@ -32,9 +32,11 @@ def _strings(*names: str) -> list[tuple[str, pa.DataType]]:
 CORPUS = pa.schema(_strings("id", "question", "gold"))
 CORPUS_REJECTS = pa.schema(_strings("id", "split", "reason", "detail"))
 
-# A replay file's usable rows as the replay backend holds them ("" where the file gives no such text).
+# A replay file's usable rows ("" where the file gives no such text).
 REPLAY = pa.schema(_strings("id", "completion", "rationale", "label"))
 
+# What a request carries from the replay file for its row (the replay backend; ``replayed``: the file has one).
+REPLAYED = pa.schema([*_strings("replay_completion", "replay_rationale", "replay_label"), ("replayed", pa.bool_())])
 # A prompt per row and sample; ``reason`` is set on a request that is never sent (its prompt is too long).
 REQUESTS = pa.schema(
     [
@@ -44,6 +46,7 @@ REQUESTS = pa.schema(
         ("question", _TEXT),
         ("question_key", pa.int64()),  # a hash of the normalized input: repeated inputs share it
         *_strings("gold", "prompt", "reason", "detail"),
+        *REPLAYED,
     ]
 )
 # The request columns every backend hands on beside its completion.

@@ -29,10 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydsbs.config import Config
-from raydsbs.positions import IdIndex
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import TOKENIZED
-from raydsbs.spread import spread
+from raydsbs.spread import POSITION, spread_by_position
 from raydsbs.staging import committed, scratch_folder, written_whole
 from raydsbs.storage import Location
 from raydsbs.student.batching import (
@@ -129,27 +128,23 @@ def _train_chunks(config: Config, run: RunDir, scratch: Path):
 
 
 # The teacher's kept rows as the scratch files of a range hold them (not an output: no schema in schemas.py).
-KEPT = pa.schema([*[(name, pa.string()) for name in ("id", "rationale", "teacher_label")], ("position", pa.int64())])
+KEPT = pa.schema([*[(name, pa.string()) for name in ("id", "rationale", "teacher_label")], (POSITION, pa.int64())])
 
 
 def _kept_by_range(run: RunDir, scratch: Path) -> list[Path]:
     """The teacher's kept rows (id, rationale, teacher_label), one scratch file per range of corpus positions
     (``position // RANGE_ROWS``; maybe empty), each with its rows' corpus positions."""
-    corpus = run.corpus_file("train")
-    ids = pq.read_table(corpus.path, columns=["id"], filesystem=corpus.fs)["id"]
-    index = IdIndex(ids)
-    paths = [scratch / f"kept-{number:06d}.parquet" for number in range(max(1, -(-len(ids) // RANGE_ROWS)))]
-
-    def with_positions():
-        distill = pq.ParquetFile(run.distill_file.path, filesystem=run.root.fs)
-        for batch in distill.iter_batches(batch_size=CHUNK_ROWS, columns=KEPT.names[:-1]):
-            positions = index.find(batch["id"].to_pylist())
-            if (positions < 0).any():
-                missing = batch["id"][int(np.flatnonzero(positions < 0)[0])].as_py()
-                raise ValueError(f"{run.distill_file} holds row {missing!r}, which corpus/train.parquet does not")
-            yield pa.Table.from_batches([batch]).append_column("position", pa.array(positions))
-
-    spread(with_positions(), paths, lambda table: table["position"].to_numpy() // RANGE_ROWS, KEPT)
+    corpus = pq.ParquetFile(run.corpus_file("train").path, filesystem=run.root.fs)
+    paths = [scratch / f"kept-{n:06d}.parquet" for n in range(max(1, -(-corpus.metadata.num_rows // RANGE_ROWS)))]
+    distill = pq.ParquetFile(run.distill_file.path, filesystem=run.root.fs)
+    kept = (pa.Table.from_batches([batch]) for batch in distill.iter_batches(columns=KEPT.names[:-1]))
+    ids = (batch["id"] for batch in corpus.iter_batches(columns=["id"]))
+    unmatched = spread_by_position(kept, ids, paths, RANGE_ROWS, KEPT)
+    if unmatched.count:
+        raise ValueError(
+            f"{run.distill_file} holds row {unmatched.first!r} ({unmatched.count} rows in all), "
+            "which corpus/train.parquet does not"
+        )
     return paths
 
 

@@ -30,8 +30,7 @@ from raydsbs.schemas import PASSTHROUGH
 from raydsbs.tasks import get_task
 from raydsbs.teacher.backends import BACKEND_ERROR_REASON, BACKENDS, PROMPT_TOO_LONG
 from raydsbs.teacher.outputs import write_outputs
-from raydsbs.teacher.replay import read_replay_file
-from raydsbs.teacher.requests import write_requests
+from raydsbs.teacher.requests import replay_unusable, write_requests
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +128,9 @@ def _stream_completions(config: Config, run: RunDir) -> float:
     from ray.data.expressions import col
 
     context = ray.data.DataContext.get_current()
+    # Ray Data's newer Parquet reader packs ~128 MiB of row groups into a read task, which then held ~6x that
+    # (740 MiB at 100k requests, 950 at 1M: benchmarks/scale.py); the file-per-task reader held ~200-230 MiB.
+    context.use_datasource_v2, reader = False, context.use_datasource_v2
     context.checkpoint_config = CheckpointConfig(
         id_column="request_id",
         checkpoint_path=run.generation_checkpoints.path,
@@ -152,26 +154,9 @@ def _stream_completions(config: Config, run: RunDir) -> float:
             f"from them"
         ) from error
     finally:
-        context.checkpoint_config = None
+        context.checkpoint_config, context.use_datasource_v2 = None, reader
     (run.generations / SUCCESS_MARKER).touch()
     return time.perf_counter() - started
-
-
-def _check_replay_file(config: Config) -> dict[str, int]:
-    """The rows of ``teacher.replay_file`` that can't be used, counted by reason (and the first few logged)."""
-    if config.teacher.backend != "replay" or not config.teacher.replay_file:
-        return {}
-    replay = read_replay_file(config.teacher.replay_file, texts=False)  # the actor reads it again, whole
-    for reason, detail in replay.first_unusable:
-        logger.warning("teacher | replay file row unusable (%s): %s", reason, detail)
-    if replay.unusable:
-        logger.warning(
-            "teacher | %d rows of %s unusable: %s",
-            replay.unusable.total(),
-            config.teacher.replay_file,
-            dict(replay.unusable),
-        )
-    return dict(replay.unusable)
 
 
 def generate(config: Config, run: RunDir) -> dict:
@@ -180,14 +165,13 @@ def generate(config: Config, run: RunDir) -> dict:
         logger.info("teacher outputs exist in %s; skipping generation", run.teacher)
         return run.read_summary().get("teacher", {})
     get_task(config.task.name).completion_rules(config.task.parser)  # fail before starting anything
-    unusable = _check_replay_file(config)
     seconds, resumed = None, run.generation_checkpoints.exists()
     if not (run.generations / SUCCESS_MARKER).is_file():
         write_requests(config, run)
         start_ray(config.ray)
         seconds = _stream_completions(config, run)
     summary = write_outputs(config, run)
-    if unusable:
+    if unusable := replay_unusable(run):
         summary["replay_file_unusable_rows"] = unusable
     if seconds is not None:
         summary["seconds"] = round(seconds, 1)

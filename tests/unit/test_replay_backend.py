@@ -1,15 +1,18 @@
-"""The replay backend's file and lookup: Arrow columns and an index of their ids, not a dict of rows."""
+"""The replay backend: the file streamed once, spread by corpus range, and joined to the requests by row id."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from raydsbs import spread
 from raydsbs.config import TaskConfig, TeacherConfig
 from raydsbs.schemas import PASSTHROUGH
-from raydsbs.teacher.replay import ReplayLookup, read_replay_file
+from raydsbs.teacher import replay
+from raydsbs.teacher.replay import ReplayedTexts, Unusable, replay_rows, replayed
 
 
 @pytest.fixture
@@ -20,34 +23,68 @@ def replay_file(tmp_path):
         {"id": "b", "rationale": "Because.", "label": "4"},
         {"id": "a", "completion": "again"},
         {"id": "c"},
+        {"id": "elsewhere", "completion": "for a row this run does not have"},
     ]
     path = tmp_path / "replay.jsonl"
     path.write_bytes(b"".join(json.dumps(row).encode() + b"\n" for row in rows) + b"{broken\n")
     return path
 
 
-def test_a_replay_file_keeps_the_first_row_of_each_id_and_counts_the_rest_by_reason(replay_file):
-    read = read_replay_file(str(replay_file))
-    assert read.rows.to_pylist() == [
-        {"id": "a", "completion": " It is 3. So the answer is 3.", "rationale": "", "label": ""},
-        {"id": "b", "completion": "", "rationale": "Because.", "label": "4"},
+def test_the_file_streams_its_usable_rows_with_their_row_numbers_and_counts_the_rest(replay_file):
+    unusable = Unusable()
+    rows = pa.concat_tables(replay_rows(str(replay_file), unusable))
+    assert rows.select(["id", "row"]).to_pylist() == [
+        {"id": "a", "row": 0},
+        {"id": "b", "row": 2},
+        {"id": "a", "row": 3},  # a duplicate is only known once the rows meet their corpus rows
+        {"id": "elsewhere", "row": 5},
     ]
-    assert read.unusable == {"missing_id": 1, "no_completion": 1, "not_json": 1, "duplicate_id": 1}
-    checked = read_replay_file(str(replay_file), texts=False)  # what the driver checks: ids and counts only
-    assert checked.rows["id"].to_pylist() == ["a", "b"] and checked.rows["completion"].null_count == 2
-    assert checked.unusable == read.unusable
-    assert ("duplicate_id", "replay.jsonl row 3: id 'a' again (the first is used)") in read.first_unusable
-    assert ("not_json", "replay.jsonl line 6: Expecting property name enclosed in double quotes") in (
-        read.first_unusable
-    )
+    assert rows.slice(1, 1).select(["completion", "rationale", "label"]).to_pylist() == [
+        {"completion": "", "rationale": "Because.", "label": "4"}
+    ]
+    assert unusable.counts == {"missing_id": 1, "no_completion": 1, "not_json": 1}
+    assert ("not_json", "replay.jsonl line 7: Expecting property name enclosed in double quotes") in unusable.first
+    assert Unusable.read(json.dumps({"counts": unusable.counts, "first": unusable.first})) == unusable
 
 
-def test_the_lookup_fills_in_each_row_by_id_and_names_the_missing_ones(replay_file):
-    lookup = ReplayLookup(TeacherConfig(backend="replay", replay_file=str(replay_file)), TaskConfig())
+def test_each_corpus_row_gets_the_first_replayed_row_of_its_id_range_by_range(replay_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(replay, "RANGE_ROWS", 2)  # five corpus rows: three ranges
+    monkeypatch.setattr(spread, "OPEN_FILES", 2)  # and through group files
+    corpus_ids = [pa.array(["x", "b"]), pa.array(["a", "y", "z"])]  # two splits, one after another
+    teacher = TeacherConfig(backend="replay", replay_file=str(replay_file))
+    texts = ReplayedTexts(teacher, TaskConfig(), iter(corpus_ids), 5, tmp_path)
+    assert len(texts.paths) == 3
+    first = texts.texts(0, 3).to_pydict()  # across a range's end
+    assert first["replayed"] == [False, True, True]
+    assert first["replay_completion"] == ["", "", " It is 3. So the answer is 3."]
+    assert first["replay_rationale"] == ["", "Because.", ""] and first["replay_label"] == ["", "4", ""]
+    rest = texts.texts(3, 2).to_pydict()
+    assert rest["replayed"] == [False, False] and rest["replay_completion"] == ["", ""]
+    assert texts.unusable.counts == {"missing_id": 1, "no_completion": 1, "not_json": 1, "duplicate_id": 1}
+    assert ("duplicate_id", "replay.jsonl row 3: id 'a' again (the first is used)") in texts.unusable.first
+    assert (texts.used, texts.elsewhere) == (2, 1)
+
+
+def test_a_replay_file_with_no_usable_row_is_an_error(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text(json.dumps({"id": "a"}) + "\n")
+    with pytest.raises(ValueError, match="no rows with id and completion"):
+        ReplayedTexts(
+            TeacherConfig(backend="replay", replay_file=str(path)), TaskConfig(), iter([pa.array(["a"])]), 1, tmp_path
+        )
+
+
+def test_the_backend_copies_what_each_request_carries_and_names_the_missing_ones():
     ids = np.array(["b", "zzz", "a"], dtype=object)
     batch = {column: ids if column == "id" else np.array([column] * 3, dtype=object) for column in PASSTHROUGH}
-    out = lookup(batch)
-    assert list(out["completion"]) == ["", "", " It is 3. So the answer is 3."]
+    batch |= {
+        "replay_completion": np.array(["", "", " It is 3."], dtype=object),
+        "replay_rationale": np.array(["Because.", "", ""], dtype=object),
+        "replay_label": np.array(["4", "", ""], dtype=object),
+        "replayed": np.array([True, False, True]),
+    }
+    out = replayed(batch)
+    assert list(out["completion"]) == ["", "", " It is 3."]
     assert list(out["given_rationale"]) == ["Because.", "", ""] and list(out["given_label"]) == ["4", "", ""]
     assert list(out["error"]) == ["", "no replayed completion has this id", ""]
-    assert list(out["id"]) == ["b", "zzz", "a"]
+    assert list(out["id"]) == ["b", "zzz", "a"] and list(out["generated_tokens"]) == [0, 0, 0]

@@ -243,7 +243,7 @@ def test_a_teacher_row_the_corpus_does_not_have_is_an_error_naming_it(run):
             {"id": "stray", "question": "q?", "gold": "1", "rationale": "r", "teacher_label": "1"},
         ],
     )
-    with pytest.raises(ValueError, match="holds row 'stray', which corpus/train.parquet does not"):
+    with pytest.raises(ValueError, match=r"holds row 'stray' \(1 rows in all\), which corpus/train.parquet does not"):
         prepare_training_data(_config(**{"train.method": "step_by_step"}), run)
 
 
