@@ -21,6 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raydsbs.config import Config
+from raydsbs.config import Config, StudentConfig
+from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import TOKENIZED
 from raydsbs.spread import POSITION, spread_by_position
@@ -111,20 +115,59 @@ CHUNK_ROWS = 8192  # train rows made into Python objects and encoded at a time (
 RANGE_ROWS = 65536  # consecutive train rows joined with their teacher rows at a time: what the driver holds
 
 
-def _train_chunks(config: Config, run: RunDir, scratch: Path):
-    """The train rows in the corpus's order, CHUNK_ROWS at a time, as (rows, the teacher's kept rows among
-    them). The corpus is read RANGE_ROWS consecutive rows at a time and joined with those of its rows the
-    teacher kept, which were first spread over one scratch file per range (the teacher writes them in its
-    own order): the driver holds one range and an index of the train ids, whatever the corpus's size."""
+def _train_ranges(config: Config, run: RunDir, scratch: Path) -> Iterator[pa.Table]:
+    """The train rows in the corpus's order, RANGE_ROWS consecutive rows at a time, each joined with those of
+    its rows the teacher kept (their rationale and label, and ``kept``), which were first spread over one
+    scratch file per range (the teacher writes them in its own order): the driver holds a range at a time,
+    whatever the corpus's size."""
     corpus = pq.ParquetFile(run.corpus_file("train").path, filesystem=run.root.fs)
     teacher_rows = _kept_by_range(run, scratch) if needs_teacher(config.train.method) else None
     for number, batch in enumerate(corpus.iter_batches(batch_size=RANGE_ROWS, columns=["id", "question", "gold"])):
         rows = pa.Table.from_batches([batch])
-        if teacher_rows is not None:
-            rows = _joined(rows, teacher_rows[number])
-        for start in range(0, rows.num_rows, CHUNK_ROWS):
-            chunk = rows.slice(start, CHUNK_ROWS).to_pylist()
-            yield chunk, [row for row in chunk if row.get("kept")]
+        yield _joined(rows, teacher_rows[number]) if teacher_rows is not None else rows
+
+
+@dataclass
+class _Encoding:
+    """What turns train rows into a training's examples: sent once to the tasks that encode the ranges."""
+
+    method: str
+    label_source: str
+    marker: str
+    tokenizer: object
+    student: StudentConfig
+    fmt: StudentFormat
+    limit: int
+
+
+def _encode_range(rows: pa.Table, job: _Encoding) -> tuple[pa.Table, int]:
+    """One range of train rows encoded, CHUNK_ROWS rows made into Python objects at a time; (the TOKENIZED
+    rows, how many of them are examples)."""
+    tables, examples_made = [], 0
+    for start in range(0, rows.num_rows, CHUNK_ROWS):
+        chunk = rows.slice(start, CHUNK_ROWS).to_pylist()
+        kept = [row for row in chunk if row.get("kept")]
+        examples = training_examples(job.method, job.label_source, chunk, kept, job.marker)
+        encoded = encode(examples, job.tokenizer, job.student, job.fmt, job.limit)
+        tables.append(_table([row["id"] for row in chunk], encoded))
+        examples_made += sum(1 for e in encoded if e)
+    return pa.concat_tables(tables), examples_made
+
+
+def _encoded_in_order(ranges: Iterator[pa.Table], job: _Encoding) -> Iterator[tuple[pa.Table, int]]:
+    """Each range encoded by a Ray task (one CPU each, as many at once as the cluster has CPUs; the encoding
+    sent once through the object store), handed back in the ranges' order."""
+    import ray
+
+    encode_remote = ray.remote(num_cpus=1)(_encode_range)
+    job_ref, pending = ray.put(job), deque()
+    in_flight = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    for rows in ranges:
+        pending.append(encode_remote.remote(rows, job_ref))
+        if len(pending) >= in_flight:
+            yield ray.get(pending.popleft())
+    while pending:
+        yield ray.get(pending.popleft())
 
 
 # The teacher's kept rows as the scratch files of a range hold them (not an output: no schema in schemas.py).
@@ -192,24 +235,24 @@ def _table(ids: list[str], encoded: list[EncodedExample | None]) -> pa.Table:
 
 def prepare_tokenized(config: Config, run: RunDir, tokenizer, fmt: StudentFormat) -> Location:
     """Tokenize the method's training and validation examples, unless the run already has them; returns the folder.
-    The train rows go a chunk at a time (one row group each): the driver's memory holds the Arrow tables of the
-    rows, not their Python objects."""
+    The train rows go a range at a time to Ray tasks (:func:`_encoded_in_order`) and come back in order, written
+    a chunk per row group: the driver holds Arrow tables of a few ranges, never their Python objects."""
     folder = tokenized_dir(config, run, fmt)
     if committed(folder):
         return folder
+    start_ray(config.ray)
     method, limit = config.train.method, label_tokens(config)
     marker = get_task(config.task.name).answer_marker
+    job = _Encoding(method, config.train.label_source, marker, tokenizer, config.student, fmt, limit)
     counts = {"train": 0}
     with (
         scratch_folder(folder) as scratch,
         written_whole(folder) as staging,  # if another trial wrote the same folder first, it stays
         pq.ParquetWriter(staging / "train.parquet", TOKENIZED) as writer,
     ):
-        for rows, kept in _train_chunks(config, run, scratch):
-            examples = training_examples(method, config.train.label_source, rows, kept, marker)
-            encoded = encode(examples, tokenizer, config.student, fmt, limit)
-            writer.write_table(_table([row["id"] for row in rows], encoded))
-            counts["train"] += sum(1 for e in encoded if e)
+        for table, examples_made in _encoded_in_order(_train_ranges(config, run, scratch), job):
+            writer.write_table(table, row_group_size=CHUNK_ROWS)
+            counts["train"] += examples_made
         if not counts["train"]:
             raise ValueError(f"no training rows for method {method}: the teacher kept no rows in {run.distill_file}")
         ids, examples = _val_examples(config, run)

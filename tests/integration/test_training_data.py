@@ -1,4 +1,5 @@
-"""The student's training data: tokenized once per run and shared by trials; and the max_steps budget."""
+"""The student's training data: tokenized once per run (its ranges encoded in Ray tasks on a real local cluster)
+and shared by trials; and the max_steps budget."""
 
 from __future__ import annotations
 
@@ -13,13 +14,25 @@ from raydsbs.config import Config
 from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
 from raydsbs.student import ingest, tokenized
-from raydsbs.student.batching import encode, epoch_batches, student_format, training_examples
+from raydsbs.student.batching import encode, student_format, training_examples
 from raydsbs.student.ingest import EpochPlan, read_tokenized, subsample_positions
 from raydsbs.student.launcher import prepare_training_data
 from raydsbs.student.tokenized import tokenized_dir
 from raydsbs.student.tokenizer import load_tokenizer
 from raydsbs.student.train_loop import fit
 from raydsbs.tasks.arith import generate_problems
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """The tokenization encodes its ranges in Ray tasks: a real local cluster, started once for the file."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
 
 
 def _write(path, rows: list[dict]) -> None:
@@ -266,17 +279,3 @@ def test_a_worker_reads_its_rows_a_window_at_a_time_and_each_window_once_an_epoc
     assert len(train._window[1]) <= 8  # the last window read is the only one held
     orders = {tuple(EpochPlan(len(train), 4, 0, 1, seed=seed).windows) for seed in range(6)}
     assert len(orders) > 1 and tuple(reads) in orders  # the windows come in a seeded order
-
-
-def test_an_epoch_plan_gives_every_rank_as_many_batches_and_one_window_is_a_whole_shuffle(monkeypatch):
-    monkeypatch.setattr(ingest, "WINDOW_ROWS", 16)
-    lengths = [(i * 37) % 101 for i in range(70)]
-    plans = [EpochPlan(70, 4, rank, 2, seed=3, lengths=lengths) for rank in range(2)]
-    assert len(plans[0]) == len(plans[1]) and [len(b) for b in plans[0]] == [len(b) for b in plans[1]]
-    seen = [i for plan in plans for batch in plan for i in batch]
-    assert set(seen) == set(range(70))  # every row once (and a few again, to pad a window to the ranks)
-    for plan in plans:  # a batch never mixes two windows
-        assert all(len({i // 16 for i in batch}) == 1 for batch in plan)
-    # at most one window: the plan of a shuffle of everything, as before windows
-    single = EpochPlan(16, 4, 1, 2, seed=3, lengths=lengths[:16])
-    assert list(single) == epoch_batches(16, 4, 1, 2, seed=3, lengths=lengths[:16])
