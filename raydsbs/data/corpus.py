@@ -176,7 +176,8 @@ def _write_split(
     time; (rows written, rejects by reason, the first rejects)."""
     written, reasons, first_rejects, start = 0, Counter(), [], 0
     with pq.ParquetWriter(target, CORPUS) as writer:
-        for batch in pq.ParquetFile(source.file).iter_batches(batch_size=ROW_GROUP_ROWS):
+        # decoded on this thread: Arrow's pool threads kept memory they freed (1M rows: peak 214-237 -> 203-206 MiB)
+        for batch in pq.ParquetFile(source.file).iter_batches(batch_size=ROW_GROUP_ROWS, use_threads=False):
             end = start + batch.num_rows
             chosen, usable, again = keep[start:end], source.usable[start:end], repeated[start:end]
             good = batch.filter(pa.array(chosen & usable & ~again)).select(CORPUS.names)
