@@ -7,7 +7,7 @@ an error on that row, never a crashed batch.
   laptop, the CUDA ``vllm`` build with tensor parallelism on GPU clusters).
 - ``openai``: any OpenAI-compatible HTTP endpoint (``vllm serve`` elsewhere, a
   hosted API), with a concurrency limit and retries with back-off.
-- ``replay``: completions generated before, looked up by row id: the paper's
+- ``replay``: completions generated before, joined to the requests by row id: the paper's
   released files, or a JSONL/Parquet file with ``id`` and ``completion``, or
   ``id``, ``rationale`` and ``label`` ("bring your own rationales")
   (:mod:`raydsbs.teacher.replay`).

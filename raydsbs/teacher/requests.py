@@ -128,6 +128,7 @@ def write_requests(config: Config, run: RunDir) -> None:
     the replay backend the replay file is read here, a range of corpus rows at a time, and its unusable rows are
     counted in the folder (``replay.UNUSABLE_FILE``)."""
     if committed(run.requests):
+        _check_columns(run)
         return
     builder = RequestBuilder(config.task.name, config.teacher)
     splits = ("train", "val", "test") if config.teacher.answer_heldout else ("train",)
@@ -148,6 +149,17 @@ def write_requests(config: Config, run: RunDir) -> None:
         if replay:
             _report_replay(replay)
             replay.unusable.write(staging / UNUSABLE_FILE)
+
+
+def _check_columns(run: RunDir) -> None:
+    """Refuse requests an earlier raydsbs built in another layout (the stream would fail on them midway)."""
+    first = min(run.requests.glob("*.parquet"), key=str)
+    missing = [name for name in REQUESTS.names if name not in pq.read_schema(first.path, filesystem=first.fs).names]
+    if missing:
+        raise ValueError(
+            f"{run.requests} was built by an earlier raydsbs (no {', '.join(missing)} columns) and its generation "
+            f"is not finished: remove {run.requests} to build it again (the rows generated so far are kept)"
+        )
 
 
 def _report_replay(replay: ReplayedTexts) -> None:

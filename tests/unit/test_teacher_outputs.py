@@ -11,7 +11,7 @@ import pytest
 
 from raydsbs import spread
 from raydsbs.resolve import load_config
-from raydsbs.rundir import open_run
+from raydsbs.rundir import RunDir, open_run
 from raydsbs.schemas import REQUESTS
 from raydsbs.teacher import outputs
 from raydsbs.teacher.outputs import write_outputs
@@ -124,3 +124,14 @@ def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(
         2,
         1.0,
     )
+
+
+def test_requests_built_in_an_earlier_layout_are_refused_before_the_stream(tmp_path):
+    from raydsbs.config import Config
+    from raydsbs.teacher.requests import write_requests
+
+    run = RunDir(tmp_path)
+    run.requests.mkdir(parents=True)
+    pq.write_table(pa.table({"request_id": ["a#0"], "prompt": ["Q: 1+1?"]}), run.requests / "train-000000.parquet")
+    with pytest.raises(ValueError, match=r"built by an earlier raydsbs \(no id, split, .*remove .*requests to build"):
+        write_requests(Config(), run)
