@@ -38,6 +38,9 @@ ALL_POINTS = [  # RAYDSBS_KILL_EVERYWHERE=1: every one, the student's training, 
     "rename:metrics.json",
     "rename:results.json",
 ]
+# Ray 2.60 gives a local node's raylet a fixed 30 s to register: on a loaded machine (two pytest workers on two
+# cores) a start can miss it, once in about six suites here; the run exits, as if killed before Ray started.
+RAY_START_TIMED_OUT = "The current node timed out during startup"
 TEACHER_POINTS = ["rename:corpus", "rename:requests", "selection:bucket", "rename:rejects.parquet"]  # make test
 TEACHER_FILES = [
     "corpus/train.parquet",
@@ -85,8 +88,11 @@ def test_a_run_killed_inside_any_stage_ends_with_the_outputs_of_one_never_killed
     points = ALL_POINTS if EVERYWHERE else TEACHER_POINTS
     for number, point in enumerate(points):
         env = {**os.environ, "RAYDSBS_KILL_AT": point}
-        run = Background(*_command(tmp_path / "killed", dss_data), log=tmp_path / f"killed-{number}.log", env=env)
-        returncode, output = run.finish()
+        for attempt in range(2):  # a run whose local Ray did not come up in time (a loaded machine) goes again
+            log = tmp_path / f"killed-{number}-{attempt}.log"
+            returncode, output = Background(*_command(tmp_path / "killed", dss_data), log=log, env=env).finish()
+            if returncode == -9 or RAY_START_TIMED_OUT not in output:
+                break
         assert returncode == -9, f"not killed at {point} (return code {returncode}):\n{output[-4000:]}"
     returncode, output = Background(*_command(tmp_path / "killed", dss_data), log=tmp_path / "last.log").finish()
     assert returncode == 0, output[-4000:]
