@@ -89,7 +89,8 @@ _IDS = pa.schema([("id", pa.string()), (POSITION, pa.int64())])
 
 @dataclass
 class Unmatched:
-    """The rows whose id is not among the corpus's: how many, and the first one's id."""
+    """The rows whose id is not among the corpus's: how many, and one of their ids (the first met, in the
+    buckets' order: which one depends on the process's string hashes)."""
 
     count: int = 0
     first: str | None = None

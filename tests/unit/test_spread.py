@@ -26,7 +26,7 @@ def test_each_row_lands_in_its_range_with_its_corpus_position(tmp_path, monkeypa
     tables = [_rows(wanted[:3]), _rows(wanted[3:])]
     chunks = [pa.array(corpus[:6]), pa.array(corpus[6:])]
     unmatched = spread_by_position(iter(tables), iter(chunks), paths, 4, SCHEMA)
-    assert (unmatched.count, unmatched.first) == (2, "nowhere")
+    assert unmatched.count == 2 and unmatched.first in ("nowhere", "also-nowhere")
     got = {n: sorted(pq.read_table(path).to_pylist(), key=lambda r: r["id"]) for n, path in enumerate(paths)}
     where = {row_id: corpus.index(row_id) for row_id in corpus}
     expected = {n: [] for n in range(4)}
