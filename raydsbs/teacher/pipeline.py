@@ -130,7 +130,8 @@ def _stream_completions(config: Config, run: RunDir) -> float:
     context = ray.data.DataContext.get_current()
     # Ray Data's newer Parquet reader packs ~128 MiB of row groups into a read task, which then held ~6x that
     # (740 MiB at 100k requests, 950 at 1M: benchmarks/scale.py); the file-per-task reader held ~200-230 MiB.
-    context.use_datasource_v2, reader = False, context.use_datasource_v2
+    reader = context.use_datasource_v2
+    context.use_datasource_v2 = False
     context.checkpoint_config = CheckpointConfig(
         id_column="request_id",
         checkpoint_path=run.generation_checkpoints.path,

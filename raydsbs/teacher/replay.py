@@ -67,12 +67,12 @@ def replay_rows(path: str, unusable: Unusable) -> Iterator[pa.Table]:
     order, ``CHUNK_ROWS`` at a time, with their row number in the file (``row``); "" where a text is absent. A
     row that can't be matched to an input row (unreadable, no id, neither a completion nor a rationale and a
     label) is counted in ``unusable``; the input row it was meant for, if any, becomes
-    ``no_replayed_completion``."""
+    ``no_replayed_completion``. A file without one usable row is an error, once it has been read."""
     from raydsbs.storage import location
     from raydsbs.tasks import RejectedRow
     from raydsbs.tasks.sources import read_rows
 
-    name, chunk, rows = location(path).name, [], []
+    name, chunk, rows, usable = location(path).name, [], [], 0
     for position, row in enumerate(read_rows(path)):
         where = f"{name} row {position}"
         if isinstance(row, RejectedRow):
@@ -82,6 +82,7 @@ def replay_rows(path: str, unusable: Unusable) -> Iterator[pa.Table]:
         elif "completion" in row or ("rationale" in row and "label" in row):
             chunk.append({column: str(row.get(column, "")) for column in REPLAY.names})
             rows.append(position)
+            usable += 1
         else:
             unusable.reject("no_completion", f"{where}: neither completion nor rationale and label")
         if len(chunk) == CHUNK_ROWS:
@@ -89,6 +90,8 @@ def replay_rows(path: str, unusable: Unusable) -> Iterator[pa.Table]:
             chunk, rows = [], []
     if chunk:
         yield pa.Table.from_pylist(chunk, REPLAY).append_column("row", pa.array(rows, pa.int64()))
+    if not usable:
+        raise ValueError(f"{path}: no rows with id and completion, or id, rationale and label")
 
 
 def _released_rows(task_config: TaskConfig) -> Iterator[pa.Table]:
@@ -119,23 +122,14 @@ class ReplayedTexts:
         self.unusable, self.used = Unusable(), 0
         self.paths = [scratch / f"replay-{n:06d}.parquet" for n in range(max(1, -(-corpus_rows // RANGE_ROWS)))]
         tables = replay_rows(teacher.replay_file, self.unusable) if teacher.replay_file else _released_rows(task_config)
-        usable = [0]
-
-        def counted():
-            for table in tables:
-                usable[0] += table.num_rows
-                yield table
-
-        self.elsewhere = spread_by_position(counted(), corpus_ids, self.paths, RANGE_ROWS, _SCRATCH).count
-        if not usable[0]:
-            raise ValueError(f"{self.source}: no rows with id and completion, or id, rationale and label")
+        self.elsewhere = spread_by_position(tables, corpus_ids, self.paths, RANGE_ROWS, _SCRATCH).count
         self.held = (-1, _SCRATCH.empty_table())  # the range read last: the positions are asked in order
 
     def _range(self, number: int) -> pa.Table:
         """One range's rows, the first in the file of each id (its later rows counted as duplicates)."""
         if self.held[0] != number:
-            table = pq.read_table(self.paths[number]).sort_by([("position", "ascending"), ("row", "ascending")])
-            _, first = np.unique(table["position"].to_numpy(), return_index=True)
+            table = pq.read_table(self.paths[number]).sort_by([(POSITION, "ascending"), ("row", "ascending")])
+            _, first = np.unique(table[POSITION].to_numpy(), return_index=True)
             again = np.ones(table.num_rows, dtype=bool)
             again[first] = False
             repeated = table.filter(pa.array(again)).sort_by("row")
