@@ -330,7 +330,7 @@ def parallelism_table(config: Config, run: RunDir, args) -> list[dict]:
         if context.get_world_rank() == 0:  # Result.metrics of a report without a checkpoint can be None
             Path(loop_config["result"]).write_text(json.dumps({"step_s": seconds, "peak_rss_mib": rss}))
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     rows = []
     offload = {"train.offload_optimizer": True, "train.offload_parameters": True}  # DeepSpeed's CPU Adam
     for name, stage, extra in [

@@ -93,7 +93,9 @@ def run_raydsbs(rows: int, max_new_tokens: int, num_shots: int, replay: bool = F
         if setup.exitcode:
             raise RuntimeError(f"writing the corpus of {rows} rows failed")
         run = open_run(config)
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=bool(os.environ.get("BENCH_VERBOSE")))
+        ray.init(
+            address="local", num_cpus=4, include_dashboard=False, log_to_driver=bool(os.environ.get("BENCH_VERBOSE"))
+        )
         started = time.perf_counter()
         summary = generate(config, run)  # requests, engine start, generation, parse, writes, selection
         seconds = time.perf_counter() - started

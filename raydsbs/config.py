@@ -390,7 +390,13 @@ class SweepConfig(Section):
 
 
 class RayConfig(Section):
-    address: str | None = Field(None, description="Ray cluster address; None starts or joins a local one.")
+    address: str | None = Field(
+        None,
+        description=(
+            "Ray cluster address (or $RAY_ADDRESS); 'auto' joins the cluster started on this machine with "
+            "`ray start`; None starts a private local one."
+        ),
+    )
     num_cpus: int | None = Field(
         None,
         ge=1,

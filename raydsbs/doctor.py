@@ -132,7 +132,9 @@ def check_ray(config: Config) -> Check:
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
     if not address:
         auth = "on" if os.environ.get("RAY_AUTH_MODE") == "token" else "Ray's default for local clusters"
-        return Check(True, f"ray: no cluster address; stages start a local cluster (token authentication: {auth})")
+        return Check(
+            True, f"ray: no cluster address; stages start a private local cluster (token authentication: {auth})"
+        )
     listening = _listening(address)
     if listening is not None:
         return Check(

@@ -15,7 +15,12 @@ MIN_LOCAL_CPUS = 4
 
 
 def start_ray(config: RayConfig) -> None:
-    """Join ``config.address`` (or $RAY_ADDRESS), or start a local cluster; a no-op when Ray is up."""
+    """Join ``config.address`` (or $RAY_ADDRESS), or start a private local cluster; a no-op when Ray is up.
+
+    With no address Ray itself would join the last cluster registered on this machine (``ray start``, or a
+    test's ``ray.cluster_utils.Cluster``, even one since stopped): "local" keeps a run on a cluster of its own.
+    ``ray.address=auto`` joins the machine's cluster on purpose.
+    """
     import ray
 
     if ray.is_initialized():
@@ -25,5 +30,5 @@ def start_ray(config: RayConfig) -> None:
         ray.init(address=address, log_to_driver=True)
     else:
         num_cpus = config.num_cpus or max(MIN_LOCAL_CPUS, os.cpu_count() or 1)
-        ray.init(num_cpus=num_cpus, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, log_to_driver=True)
     logger.info("ray cluster resources: %s", ray.cluster_resources())

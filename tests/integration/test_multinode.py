@@ -6,6 +6,7 @@ dies."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -38,6 +39,25 @@ def _available(node, resource: str) -> float:
     from ray._private.state import available_resources_per_node
 
     return available_resources_per_node().get(node.node_id, {}).get(resource, 0.0)
+
+
+def test_a_run_without_an_address_starts_its_own_cluster_while_another_is_registered_on_the_machine(cluster):
+    """Ray's Cluster (like `ray start`) registers its address on the machine, and a bare ray.init() joins it:
+    the other pytest worker's runs once did. With no ray.address a stage starts a cluster of its own."""
+    from ray._private.utils import read_ray_address
+
+    assert read_ray_address() == cluster.address  # what a bare ray.init() would join
+    script = (
+        "import ray; from raydsbs.config import RayConfig; from raydsbs.ray_session import start_ray; "
+        "start_ray(RayConfig()); print(ray.get_runtime_context().gcs_address, ray.cluster_resources()['CPU'])"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    started = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert started.returncode == 0, started.stderr[-3000:]
+    address, cpus = started.stdout.split()[-2:]
+    assert address != cluster.address and float(cpus) >= 4  # its own, with the logical CPUs a local one declares
 
 
 def test_esnli_on_vllm_replicas_on_two_nodes_with_two_samples_a_prompt_too_long_and_a_lost_node(cluster, tmp_path):

@@ -20,7 +20,7 @@ def local_ray():
     """One local Ray cluster for the module's runs (`raydsbs generate` joins a running one)."""
     import ray
 
-    ray.init(num_cpus=4)
+    ray.init(address="local", num_cpus=4)
     yield
     ray.shutdown()
 

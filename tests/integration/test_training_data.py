@@ -30,7 +30,7 @@ def local_ray():
     """The tokenization encodes its ranges in Ray tasks: a real local cluster, started once for the file."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 
