@@ -63,7 +63,7 @@ OVERRIDES = [
 
 # What each stage's process runs: the run directory's config, then the stage's function.
 STAGE_CODE = {
-    "corpus": "from raydsbs.data.corpus import write_corpus; write_corpus(config.task, run)",
+    "corpus": "from raydsbs.data.corpus import write_corpus; write_corpus(config.task, run, config.ray)",
     "teacher": "from raydsbs.teacher.pipeline import generate; generate(config, run)",
     "tokenize": "from raydsbs.student.launcher import prepare_training_data; prepare_training_data(config, run)",
     "train": "from raydsbs.student.launcher import train_student; train_student(config, run)",

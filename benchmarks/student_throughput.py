@@ -124,7 +124,7 @@ def prepare_run(out: Path, args) -> tuple[Config, RunDir]:
     )
     (out / "config.yaml").write_text(to_yaml(config))
     run = RunDir(out / "run")
-    write_corpus(config.task, run)
+    write_corpus(config.task, run, config.ray)
     task, completions = get_task("cqa"), completions_by_id(DSS / "cqa", "cqa")
     rows = []
     for row in pq.read_table(run.corpus_file("train")).to_pylist():

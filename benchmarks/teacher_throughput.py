@@ -113,7 +113,7 @@ def _prepare(config, replay: bool) -> None:
     from raydsbs.rundir import open_run
 
     run = open_run(config)
-    write_corpus(config.task, run)
+    write_corpus(config.task, run, config.ray)
     if replay:
         _write_stand_in_completions(run, config.teacher.replay_file)
 

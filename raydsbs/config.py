@@ -56,11 +56,17 @@ class TaskConfig(Section):
         None,
         description="Folder of the paper's released files (<task>_train.json, ...), e.g. ../shared/data/dss/svamp.",
     )
-    train_file: str | None = Field(None, description="Local train rows (JSONL, JSON, Parquet or CSV); needs test_file.")
-    val_file: str | None = Field(
-        None, description="Local validation rows; without it, validation is carved from train."
+    train_file: str | None = Field(
+        None,
+        description=(
+            "Train rows: a data file (JSONL, JSON, Parquet or CSV; lines may be .gz/.zst/.bz2), a folder of them or a "
+            "glob, local or a storage URI (read through Ray Data, a task per file); needs test_file."
+        ),
     )
-    test_file: str | None = Field(None, description="Local held-out rows.")
+    val_file: str | None = Field(
+        None, description="Validation rows, as train_file; without them, validation is carved from train."
+    )
+    test_file: str | None = Field(None, description="Held-out rows, as train_file.")
     max_input_chars: int = Field(20000, ge=1, description="Longer inputs are rejected (input_too_long), not truncated.")
     parser: Literal["raydsbs", "paper"] = Field(
         "raydsbs", description="How teacher completions are read: raydsbs's parsers, or the paper authors' own rules."

@@ -305,14 +305,16 @@ def check_cluster(config: Config) -> list[Check]:
         ray.shutdown()
 
 
-def _is_file(path: str) -> bool:
-    """A data file, local or on storage pyarrow speaks, is there (an unreachable store counts as no)."""
-    from raydsbs.storage import location
+def _data_files_problem(where: str) -> str | None:
+    """Why a split's data files (a file, a folder, a glob; local or on storage pyarrow speaks) can't be read, or
+    None when they are there."""
+    from raydsbs.tasks.sources import SourceError, source_files
 
     try:
-        return location(path).is_file()
-    except (OSError, ValueError):
-        return False
+        source_files(where)
+    except (SourceError, OSError, ValueError) as error:
+        return str(error)
+    return None
 
 
 def check_task_data(config: Config) -> Check | None:
@@ -321,12 +323,13 @@ def check_task_data(config: Config) -> Check | None:
     if task.name == "arith":
         return None
     if task.train_file:
-        missing = [path for path in (task.train_file, task.val_file, task.test_file) if path and not _is_file(path)]
         if not task.test_file:
             return Check(
                 False, f"task {task.name}: train_file without test_file", "set task.test_file (the held-out rows)"
             )
-        return Check(not missing, f"task {task.name}: local files", f"missing: {', '.join(missing)}" if missing else "")
+        paths = (task.train_file, task.val_file, task.test_file)
+        problems = [problem for path in paths if path and (problem := _data_files_problem(path))]
+        return Check(not problems, f"task {task.name}: data files", "; ".join(problems))
     if task.data_dir:
         ok = Path(task.data_dir).is_dir()
         return Check(

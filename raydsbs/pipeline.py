@@ -15,14 +15,14 @@ logger = logging.getLogger(__name__)
 def stage_generate(config: Config, run: RunDir) -> dict:
     from raydsbs.teacher.pipeline import generate
 
-    write_corpus(config.task, run)
+    write_corpus(config.task, run, config.ray)
     return generate(config, run)
 
 
 def stage_train(config: Config, run: RunDir) -> Location:
     from raydsbs.student.launcher import train_student
 
-    write_corpus(config.task, run)
+    write_corpus(config.task, run, config.ray)
     return train_student(config, run)
 
 
@@ -36,7 +36,7 @@ def stage_baselines(config: Config, run: RunDir) -> dict:
     """The untrained student and the trivial floor, the lines every student is read against."""
     from raydsbs.evaluate import write_baselines
 
-    write_corpus(config.task, run)
+    write_corpus(config.task, run, config.ray)
     return write_baselines(config, run)
 
 
@@ -44,7 +44,7 @@ def stage_sweep(config: Config, run: RunDir) -> tuple[Location, str]:
     """The teacher's outputs (when a swept method needs them), every trial, the baselines, then the report."""
     from raydsbs.sweep import sweep
 
-    write_corpus(config.task, run)
+    write_corpus(config.task, run, config.ray)
     _teacher_if_needed(config, run)
     sweep(config, run)
     stage_baselines(config, run)

@@ -139,9 +139,17 @@ class Location:
 
     def glob(self, pattern: str) -> list[Location]:
         """Children matching ``pattern`` level by level (``*.parquet``, ``*/metrics.json``), sorted."""
-        found = [self]
-        for part in pattern.split("/"):
-            found = [child for folder in found for child in folder.iterdir() if fnmatch.fnmatchcase(child.name, part)]
+        found, parts = [self], pattern.split("/")
+        for depth, part in enumerate(parts):
+            kinds = (
+                (pafs.FileType.Directory,) if depth < len(parts) - 1 else (pafs.FileType.Directory, pafs.FileType.File)
+            )
+            found = [
+                Location(self.fs, info.path, self._root)
+                for folder in found
+                for info in folder.fs.get_file_info(pafs.FileSelector(folder.path, allow_not_found=True))
+                if info.type in kinds and fnmatch.fnmatchcase(info.base_name, part)
+            ]
         return sorted(found, key=str)
 
     # -- reading and writing

@@ -32,6 +32,17 @@ def dss_data() -> Path:
     return DSS_DATA
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """One real local Ray cluster for an integration module's stages (a stage joins the running one); 4 logical
+    CPUs, as a stage's own local cluster declares on 2 cores."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server on 127.0.0.1: a stand-in for a cloud object store (S3, or an S3-compatible one), spoken

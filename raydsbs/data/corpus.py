@@ -8,7 +8,8 @@ rest of the corpus is still written.
 
 The rows stream through in bounded memory, however many there are:
 
-    read + check   each split's rows, in source order, into a local staged file (a row group at a time)
+    read + check   each split's rows, in source order, into a local staged file: data files read and checked by
+                   Ray Data on the cluster (raydsbs/data/file_reads.py), other rows here (raydsbs/data/checks.py)
     choose         from its flags and ids alone: the first ``task.num_<split>`` usable rows of each split, or,
                    without a validation source, a seeded carve of train (the same rows as a shuffle of it);
                    an id seen in an earlier chosen row is a ``duplicate_id``
@@ -19,41 +20,32 @@ Only per-row flags, positions and hashes of the ids (9 bytes a row) are ever hel
 
 from __future__ import annotations
 
-import array
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raydsbs.config import TaskConfig
+from raydsbs.config import RayConfig, TaskConfig
+from raydsbs.data.checks import STAGED, TABLE_ROWS, checked_table
 from raydsbs.positions import repeated_ids, seeded_permutation
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import CORPUS, CORPUS_REJECTS
 from raydsbs.staging import committed, scratch_folder, written_whole
 from raydsbs.tasks import SPLITS, Example, RejectedRow, get_task
+from raydsbs.tasks.sources import FileSplit
 
 logger = logging.getLogger(__name__)
 
 ROW_GROUP_ROWS = 8192  # the unit a reader decodes at once: later stages stream the corpus a row group at a time
-STAGED = pa.schema([*CORPUS, ("reason", pa.string()), ("detail", pa.string())])  # reason "": a usable row
 WARNED_REJECTS = 5  # rejects named in the log (all of them are in rejects.parquet)
 id_hash = hash  # of a row's id, to find duplicates; ids that share one are compared themselves
-
-
-def row_problem(example: Example) -> str | None:
-    """Why a corpus row can't be used (a duplicate id aside), or None when it can."""
-    for field in ("id", "question", "gold"):
-        value = getattr(example, field)
-        if not isinstance(value, str):
-            return f"{field}_not_text"
-        if not value.strip():
-            return f"empty_{field}"
-    return None
 
 
 @dataclass
@@ -66,35 +58,39 @@ class Staged:
     hashes: np.ndarray
 
 
-def _stage(rows: Iterable[Example | RejectedRow], file: Path, enough: int | None = None) -> Staged:
-    """``rows`` checked into ``file``; reading stops at the row after the ``enough``-th usable one (a split that
-    takes the first rows of its source needs no more of it)."""
-    usable, hashes, count = array.array("b"), array.array("q"), 0
-    chunk: list[dict] = []
+def _checked(source: FileSplit | Iterable[Example | RejectedRow], ray: RayConfig) -> Iterator[pa.Table]:
+    """A split's rows checked, a table at a time, in source order: data files through Ray Data on the cluster,
+    other rows (generated, released, a hub split) here."""
+    if isinstance(source, FileSplit):
+        from raydsbs.data.file_reads import read_checked
+
+        yield from read_checked(source, ray)
+        return
+    rows = iter(source)
+    while chunk := list(islice(rows, TABLE_ROWS)):
+        yield checked_table(chunk)
+
+
+def _stage(tables: Iterator[pa.Table], file: Path, enough: int | None = None) -> Staged:
+    """Checked ``tables`` into ``file``; reading stops once a table has brought the row after the
+    ``enough``-th usable one (a split that takes the first rows of its source needs no more of it)."""
+    usable, hashes, count = [], [], 0
     with pq.ParquetWriter(file, STAGED) as writer:
-        for row in rows:
-            if enough is not None and count > enough:
-                break
-            if isinstance(row, RejectedRow):
-                reason, detail = row.reason, row.detail
-            else:
-                reason = row_problem(row) or ""
-                detail = f"row {row.id}" if reason else ""
-            usable.append(not reason)
-            count += not reason
-            text = [value if isinstance(value, str) else str(value) for value in (row.id, *_texts(row))]
-            hashes.append(id_hash(text[0]))
-            chunk.append(dict(zip(STAGED.names, [*text, reason, detail], strict=True)))
-            if len(chunk) == ROW_GROUP_ROWS:
-                writer.write_table(pa.Table.from_pylist(chunk, STAGED))
-                chunk = []
-        if chunk:
-            writer.write_table(pa.Table.from_pylist(chunk, STAGED))
-    return Staged(file, np.frombuffer(usable, dtype=np.int8).astype(bool), np.frombuffer(hashes, dtype=np.int64))
-
-
-def _texts(row: Example | RejectedRow) -> tuple[str, str]:
-    return ("", "") if isinstance(row, RejectedRow) else (row.question, row.gold)
+        try:
+            for table in tables:
+                flags = pc.equal(table["reason"], "").to_numpy(zero_copy_only=False)
+                usable.append(flags)
+                hashes.append(np.fromiter(map(id_hash, table["id"].to_pylist()), np.int64, count=table.num_rows))
+                writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+                count += int(flags.sum())
+                if enough is not None and count > enough:
+                    break
+        finally:
+            close = getattr(tables, "close", None)
+            if close:
+                close()  # stops Ray Data's reads of a split that has its rows
+    empty = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
+    return Staged(file, np.concatenate(usable or [empty[0]]), np.concatenate(hashes or [empty[1]]))
 
 
 def _limits(config: TaskConfig) -> dict[str, int]:
@@ -200,8 +196,9 @@ def _rows(file) -> int:
     return pq.read_metadata(file.path, filesystem=file.fs).num_rows
 
 
-def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
-    """Write the three splits and the rejects, all or nothing (skipped when they exist); returns rows per split."""
+def write_corpus(config: TaskConfig, run: RunDir, ray: RayConfig) -> dict[str, int]:
+    """Write the three splits and the rejects, all or nothing (skipped when they exist); returns rows per split.
+    Data files are read and checked on the Ray cluster ``ray`` names (started if need be)."""
     if committed(run.corpus):
         logger.info("corpus exists in %s; reusing it", run.corpus)
         return {split: _rows(run.corpus_file(split)) for split in SPLITS}
@@ -211,7 +208,11 @@ def write_corpus(config: TaskConfig, run: RunDir) -> dict[str, int]:
         limits = _limits(config)
         carved = "val" not in sources  # train's whole source is shuffled before validation is taken from it
         staged = {
-            split: _stage(rows, scratch / f"{split}.parquet", None if carved and split == "train" else limits[split])
+            split: _stage(
+                _checked(rows, ray),
+                scratch / f"{split}.parquet",
+                None if carved and split == "train" else limits[split],
+            )
             for split, rows in sources.items()
         }
         chosen = choose(staged, config)

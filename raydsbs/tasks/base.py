@@ -70,8 +70,9 @@ class Task:
 
     def load_splits(self, config: TaskConfig) -> dict[str, Iterable[Example | RejectedRow]]:
         """Each split's rows in its source's order, as they are read (a source of millions of rows is streamed),
-        rows that can't be used as RejectedRow. ``val`` may be missing: the corpus stage then carves it from
-        train; the corpus stage also takes the first ``task.num_<split>`` (raydsbs.data.corpus)."""
+        rows that can't be used as RejectedRow; a split of data files as a ``FileSplit`` (the corpus stage reads
+        it through Ray Data; iterated, it reads the same rows here). ``val`` may be missing: the corpus stage then
+        carves it from train; it also takes the first ``task.num_<split>`` (raydsbs.data.corpus)."""
         raise NotImplementedError
 
     def parse_answer(self, answer_text: str, question: str = "") -> str | None:

@@ -15,11 +15,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+import posixpath
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from raydsbs.storage import Location, location
-from raydsbs.tasks.base import RejectedRow
+import pyarrow.fs as pafs
+
+from raydsbs.storage import READ_BUFFER_BYTES, Location, location
+from raydsbs.tasks.base import Example, RejectedRow
 
 
 class SourceError(ValueError):
@@ -30,42 +34,38 @@ RawRow = dict | RejectedRow
 PARQUET_BATCH_ROWS = 8192  # rows of a Parquet source decoded at once
 
 
-def _json_lines(path: Location) -> Iterator[RawRow]:
-    with path.open_input() as stream:
-        for number, raw in enumerate(stream, start=1):
-            where = f"{path.name} line {number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                yield RejectedRow("", "undecodable_bytes", f"{where}: {error.reason} at byte {error.start}")
-                continue
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield RejectedRow("", "not_json", f"{where}: {error.msg}")
-                continue
-            yield row if isinstance(row, dict) else RejectedRow("", "not_an_object", f"{where}: {type(row).__name__}")
+def _json_lines(stream: io.BufferedIOBase, name: str) -> Iterator[RawRow]:
+    for number, raw in enumerate(stream, start=1):
+        where = f"{name} line {number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield RejectedRow("", "undecodable_bytes", f"{where}: {error.reason} at byte {error.start}")
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            yield RejectedRow("", "not_json", f"{where}: {error.msg}")
+            continue
+        yield row if isinstance(row, dict) else RejectedRow("", "not_an_object", f"{where}: {type(row).__name__}")
 
 
-def _json_file(path: Location) -> Iterator[RawRow]:
+def _json_file(stream: io.BufferedReader, name: str) -> Iterator[RawRow]:
     """A JSON list of objects (one document: read whole), or JSON lines (the paper's ``*.json`` files are JSON
     lines: streamed). In a list, an item holding bytes that are not UTF-8 is rejected alone."""
-    with path.open_input() as stream:
-        opening = stream.peek(64).lstrip()[:1]
-    if opening != b"[":
-        yield from _json_lines(path)
+    if stream.peek(64).lstrip()[:1] != b"[":
+        yield from _json_lines(stream, name)
         return
-    data = path.read_bytes()
     try:
-        rows = json.loads(data.decode("utf-8", errors="surrogateescape"))  # bad bytes kept apart, as U+DC80..U+DCFF
+        rows = json.loads(stream.read().decode("utf-8", errors="surrogateescape"))  # bad bytes kept as U+DC80..
     except json.JSONDecodeError as error:
-        raise SourceError(f"{path}: not a readable JSON list ({error})") from None
+        raise SourceError(f"{name}: not a readable JSON list ({error})") from None
     if not isinstance(rows, list):
-        raise SourceError(f"{path}: a JSON file holds a list of objects or JSON lines, not a {type(rows).__name__}")
+        raise SourceError(f"{name}: a JSON file holds a list of objects or JSON lines, not a {type(rows).__name__}")
     for i, row in enumerate(rows):
-        where = f"{path.name} item {i}"
+        where = f"{name} item {i}"
         yield (
             _decoded(row, where)
             if isinstance(row, dict)
@@ -88,35 +88,62 @@ def _has_undecodable(value) -> bool:
     return False
 
 
-def _parquet_file(path: Location) -> Iterator[RawRow]:
+def _parquet_file(file, name: str) -> Iterator[RawRow]:
     import pyarrow.parquet as pq
 
-    with path.fs.open_input_file(path.path) as file:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=PARQUET_BATCH_ROWS):
-            yield from batch.to_pylist()
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        yield from batch.to_pylist()
 
 
-def _csv_file(path: Location) -> Iterator[RawRow]:
+def _csv_file(stream: io.BufferedIOBase, name: str) -> Iterator[RawRow]:
     """Rows of a CSV file with a header line; a row with bytes that are not UTF-8, or with more or fewer fields
     than the header, is rejected alone (a quoted field may span lines: the row's first line is named)."""
-    with path.open_input() as stream:
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.DictReader(text)
-        if reader.fieldnames and _has_undecodable(list(reader.fieldnames)):
-            raise SourceError(f"{path}: the header line holds bytes that are not UTF-8")
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    reader = csv.DictReader(text)
+    if reader.fieldnames and _has_undecodable(list(reader.fieldnames)):
+        raise SourceError(f"{name}: the header line holds bytes that are not UTF-8")
+    first_line = reader.line_num + 1
+    for row in reader:
+        where = f"{name} line {first_line}"
         first_line = reader.line_num + 1
-        for row in reader:
-            where = f"{path.name} line {first_line}"
-            first_line = reader.line_num + 1
-            if None in row or None in row.values():
-                yield RejectedRow(
-                    "", "wrong_field_count", f"{where}: {len(reader.fieldnames or [])} columns in the header"
-                )
-            else:
-                yield _decoded(row, where)
+        if None in row or None in row.values():
+            yield RejectedRow("", "wrong_field_count", f"{where}: {len(reader.fieldnames or [])} columns in the header")
+        else:
+            yield _decoded(row, where)
 
 
 READERS = {".jsonl": _json_lines, ".json": _json_file, ".parquet": _parquet_file, ".csv": _csv_file}
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}  # of a line-based file, decompressed as it streams
+
+
+def source_format(name: str) -> tuple[str, str | None]:
+    """A data file's format and compression from its name (``train.jsonl.gz`` -> ``(".jsonl", "gzip")``); an
+    unknown one is a :class:`SourceError` naming the formats there are."""
+    stem, compression = name.lower(), None
+    for suffix, codec in COMPRESSIONS.items():
+        if stem.endswith(suffix):
+            stem, compression = stem[: -len(suffix)], codec
+    suffix = "." + stem.rsplit(".", 1)[-1] if "." in stem else ""
+    if suffix not in READERS or (compression and suffix == ".parquet"):
+        known = ", ".join([*READERS, *(f"{s}{c}" for s in (".jsonl", ".json", ".csv") for c in COMPRESSIONS)])
+        raise SourceError(
+            f"{name}: unknown format {suffix + (f' ({compression})' if compression else '')!r}; use {known}"
+        )
+    return suffix, compression
+
+
+def open_source(fs: pafs.FileSystem, path: str):
+    """A data file opened for its reader: Parquet for random access (its footer first), the rest as a buffered
+    stream, decompressed as it is read."""
+    suffix, compression = source_format(path.rsplit("/", 1)[-1])
+    if suffix == ".parquet":
+        return fs.open_input_file(path)
+    return io.BufferedReader(fs.open_input_stream(path, compression=compression), buffer_size=READ_BUFFER_BYTES)
+
+
+def file_rows(opened, name: str) -> Iterator[RawRow]:
+    """Every row of an opened data file (:func:`open_source`), in order; unreadable rows as :class:`RejectedRow`."""
+    return READERS[source_format(name)[0]](opened, name)
 
 
 def read_rows(path: str | Path | Location) -> Iterator[RawRow]:
@@ -125,10 +152,92 @@ def read_rows(path: str | Path | Location) -> Iterator[RawRow]:
     path = location(path)
     if not path.is_file():
         raise SourceError(f"no such data file: {path}")
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise SourceError(f"{path}: unknown format {path.suffix!r}; use one of {', '.join(READERS)}")
-    return reader(path)
+    source_format(path.name)
+    return _read_opened(path)
+
+
+def _read_opened(path: Location) -> Iterator[RawRow]:
+    with open_source(path.fs, path.path) as opened:
+        yield from file_rows(opened, path.name)
+
+
+WILDCARDS = "*?["
+
+
+def source_files(where: str | Path) -> list[Location]:
+    """The data files a split names, sorted by path: one file; every data file under a folder (at any depth;
+    names starting with ``_`` or ``.``, such as ``_SUCCESS``, and files of other formats left out); or the files
+    a glob matches (``data/train-*.jsonl.gz``, ``s3://bucket/shards/*/part-*.parquet``). Finding none is an error
+    naming what was looked for."""
+    text = str(where)
+    parts = text.split("/")
+    wild = next((i for i, part in enumerate(parts) if any(char in part for char in WILDCARDS)), None)
+    if wild is not None:
+        matched = location("/".join(parts[:wild]) or ".").glob("/".join(parts[wild:]))
+        files = [found for found in matched if found.is_file()]
+    else:
+        root = location(text)
+        if root.is_file():
+            source_format(root.name)
+            return [root]
+        if not root.is_dir():
+            raise SourceError(f"no such data file or folder: {root}")
+        infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
+        relative = [info.path[len(root.path) :].lstrip("/") for info in infos if info.type == pafs.FileType.File]
+        files = [root / name for name in relative if _is_data_file(name)]
+    if not files:
+        raise SourceError(f"no data files ({', '.join(READERS)}, optionally .gz/.zst/.bz2) in {text}")
+    for found in files:
+        source_format(found.name)  # a glob may match a file of another format: say so before reading
+    return sorted(files, key=lambda found: found.path)
+
+
+def _is_data_file(relative: str) -> bool:
+    """A file under a folder that is data: no part of its path hidden (``.``) or private (``_``), a known format."""
+    if any(part[:1] in ("_", ".") for part in relative.split("/") if part):
+        return False
+    try:
+        source_format(relative.rsplit("/", 1)[-1])
+    except SourceError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """A split whose rows are in data files (:func:`source_files`). The corpus stage reads it through Ray Data,
+    a read task per file, and turns each raw row into an Example or a RejectedRow with ``to_example(row,
+    row_id)`` in a map stage; iterating it here reads the same rows, file after file.
+
+    A row without an id column of its own is known by its place: ``<id_prefix>-<row:06d>`` in a split of one
+    file (``svamp-train-000012``: how the released rows are numbered), ``<id_prefix>-<file>-<row:06d>`` in a
+    split of several, the file named by its path under their common folder, so adding a file renames no row."""
+
+    files: tuple[Location, ...]
+    id_prefix: str
+    to_example: Callable[[RawRow, str], Example | RejectedRow]
+
+    def row_ids(self, number: int) -> Callable[[int], str]:
+        """How file ``number``'s rows are named by their place in it."""
+        if len(self.files) == 1:
+            return lambda position: f"{self.id_prefix}-{position:06d}"
+        common = posixpath.commonpath([posixpath.dirname(file.path) for file in self.files])
+        name = self.files[number].path[len(common) :].lstrip("/")
+        for suffix in (*COMPRESSIONS, *READERS):  # the format's suffixes, not the rest of a dotted name
+            name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+        return lambda position: f"{self.id_prefix}-{name}-{position:06d}"
+
+    def raw_rows(self, number: int, opened) -> Iterator[tuple[str, RawRow]]:
+        """File ``number``'s rows, opened by :func:`open_source`, each with the id its place gives it."""
+        row_id = self.row_ids(number)
+        for position, row in enumerate(file_rows(opened, self.files[number].name)):
+            yield row_id(position), row
+
+    def __iter__(self) -> Iterator[Example | RejectedRow]:
+        for number, file in enumerate(self.files):
+            with open_source(file.fs, file.path) as opened:
+                for row_id, row in self.raw_rows(number, opened):
+                    yield self.to_example(row, row_id)
 
 
 def read_hub_split(dataset: str, config: str | None, split: str) -> Iterable[RawRow]:

@@ -21,7 +21,7 @@ import re
 import string
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +32,7 @@ from raydsbs.config import TaskConfig
 from raydsbs.data.released import released_id
 from raydsbs.tasks.answers import ANSWER_KINDS, answer_format
 from raydsbs.tasks.base import Example, Exemplar, RejectedRow, Task
-from raydsbs.tasks.sources import RawRow, SourceError, read_hub_split, read_rows
+from raydsbs.tasks.sources import FileSplit, RawRow, SourceError, read_hub_split, source_files
 
 LETTERS = "abcdefghij"
 
@@ -230,13 +230,26 @@ class SpecTask(Task):
 
     # --- splits ----------------------------------------------------------------------------
 
-    def _raw_splits(self, config: TaskConfig) -> tuple[dict[str, Iterable[RawRow]], bool]:
-        """Rows per split (val may be missing) from the first source the config names; and whether it is the hub."""
+    def load_splits(self, config: TaskConfig) -> dict[str, FileSplit | Iterator[Example | RejectedRow]]:
+        """Per split (val may be missing), from the first source the config names: the data files as a
+        :class:`FileSplit` (read through Ray Data by the corpus stage); the released files or the hub's split as
+        rows read here."""
         if config.train_file:
             if not config.test_file:
                 raise SourceError("task.train_file needs task.test_file too (the held-out split)")
+            to_example = partial(self.to_example, max_chars=config.max_input_chars)
             files = {"train": config.train_file, "val": config.val_file, "test": config.test_file}
-            return {split: read_rows(path) for split, path in files.items() if path}, False
+            return {
+                split: FileSplit(tuple(source_files(path)), f"{self.name}-{split}", to_example)
+                for split, path in files.items()
+                if path
+            }
+        raw, hub = self._raw_splits(config)
+        to_example = partial(self.to_example, max_chars=config.max_input_chars, hub=hub)
+        return {split: self._examples(split, rows, to_example) for split, rows in raw.items()}
+
+    def _raw_splits(self, config: TaskConfig) -> tuple[dict[str, Iterable[RawRow]], bool]:
+        """Raw rows per split from the released files or the hub; and whether it is the hub."""
         if config.data_dir:
             if not self.spec.released_files:
                 raise SourceError(f"task {self.name!r} has no released files; use task.train_file / task.test_file")
@@ -251,15 +264,9 @@ class SpecTask(Task):
             + (" or task.data_dir (the paper's released files)" if self.spec.released_files else "")
         )
 
-    def load_splits(self, config: TaskConfig) -> dict[str, Iterator[Example | RejectedRow]]:
-        raw, hub = self._raw_splits(config)
-        return {split: self._examples(split, rows, config.max_input_chars, hub) for split, rows in raw.items()}
-
-    def _examples(
-        self, split: str, rows: Iterable[RawRow], max_chars: int, hub: bool
-    ) -> Iterator[Example | RejectedRow]:
+    def _examples(self, split: str, rows: Iterable[RawRow], to_example) -> Iterator[Example | RejectedRow]:
         for i, row in enumerate(rows):
-            yield self.to_example(row, released_id(self.name, split, i), max_chars=max_chars, hub=hub)
+            yield to_example(row, released_id(self.name, split, i))
 
     # --- answers ---------------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ def test_svamp_replay_generates_a_distillation_set_and_shows_its_progress_as_ray
         ],
     )
     run = open_run(config)
-    write_corpus(config.task, run)
+    write_corpus(config.task, run, config.ray)
     ray.init(address="local", num_cpus=4)
     try:
         summary = generate(config, run)

@@ -12,17 +12,7 @@ import pytest
 
 from tests.integration.helpers import NLI_ROWS, jsonl
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    """One local Ray cluster for the module's runs (`raydsbs generate` joins a running one)."""
-    import ray
-
-    ray.init(address="local", num_cpus=4)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]  # `raydsbs generate` joins it
 
 
 def generate(*args: str) -> None:

@@ -53,3 +53,16 @@ def test_the_gpus_asked_are_the_biggest_stage_and_a_whole_replica_on_one_node():
     sweep = ["train.use_gpu=true", "train.num_workers=4", "sweep.grid={train.seed: [0, 1]}"]
     assert gpus_asked(load_config(None, [*sweep, "sweep.max_concurrent_trials=2"])) == (8, 1)
     assert gpus_asked(load_config(None, [])) == (0, 0)
+
+
+def test_data_files_may_be_a_folder_or_a_glob_and_each_split_that_names_none_is_named(tmp_path):
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "part-0.jsonl").write_text('{"text": "a", "label": 1}\n')
+    (tmp_path / "test.csv").write_text("text,label\na,1\n")
+    files = [f"task.train_file={tmp_path / 'shards'}", f"task.test_file={tmp_path / 'test.csv'}"]
+    assert check_task_data(load_config(None, ["task.name=esnli", *files])).ok
+    wrong = check_task_data(load_config(None, ["task.name=esnli", *files, f"task.val_file={tmp_path}/val-*.jsonl"]))
+    assert (
+        not wrong.ok
+        and f"no data files (.jsonl, .json, .parquet, .csv, optionally .gz/.zst/.bz2) in {tmp_path}/val-*" in wrong.fix
+    )

@@ -1,5 +1,6 @@
 """Bad rows of every kind, mixed into good ones in each file format: each bad row is in corpus/rejects.parquet
-with its reason, each good row is kept, and nothing crashes."""
+with its reason, each good row is kept, and nothing crashes (files read and checked through Ray Data on a real
+local cluster)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raydsbs.data.corpus import write_corpus
 from raydsbs.resolve import load_config
 from raydsbs.rundir import open_run
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("local_ray")]
 
 TASK = """
 name: reviews
@@ -164,7 +168,7 @@ def test_every_bad_row_is_rejected_with_its_reason_and_every_good_row_is_kept(co
             ],
         )
         run = open_run(config)
-        write_corpus(config.task, run)
+        write_corpus(config.task, run, config.ray)
         written = [row for split in ("train", "val") for row in pq.read_table(run.corpus_file(split)).to_pylist()]
         kept = {row["id"] for row in written}
         rejects = pq.read_table(run.corpus / "rejects.parquet").to_pylist()
