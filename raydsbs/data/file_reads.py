@@ -26,6 +26,7 @@ from raydsbs.data.checks import TABLE_ROWS, checked_table
 from raydsbs.ray_session import start_ray
 from raydsbs.tasks.sources import FileSplit, open_source
 
+BLOCK_BYTES = 4 << 20  # the most a block the reads and the check hand on holds: tens of thousands of rows
 READ = pa.schema([("row_id", pa.string()), ("raw", pa.binary())])  # what a read task hands to the check
 
 
@@ -57,30 +58,31 @@ def check(batch: pa.Table, split: FileSplit) -> pa.Table:
 def read_checked(split: FileSplit, config: RayConfig) -> Iterator[pa.Table]:
     """The split's rows checked, in file order, a block at a time. Closing the iterator stops the reads."""
     start_ray(config)
-    read = ray.data.read_datasource(SourceRows(split), override_num_blocks=len(split.files))
-    checked = read.map_batches(check, batch_format="pyarrow", batch_size=None, fn_kwargs={"split": split})
-    with _in_order():
-        try:
-            for table in checked.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
-                if table.num_rows:
-                    yield table
-        except Exception as error:  # a file unreadable as a whole: raise the reader's own error, not Ray's wrap
-            cause = _unwrapped(error)
-            if cause is error:
-                raise
-            raise cause from error
+    with _ordered_blocks():  # the options a dataset copies when it is made
+        read = ray.data.read_datasource(SourceRows(split), override_num_blocks=len(split.files))
+        checked = read.map_batches(check, batch_format="pyarrow", batch_size=None, fn_kwargs={"split": split})
+    try:
+        for table in checked.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=1):
+            if table.num_rows:
+                yield table
+    except Exception as error:  # a file unreadable as a whole: raise the reader's own error, not Ray's wrap
+        cause = _unwrapped(error)
+        if cause is error:
+            raise
+        raise cause from error
 
 
 @contextmanager
-def _in_order():
-    """Ray Data hands blocks on in the order the reads produce them, for as long as this lasts."""
-    options = ray.data.DataContext.get_current().execution_options
-    before = options.preserve_order
-    options.preserve_order = True
+def _ordered_blocks():
+    """Datasets made meanwhile hand blocks on in the order the reads produce them, and about as they are read
+    (Ray Data would merge a task's blocks up to its 128 MiB default: a whole 1M-row file, held at once)."""
+    context = ray.data.DataContext.get_current()
+    before = context.execution_options.preserve_order, context.target_max_block_size
+    context.execution_options.preserve_order, context.target_max_block_size = True, BLOCK_BYTES
     try:
         yield
     finally:
-        options.preserve_order = before
+        context.execution_options.preserve_order, context.target_max_block_size = before
 
 
 def _unwrapped(error: BaseException) -> BaseException:
