@@ -3,6 +3,8 @@
     raydsbs run CONFIG [a.b=c ...]        the whole pipeline
     raydsbs generate|train|evaluate|sweep|report CONFIG [a.b=c ...]
     raydsbs predict (CONFIG [a.b=c ...] | --model FOLDER) [--input TEXT ...]
+    raydsbs serve (CONFIG [a.b=c ...] | --model FOLDER [a.b=c ...])
+    raydsbs export CONFIG [a.b=c ...] --to DIR [--push-to-hub REPO]
     raydsbs presets | doctor
 
 CONFIG is a YAML file (see jobs/) or an existing run directory, whose saved
@@ -12,6 +14,7 @@ config.yaml is then the base and which receives the stage's outputs.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -21,7 +24,7 @@ from pydantic import BaseModel
 from raydsbs.config import Config, ConfigError, to_yaml
 from raydsbs.resolve import load_config
 from raydsbs.rundir import RunDir, open_run
-from raydsbs.storage import local_copy, location
+from raydsbs.storage import Location, local_copy, location
 
 logger = logging.getLogger("raydsbs")
 
@@ -34,6 +37,10 @@ STAGES = {
     "method needs them, each trial a Ray Train run, then the report",
     "report": "report.md and plots from the run's evaluated students",
     "predict": "print the trained student's label and rationale for each input (--input, or lines of stdin)",
+    "serve": "the trained student behind Ray Serve: an HTTP JSON API answering a label and, asked, the rationale "
+    "(serve.*: host, port, replicas, resources, batching); runs until stopped (Ctrl-C)",
+    "export": "the trained student as a self-contained Hugging Face folder (--to DIR) with a model card holding the "
+    "run's evidence; --push-to-hub REPO uploads it",
     "presets": "list the student presets: size, GPUs and ZeRO stage each needs",
     "doctor": "check this environment (packages, GPUs, Ray, models, storage) and say how to fix problems",
 }
@@ -68,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         sub.add_argument(
             "config",
-            nargs="?" if name in ("doctor", "predict") else None,
+            nargs="?" if name in ("doctor", "predict", "serve") else None,
             help="a YAML config (e.g. jobs/quickstart.yaml) or an existing run directory",
         )
         sub.add_argument(
@@ -77,15 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="key=value",
             help="dotted config keys to override, e.g. train.rationale_weight=0.5",
         )
-        if name == "predict":
+        if name in ("predict", "serve"):
             sub.add_argument("--model", help="a trained student's model folder (instead of CONFIG)")
-            sub.add_argument("--input", action="append", help="an input text (repeatable); default: lines of stdin")
             sub.add_argument(
                 "--trust-remote-code",
                 action="store_true",
                 help="let a --model folder with its own modelling code run it (off by default)",
             )
-            sub.add_argument("--max-new-tokens", type=int, default=128, help="generation limit of each output")
+        if name == "export":
+            sub.add_argument("--to", required=True, help="the folder to create (local or a storage URI)")
+            sub.add_argument("--push-to-hub", metavar="REPO", help="then upload it to the Hugging Face Hub as REPO")
+        if name == "predict":
+            sub.add_argument("--input", action="append", help="an input text (repeatable); default: lines of stdin")
+            sub.add_argument("--json", action="store_true", help="a JSON line per input: input, label, rationale")
     return parser
 
 
@@ -103,35 +114,81 @@ def presets() -> int:
     return 0
 
 
+def student_to_ask(args) -> tuple[Config, Location, bool]:
+    """(config, model folder, whether its own code may run) of ``predict`` or ``serve``: the training the config
+    or run directory names, or ``--model FOLDER`` (with the defaults and the overrides given)."""
+    from raydsbs.student.launcher import training_name, without_ignored_keys
+    from raydsbs.student.learner import MODEL_SUBDIR
+
+    if args.model:
+        config = load_config(args.config, args.overrides) if args.config else load_config(None, args.overrides)
+        folder = location(args.model)
+    elif args.config:
+        config, run = resolve(args.config, args.overrides)
+        folder = run.training(training_name(without_ignored_keys(config))) / MODEL_SUBDIR
+    else:
+        raise ConfigError("the command line", ["give a config or run directory, or --model FOLDER"])
+    if not (folder / "config.json").is_file():
+        raise ConfigError("the command line", [f"no trained student at {folder}; run `raydsbs train` first"])
+    return config, folder, args.trust_remote_code or config.student.trust_remote_code
+
+
 def predict(args) -> int:
     """Label and rationale of each input from a trained student."""
     from raydsbs.student.inference import predict as student_predict
     from raydsbs.student.model import load_student
 
-    trust_remote_code = args.trust_remote_code
-    if args.model:
-        folder = location(args.model)
-    elif args.config:
-        from raydsbs.student.launcher import training_name, without_ignored_keys
-        from raydsbs.student.learner import MODEL_SUBDIR
-
-        config, run = resolve(args.config, args.overrides)
-        folder = run.training(training_name(without_ignored_keys(config))) / MODEL_SUBDIR
-        trust_remote_code = trust_remote_code or config.student.trust_remote_code
-    else:
-        print("error: give a config or run directory, or --model FOLDER", file=sys.stderr)
-        return 2
-    if not (folder / "config.json").is_file():
-        print(f"error: no trained student at {folder}; run `raydsbs train` first", file=sys.stderr)
-        return 2
+    config, folder, trust_remote_code = student_to_ask(args)
     inputs = args.input or [line.strip() for line in sys.stdin if line.strip()]
     model, tokenizer, fmt = load_student(local_copy(folder), trust_remote_code)
     outputs = {
-        task: student_predict(model, tokenizer, fmt, inputs, task, args.max_new_tokens)
+        task: student_predict(model, tokenizer, fmt, inputs, task, config.serve.max_new_tokens)
         for task in ("label", "rationale")
     }
     for text, label, rationale in zip(inputs, outputs["label"], outputs["rationale"], strict=True):
-        print(f"input:     {text}\nlabel:     {label}\nrationale: {rationale}\n")
+        if args.json:
+            print(json.dumps({"input": text, "label": label, "rationale": rationale}, ensure_ascii=False))
+        else:
+            print(f"input:     {text}\nlabel:     {label}\nrationale: {rationale}\n")
+    return 0
+
+
+def serve(args) -> int:
+    """The student behind Ray Serve until this process is stopped (Ctrl-C, SIGTERM)."""
+    import signal
+    import threading
+
+    from ray import serve as ray_serve
+
+    from raydsbs.ray_session import start_ray
+    from raydsbs.serve import serve_student
+
+    config, folder, trust_remote_code = student_to_ask(args)
+    start_ray(config.ray)
+    url = serve_student(str(folder), trust_remote_code, config.serve, config.task.max_input_chars)
+    print(f'serving {folder} at {url} (POST {{"input": "...", "rationale": true}}); Ctrl-C stops it', flush=True)
+    stopped = threading.Event()
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, lambda *_: stopped.set())
+    stopped.wait()
+    ray_serve.shutdown()
+    return 0
+
+
+def export(args) -> int:
+    """The student the config names, as a model folder with its card; pushed to the hub if asked."""
+    from raydsbs.export import ExportError, export_student, push_to_hub
+    from raydsbs.student.launcher import training_name, without_ignored_keys
+
+    config, run = resolve(args.config, args.overrides)
+    try:
+        folder = export_student(config, run, run.training(training_name(without_ignored_keys(config))), args.to)
+        print(f"exported: {folder}")
+        if args.push_to_hub:
+            print(f"pushed: {push_to_hub(folder, args.push_to_hub)}")
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -172,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         return doctor(args.config, args.overrides)
     if args.command == "presets":
         return presets()
-    if args.command == "predict":
+    if args.command in ("predict", "serve", "export"):
         try:
-            return predict(args)
+            return {"predict": predict, "serve": serve, "export": export}[args.command](args)
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

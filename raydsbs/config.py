@@ -410,6 +410,23 @@ class RayConfig(Section):
     )
 
 
+class ServeConfig(Section):
+    """How ``raydsbs serve`` puts a trained student behind Ray Serve (never part of a run directory's identity)."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP API listens on (0.0.0.0: beyond this machine).")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP API.")
+    replicas: int = Field(1, ge=1, description="Copies of the student answering requests, each a Ray Serve replica.")
+    cpus_per_replica: float = Field(1.0, gt=0, description="CPUs each replica reserves (and computes on).")
+    use_gpu: bool = Field(False, description="One GPU per replica (the student computes there).")
+    max_batch_size: int = Field(16, ge=1, description="Requests a replica answers in one generate call.")
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, description="How long a replica waits for more requests before answering a batch."
+    )
+    max_new_tokens: int = Field(
+        128, ge=1, description="Generation limit of each output, the label's and the rationale's (as raydsbs predict)."
+    )
+
+
 class Config(Section):
     tag: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Readable part of the run directory name.")
     output_dir: str = Field("runs", description="Where run directories are created.")
@@ -420,6 +437,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig, json_schema_extra=HOW_IT_RUNS)
 
     @model_validator(mode="after")
     def _cot_needs_heldout_answers(self):
@@ -458,7 +476,8 @@ def schema_problems(error: ValidationError) -> list[str]:
 
 def config_hash(config: BaseModel, length: int = 8) -> str:
     """A short, stable hash of a resolved config (or section)."""
-    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    # a section marked HOW_IT_RUNS (serve) says how outputs are used, not which: the same run, the same trainings
+    canonical = json.dumps(config.model_dump(mode="json", exclude=how_it_runs(type(config))), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 

@@ -100,7 +100,7 @@ class Background:
         return self.process.returncode, self.log.read_text(errors="replace")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -151,7 +151,7 @@ class TokenHead:
 def token_head(home: Path, num_cpus: int = 4):
     """Start a head as a user would (cluster/local-head.sh), wait until its jobs API answers, stop it after."""
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    head = TokenHead(f"http://127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}", secrets.token_hex(16), home)
+    head = TokenHead(f"http://127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", secrets.token_hex(16), home)
     env = head.env()
     env.update(RAYDSBS_HEAD_PORT=head.gcs.rsplit(":", 1)[1], RAYDSBS_DASHBOARD_PORT=head.dashboard.rsplit(":", 1)[1])
     log_path = home / "head.log"
@@ -163,7 +163,7 @@ def token_head(home: Path, num_cpus: int = 4):
                 f"--num-cpus={num_cpus}",
                 f"--temp-dir={temp_dir}",
                 # not Ray's fixed default (52365): another Ray on the machine (a benchmark) may hold it
-                f"--dashboard-agent-listen-port={_free_port()}",
+                f"--dashboard-agent-listen-port={free_port()}",
                 "--block",
             ],
             env=env,

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from raydsbs.config import METHODS
-from tests.integration.helpers import REPO, Background, TokenHead, last_checkpoint_step, token_head
+from tests.integration.helpers import REPO, Background, TokenHead, free_port, last_checkpoint_step, token_head
 
 pytestmark = pytest.mark.integration
 
@@ -289,3 +289,76 @@ def test_deepspeed_zero_3_with_parameter_offload_bf16_and_accumulation_trains_a_
     model = AutoModelForSeq2SeqLM.from_pretrained(folder / "model")
     assert sum(p.numel() for p in model.parameters()) > 0
     assert all(p.abs().sum() > 0 for p in model.parameters())  # gathered, not empty ZeRO-3 shards
+
+
+def _post(url: str, body: bytes, timeout: float = 120) -> tuple[int, dict, float]:
+    """(HTTP status, JSON answer, seconds) of one POST."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    started = time.monotonic()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, text = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, text = error.code, error.read()
+    return status, json.loads(text), time.monotonic() - started
+
+
+def test_the_served_student_answers_as_predict_does_under_load_and_refuses_bad_requests(head, tiny_run, tmp_path):
+    """`raydsbs serve RUN_DIR` on the job's cluster (token authentication on): over HTTP on 127.0.0.1 the
+    student answers each test question as `raydsbs predict` does, label and rationale; 200 requests, 16 at a
+    time, all answered (latency percentiles printed); an empty input, one over task.max_input_chars, a body that
+    is not JSON, a list, an unknown field get a 4xx with the reason, and the replica answers on."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run_dir, _ = tiny_run
+    questions = pq.read_table(run_dir / "corpus/test.parquet")["question"].to_pylist()[:4]
+    port = free_port()
+    served = Background(
+        "serve",
+        str(run_dir),
+        f"serve.port={port}",
+        "serve.max_batch_size=8",
+        log=tmp_path / "serve.log",
+        env={**head.env(), "RAY_ADDRESS": head.gcs},
+    )
+    try:
+        served.wait_for(lambda: "serving " in served.output(), "the API to be up", timeout=300)
+        url = f"http://127.0.0.1:{port}/"
+        answers = [_post(url, json.dumps({"input": q, "rationale": True}).encode()) for q in questions]
+        assert [status for status, _, _ in answers] == [200] * len(questions), answers
+        predicted = raydsbs("predict", str(run_dir), "--json", *(f"--input={q}" for q in questions), head=head)
+        expected = [json.loads(line) for line in predicted.stdout.splitlines()]
+        assert [row["input"] for row in expected] == questions
+        expected = [{"label": row["label"], "rationale": row["rationale"]} for row in expected]
+        assert [answer for _, answer, _ in answers] == expected
+
+        load = [json.dumps({"input": questions[i % len(questions)]}).encode() for i in range(200)]
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(lambda body: _post(url, body), load))
+        assert [status for status, _, _ in results] == [200] * 200
+        # in whatever batches the requests met, each question gets predict's label
+        assert [answer["label"] for _, answer, _ in results] == [
+            expected[i % len(questions)]["label"] for i in range(200)
+        ]
+        latencies = sorted(seconds for _, _, seconds in results)
+        percentiles = {p: round(latencies[int(p / 100 * (len(latencies) - 1))], 3) for p in (50, 90, 99)}
+        print(f"serve: 200 requests, 16 at a time: latency p50/p90/p99 {percentiles} s")
+
+        bad = {
+            b'{"input": ""}': (400, "empty"),
+            json.dumps({"input": "x" * 20001}).encode(): (413, "at most 20000"),
+            b"{not json": (400, "not JSON"),
+            b'["a list"]': (400, "send an object"),
+            b'{"input": "2 + 2?", "explain": true}': (400, "unknown field(s) explain"),
+            b'{"input": "2 + 2?", "rationale": "yes"}': (400, "true or false"),
+        }
+        for body, (status, reason) in bad.items():
+            got, answer, _ = _post(url, body)
+            assert got == status and reason in answer["error"], (body[:40], got, answer)
+        assert _post(url, json.dumps({"input": questions[0]}).encode())[1] == {"label": expected[0]["label"]}
+    finally:
+        served.kill()
