@@ -29,6 +29,8 @@ from raydsbs.config import Config
 from raydsbs.rundir import RunDir
 from raydsbs.staging import committed, written_whole
 from raydsbs.storage import Location, local_copy, location
+from raydsbs.student.model import pretrained_source
+from raydsbs.teacher.model_cache import BUNDLED_ORIGINS, BUNDLED_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,7 @@ def evidence(config: Config, run: RunDir, training: Location) -> dict:
             if config.teacher.backend == "replay"
             else f"{config.teacher.model} ({config.teacher.backend}, {config.teacher.num_shots}-shot)"
         ),
-        "student": {"preset": config.student.preset, "pretrained": config.student.pretrained},
+        "student": {"preset": config.student.preset, "pretrained": pretrained_source(config.student)},
         "lora": config.student.lora.model_dump() if config.student.lora else None,
         "parameters": metrics.get("parameters"),
         "method": metrics["method"],
@@ -89,11 +91,14 @@ def _percent(accuracy: float | None) -> str:
 def model_card(facts: dict, kind: str) -> str:
     """The model card: YAML metadata a hub reads, then the evidence in words."""
     base = facts["student"]["pretrained"]
+    hub_base = BUNDLED_ORIGINS.get(base.removeprefix(BUNDLED_PREFIX)) if base else None  # a bundled GGUF's origin
+    if base and not base.startswith(BUNDLED_PREFIX):
+        hub_base = base
     metadata = {
         "library_name": "transformers",
         "pipeline_tag": "text2text-generation" if kind == "seq2seq" else "text-generation",
         "tags": ["raydsbs", "distilling-step-by-step", "distillation", facts["method"].replace("_", "-")],
-        **({"base_model": base} if base else {}),
+        **({"base_model": hub_base} if hub_base else {}),
         "model-index": [
             {
                 "name": facts["training"],

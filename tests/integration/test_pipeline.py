@@ -362,3 +362,52 @@ def test_the_served_student_answers_as_predict_does_under_load_and_refuses_bad_r
         assert _post(url, json.dumps({"input": questions[0]}).encode())[1] == {"label": expected[0]["label"]}
     finally:
         served.kill()
+
+
+def test_the_exported_student_loads_with_transformers_alone_and_its_card_holds_the_reports_figures(
+    head, tiny_run, tmp_path
+):
+    """`raydsbs export RUN_DIR --to DIR`: the merged LoRA student loads with transformers and answers; the card's
+    metadata and table hold the run's figures (the student's test accuracy, the teacher's, the untrained
+    student's and the floor's on the same test rows); a second export into the same folder is refused; the
+    push to the hub offline is refused with the folder kept."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, _ = tiny_run
+    target = tmp_path / "student"
+    offline = {**head.env(), "RAY_ADDRESS": head.gcs, "HF_HUB_OFFLINE": "1"}
+    pushed = subprocess.run(
+        [sys.executable, "-m", "raydsbs", "export", str(run_dir), "--to", str(target), "--push-to-hub", "me/s"],
+        env=offline,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pushed.returncode == 2 and f"exported: {target}" in pushed.stdout, pushed.stderr[-3000:]
+    assert "HF_HUB_OFFLINE is set: not pushing to me/s" in pushed.stderr
+    model = AutoModelForCausalLM.from_pretrained(target)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    assert model.generate(**tokenizer("2 + 2 =", return_tensors="pt"), max_new_tokens=2).shape[1] > 0
+
+    evidence = json.loads((target / "raydsbs_evidence.json").read_text())
+    metrics = json.loads((run_dir / "student" / evidence["training"] / "metrics.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert evidence["test_accuracy"] == metrics["test_accuracy"]
+    assert evidence["teacher_test_accuracy"] == summary["teacher"]["teacher_accuracy_test"]
+    assert evidence["floor_test_accuracy"] == summary["baselines"]["floor_test_accuracy"]
+    card = (target / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---\n")[1])
+    assert metadata["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the hub model the bundled GGUF holds
+    assert metadata["model-index"][0]["results"][0]["metrics"][0]["value"] == metrics["test_accuracy"]
+    for accuracy in (metrics["test_accuracy"], summary["teacher"]["teacher_accuracy_test"]):
+        assert f"| {100 * accuracy:.1f} % |" in card
+    again = subprocess.run(
+        [sys.executable, "-m", "raydsbs", "export", str(run_dir), "--to", str(target)],
+        env=offline,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 2 and "exists: export into a new folder" in again.stderr
