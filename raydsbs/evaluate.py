@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydsbs.config import Config, EvalConfig, config_hash
+from raydsbs.progress import ProgressLine, log_from_worker
 from raydsbs.rundir import RunDir
 from raydsbs.staging import written_whole
 from raydsbs.storage import Location, local_copy
@@ -61,6 +62,9 @@ class Scorer:
         on_gpu = config.train.use_gpu and torch.cuda.is_available()
         if actor and not on_gpu:  # the driver's process keeps its own threads
             use_worker_cores(config.train)
+        if actor:
+            log_from_worker()
+        self.progress = ProgressLine("evaluate", "row", None)  # an actor's own rows (the driver counts its own)
         self.model.to(torch.device("cuda") if on_gpu else torch.device("cpu"))
         self.dtype = DTYPES[compute_dtype(config.train)]  # the precision the student trained in
         self.task = get_task(config.task.name)
@@ -97,6 +101,7 @@ class Scorer:
 
     def __call__(self, batch: dict) -> dict:  # a Ray Data batch of numpy columns
         rows = self.rows(batch)
+        self.progress.advance(len(rows))
         return {
             "position": batch["position"],
             **{column: [row[column] for row in rows] for column in PREDICTION_COLUMNS},
@@ -170,7 +175,13 @@ def score(config: Config, run: RunDir, folder: Location | None) -> tuple[dict, l
         rows = _scored_by_actors(config, run, source, actors)
     else:
         scorer = Scorer(config.model_dump(mode="json"), str(run.root), source)
-        rows = [row for split in EVAL_SPLITS for row in scorer.rows(_examples(run, split).to_pydict())]
+        examples, size = [_examples(run, split) for split in EVAL_SPLITS], config.eval.batch_size
+        progress, rows = ProgressLine("evaluate", "row", sum(table.num_rows for table in examples)), []
+        for table in examples:  # in the batches the scorer would make of the whole split
+            for start in range(0, table.num_rows, size):
+                rows += scorer.rows(table.slice(start, size).to_pydict())
+                progress.advance(min(size, table.num_rows - start))
+        progress.finish()
     metrics = {}
     for split in EVAL_SPLITS:
         scored = [row for row in rows if row["split"] == split]

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from raydsbs.config import Config
+from raydsbs.progress import ProgressLine, log_from_worker
 from raydsbs.rundir import RunDir
 from raydsbs.student.batching import collate, student_format
 from raydsbs.student.ingest import EncodedRows, EpochPlan, TrainRows
@@ -141,11 +142,13 @@ def fit(
             report(metrics, Path(folder) if learner.writes_checkpoint(rank) else None)
 
     epochs = train.epochs
+    batches_per_epoch = len(trainer.batches(trainer.train_set, seed=0))  # the same in every epoch
     if train.max_steps:  # as many passes as the step budget takes
         if progress.optimizer_steps >= train.max_steps:  # restarted after its last checkpoint
             return
-        batches_per_epoch = len(trainer.batches(trainer.train_set, seed=0))  # the same in every epoch
         epochs = math.ceil(train.max_steps * train.gradient_accumulation_steps / batches_per_epoch)
+    total_steps = train.max_steps or epochs * batches_per_epoch // train.gradient_accumulation_steps
+    steps = ProgressLine("train", "step", total_steps, done=progress.optimizer_steps, log=logger.info)
     for epoch in range(progress.epoch, epochs):
         batches = trainer.batches(trainer.train_set, seed=train.seed * 1000 + epoch)
         first = progress.batch if epoch == progress.epoch else 0
@@ -156,14 +159,20 @@ def fit(
             if not boundary:
                 continue
             progress.optimizer_steps += 1
+            if rank == 0:  # the other ranks count the same steps
+                steps.advance()
             last_batch = index + 1 == len(batches)
             if progress.optimizer_steps == train.max_steps:  # the budget ends here, maybe mid-epoch
                 next_epoch, next_batch = (epoch + 1, 0) if last_batch else (epoch, index + 1)
                 checkpoint(next_epoch, next_batch)
+                if rank == 0:
+                    steps.finish()
                 return
             if train.eval_every_steps and progress.optimizer_steps % train.eval_every_steps == 0 and not last_batch:
                 checkpoint(epoch, index + 1)
         checkpoint(epoch + 1, 0)
+    if rank == 0:
+        steps.finish()
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -171,15 +180,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    # A worker is a process of its own: raydsbs's progress lines reach the driver through its stderr
-    # (Ray's own INFO lines stay out).
-    package_logger = logging.getLogger("raydsbs")
-    if not package_logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s | %(message)s", datefmt="%H:%M:%S"))
-        package_logger.addHandler(handler)
-        package_logger.setLevel(logging.INFO)
-        package_logger.propagate = False
+    log_from_worker()
     context = ray.train.get_context()
 
     def report(metrics: dict, folder: Path | None) -> None:

@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from raydsbs.config import Config
+from raydsbs.progress import ProgressLine, log_from_worker
 from raydsbs.ray_session import start_ray
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import PASSTHROUGH
@@ -38,10 +39,14 @@ SUCCESS_MARKER = "_SUCCESS"  # pyarrow datasets skip files starting with "_"
 
 
 class ParseSamples:
-    """Parses each completion into (rationale, label) or a reason, and reports progress as Ray metrics."""
+    """Parses each completion into (rationale, label) or a reason, and reports progress as Ray metrics and as
+    a progress line (``total`` samples to generate, ``done`` of them by an earlier run)."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, total: int | None = None, done: int = 0):
         from ray.util import metrics
+
+        log_from_worker()
+        self.progress = ProgressLine("teacher", "sample", total, done)
 
         self.teacher = config.teacher
         self.task = get_task(config.task.name)  # also reads "bring your own" labels
@@ -104,6 +109,7 @@ class ParseSamples:
         tokens = int(np.sum(batch["generated_tokens"]))
         self.total_tokens += tokens
         self.rows.inc(n, self.tags)
+        self.progress.advance(n)
         if tokens:
             self.tokens.inc(tokens, self.tags)
         self.tokens_per_s.set(self.total_tokens / max(time.perf_counter() - self.started, 1e-9), self.tags)
@@ -116,6 +122,22 @@ class ParseSamples:
             detail=np.array(details, dtype=object),
         )
         return out
+
+
+def _samples_to_generate(run: RunDir) -> tuple[int, int]:
+    """(samples the stream is to generate, those an earlier run of it wrote already), counted from the files'
+    columns and footers, a batch at a time."""
+    import pyarrow.dataset as pads
+
+    requests = pads.dataset(run.requests.path, filesystem=run.root.fs, format="parquet")
+    total = requests.count_rows(filter=pads.field("reason") == "")
+    done = 0
+    if run.generations.exists():
+        try:
+            done = pads.dataset(run.generations.path, filesystem=run.root.fs, format="parquet").count_rows()
+        except (OSError, ValueError):  # a file a killed run left cut short: the stream rewrites it; count none
+            done = 0
+    return total, done
 
 
 def _stream_completions(config: Config, run: RunDir) -> float:
@@ -143,8 +165,13 @@ def _stream_completions(config: Config, run: RunDir) -> float:
         ds = ray.data.read_parquet(run.requests.path, filesystem=run.root.fs).filter(expr=col("reason") == "")
         ds = ds.repartition(target_num_rows_per_block=config.teacher.rows_per_checkpoint)  # the unit of resume
         ds = BACKENDS[config.teacher.backend](ds, config.teacher, config.task)
+        total, done = _samples_to_generate(run)
         ds = ds.map_batches(
-            ParseSamples, fn_constructor_kwargs={"config": config}, batch_format="numpy", concurrency=1, num_cpus=0.25
+            ParseSamples,
+            fn_constructor_kwargs={"config": config, "total": total, "done": done},
+            batch_format="numpy",
+            concurrency=1,
+            num_cpus=0.25,
         )
         ds.write_parquet(run.generations.path, filesystem=run.root.fs)
     except ray.exceptions.RayActorError as error:
