@@ -427,6 +427,23 @@ class ServeConfig(Section):
     )
 
 
+class CostConfig(Section):
+    """Prices for the report's cost section (never part of a run directory's identity); unset: resource-hours only."""
+
+    cpu_hour: float | None = Field(None, ge=0, description="Price of one CPU for an hour (any currency).")
+    gpu_hour: float | None = Field(None, ge=0, description="Price of one GPU for an hour (the same currency).")
+    api_output_per_mtok: float | None = Field(
+        None, ge=0, description="An API teacher's (teacher.backend=openai) price per million generated tokens."
+    )
+    margin: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Validation accuracy within which a smaller student or training set counts as good as the best "
+        "(the report's recommendation).",
+    )
+
+
 class Config(Section):
     tag: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Readable part of the run directory name.")
     output_dir: str = Field("runs", description="Where run directories are created.")
@@ -438,6 +455,7 @@ class Config(Section):
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig, json_schema_extra=HOW_IT_RUNS)
+    cost: CostConfig = Field(default_factory=CostConfig, json_schema_extra=HOW_IT_RUNS)
 
     @model_validator(mode="after")
     def _cot_needs_heldout_answers(self):

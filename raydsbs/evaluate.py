@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 
 import pyarrow as pa
@@ -161,6 +162,12 @@ def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: i
     return [{column: row[column] for column in PREDICTION_COLUMNS} for row in rows]
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
@@ -171,10 +178,16 @@ def score(config: Config, run: RunDir, folder: Location | None) -> tuple[dict, l
     ``eval.actors`` Ray Data actors on the training workers' devices, or in this process."""
     source = str(folder) if folder is not None else None
     actors = scoring_actors(config)
-    if actors:
+    started = time.perf_counter()
+    if actors:  # the actors' start is timed too: what a served replica also pays once
         rows = _scored_by_actors(config, run, source, actors)
+        gpus = actors if config.train.use_gpu else 0
+        cpus = 0 if gpus else actors * config.train.cpus_per_worker
     else:
         scorer = Scorer(config.model_dump(mode="json"), str(run.root), source)
+        started = time.perf_counter()  # the model is loaded: what serving pays per answer from here
+        gpus = int(scorer.model.device.type == "cuda")
+        cpus = 0 if gpus else torch_threads()
         examples, size = [_examples(run, split) for split in EVAL_SPLITS], config.eval.batch_size
         progress, rows = ProgressLine("evaluate", "row", sum(table.num_rows for table in examples)), []
         for table in examples:  # in the batches the scorer would make of the whole split
@@ -182,7 +195,8 @@ def score(config: Config, run: RunDir, folder: Location | None) -> tuple[dict, l
                 rows += scorer.rows(table.slice(start, size).to_pydict())
                 progress.advance(min(size, table.num_rows - start))
         progress.finish()
-    metrics = {}
+    seconds = time.perf_counter() - started
+    metrics: dict = {"scoring": {"seconds": round(seconds, 2), "answers": len(rows), "cpus": cpus, "gpus": gpus}}
     for split in EVAL_SPLITS:
         scored = [row for row in rows if row["split"] == split]
         count = max(1, len(scored))

@@ -15,6 +15,7 @@ import yaml
 
 from raydsbs import plots
 from raydsbs.config import Config, config_hash
+from raydsbs.cost import cost_lines
 from raydsbs.rundir import RunDir
 from raydsbs.storage import Location
 
@@ -274,18 +275,6 @@ FAIR_ROWS = (
 )
 
 
-def _cost_lines(teacher: dict, trainings: list[Training]) -> list[str]:
-    seconds = [t.seconds for t in trainings if t.seconds is not None]
-    lines = []
-    if teacher:
-        lines.append(f"- teacher: {teacher['generated_tokens']} generated tokens in {teacher.get('seconds', '?')} s")
-    lines.append(
-        f"- students: {len(trainings)} trainings, "
-        + (f"{sum(seconds) / 60:.1f} min of training in all" if seconds else "training time not recorded")
-    )
-    return lines
-
-
 def _html(
     title: str,
     intro: list[str],
@@ -357,7 +346,7 @@ def write_report(config: Config, run: RunDir) -> tuple[Location, str]:
         ("Teacher", _teacher_lines(teacher)),
         ("Baselines", _baseline_lines(summary)),
         ("Smallest training set that beats the teacher", smallest_fraction_beating(rows, keys, teacher_accuracy)),
-        ("Cost", _cost_lines(teacher, trainings)),
+        ("Cost", cost_lines(config, teacher, trainings, rows, keys)),
     ]
     markdown = [
         f"# {title}",

@@ -48,6 +48,7 @@ def _training(run: RunDir, overrides: dict, accuracy: float, parameters: int) ->
                 "parameters": parameters,
                 "examples": 80,
                 "test_tokens_per_answer": 3.0,
+                "scoring": {"seconds": 10.0, "answers": 100, "cpus": 2, "gpus": 0},
             }
         )
     )
@@ -92,7 +93,6 @@ def test_the_teacher_is_the_baseline_and_its_smallest_beating_fraction_is_named(
     text = report.read_text()
     assert "step by step (λ=1), student=t5-tiny: beats the teacher from 50 % of the train split" in text
     assert "standard finetune, student=t5-tiny: does not beat the teacher (best 40.5 % at 100 %)" in text
-    assert "12345 generated tokens" in text and "16 trainings, 8.0 min of training" in text
     assert "teacher accuracy on the test split: 50.0 % of 40 rows" in text
 
 
@@ -122,3 +122,21 @@ def test_plots_and_html_page(run):
 def test_a_report_without_students_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="raydsbs train"):
         write_report(Config(), RunDir(tmp_path))
+
+
+def test_the_cost_section_prices_the_teacher_the_trainings_and_the_recommended_students_answers(run):
+    """Resource-hours from the reservations and wall times (the teacher: 1 replica × 1 CPU for 60 s and 140 rows;
+    16 trainings of 30 s on 2 workers × 0.9 CPU; scoring 0.2 CPU-s an answer), priced with cost.cpu_hour; the
+    recommendation is the smallest student within cost.margin of the best validation accuracy."""
+    priced = with_overrides(Config(), {"cost.cpu_hour": 0.05})
+    text = write_report(priced, run)[0].read_text()
+    cost = text.split("## Cost")[1]
+    assert "- teacher (1 replica(s)): 60 s for 140 rows: 0.0167 CPU-h (0.0008333 at cost.*)" in cost
+    assert "labelling 1M rows: 119 CPU-h (5.952 at cost.*)" in cost
+    assert "- training: 16 training(s), 16 timed: 0.24 CPU-h (0.012 at cost.*) in all" in cost
+    # only t5-mini is within 2 points of the best (70.0 %)
+    assert "recommendation: step_by_step (λ=1) at a training fraction of 1 (8M parameters, validation 70.0 %" in cost
+    assert "a million of its answers: 55.6 CPU-h (2.778 at cost.*)" in cost
+    wide = write_report(with_overrides(Config(), {"cost.margin": 0.35}), run)[0].read_text()
+    assert "recommendation: step_by_step (λ=1) at a training fraction of 0.25 (1M parameters" in wide
+    assert "55.6 CPU-h" in wide and "at cost.*" not in wide.split("## Cost")[1]  # no prices: hours only
