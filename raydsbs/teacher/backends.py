@@ -48,7 +48,8 @@ STOP = ["\n\nQ:", "\nQ:"]  # the start of the next few-shot example
 OUR_REQUEST_ID = "raydsbs_request_id"
 
 
-def _sampling(config: TeacherConfig, seed: int) -> dict:
+def sampling_params(config: TeacherConfig, seed: int) -> dict:
+    """The sampling a teacher request asks for: its limits, greedy or seeded, cut at the next example."""
     params = {"temperature": config.temperature, "max_tokens": config.max_new_tokens, "stop": STOP}
     if config.temperature > 0:  # greedy needs no seed, and a per-request seed costs vLLM a per-request generator
         params["seed"] = int(seed)
@@ -113,7 +114,7 @@ def _vllm_processor(config: TeacherConfig):
         # The engine stage writes its own counter into "request_id": ours travels under another name.
         preprocess=lambda row: {
             **row,
-            "sampling_params": _sampling(config, row["seed"]),
+            "sampling_params": sampling_params(config, row["seed"]),
             OUR_REQUEST_ID: row["request_id"],
         },
         postprocess=lambda row: {
@@ -185,7 +186,7 @@ class OpenAIClient:
         self.pool = ThreadPoolExecutor(max_workers=config.max_concurrent_requests)
 
     def _payload(self, prompt: str, seed: int) -> dict:
-        sampling = _sampling(self.config, seed)
+        sampling = sampling_params(self.config, seed)
         body = {"model": self.config.model, **sampling}
         if self.config.api == "chat":
             body["messages"] = [{"role": "user", "content": prompt}]
