@@ -105,4 +105,5 @@ def test_a_run_in_a_bucket_killed_mid_generation_resumes_and_leaves_its_report_a
     finally:
         ray.shutdown()
     assert rows == predictions.to_pylist() and [row["id"] for row in rows] == held_out
-    assert scores == {key: metrics[key] for key in scores}
+    figures = {key: value for key, value in scores.items() if key != "scoring"}  # its time and resources differ
+    assert figures == {key: metrics[key] for key in figures} and scores["scoring"]["answers"] == 60
