@@ -444,6 +444,17 @@ class CostConfig(Section):
     )
 
 
+class TrackingConfig(Section):
+    """Where trainings and sweeps are also logged (never part of a run directory's identity)."""
+
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI (http://host:5000, sqlite:///mlflow.db, file:///path): each training logs "
+        "its config, its metrics at every checkpoint, its model folder and its val/test accuracy; a sweep each trial.",
+    )
+    experiment: str | None = Field(None, description="The MLflow experiment; None: the run directory's name.")
+
+
 class Config(Section):
     tag: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="Readable part of the run directory name.")
     output_dir: str = Field("runs", description="Where run directories are created.")
@@ -456,6 +467,7 @@ class Config(Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig, json_schema_extra=HOW_IT_RUNS)
     cost: CostConfig = Field(default_factory=CostConfig, json_schema_extra=HOW_IT_RUNS)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, json_schema_extra=HOW_IT_RUNS)
 
     @model_validator(mode="after")
     def _cot_needs_heldout_answers(self):

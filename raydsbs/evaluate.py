@@ -25,6 +25,7 @@ from raydsbs.student.launcher import prepare_tokenizer, without_ignored_keys
 from raydsbs.student.learner import DTYPES, MODEL_SUBDIR, compute_dtype, use_worker_cores
 from raydsbs.student.model import saved_parameters
 from raydsbs.tasks import get_task
+from raydsbs.tracking import log_scored
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ def evaluate_student(config: Config, run: RunDir, folder: Location) -> dict:
     scores, rows = score(config, run, folder / MODEL_SUBDIR)
     metrics.update(scores)
     _write(folder, metrics, rows)
+    log_scored(config, run, folder, metrics, folder / MODEL_SUBDIR)
     logger.info(
         "evaluate | %s | val acc %.3f | test acc %.3f | %.1f tokens per answer",
         folder.name,

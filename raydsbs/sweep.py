@@ -41,6 +41,7 @@ from raydsbs.staging import written_whole
 from raydsbs.student.launcher import prepare_training_data
 from raydsbs.student.tokenized import learned_targets
 from raydsbs.student.train_loop import SELECTION_METRIC
+from raydsbs.tracking import sweep_callbacks
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +213,10 @@ def sweep(config: Config, run: RunDir) -> list[dict]:
             param_space=param_space(config),
             tune_config=tune_config(config),
             run_config=tune.RunConfig(
-                name=experiment.name, storage_path=run.sweep.path, storage_filesystem=run.sweep.fs
+                name=experiment.name,
+                storage_path=run.sweep.path,
+                storage_filesystem=run.sweep.fs,
+                callbacks=sweep_callbacks(config, run),
             ),
         )
     grid = tuner.fit()

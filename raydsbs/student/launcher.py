@@ -156,7 +156,7 @@ def _torch_trainer(config: Config, run: RunDir, name: str, report_to_tune: bool)
 
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.model_dump(mode="json"), "run_dir": str(run.root)},
+        train_loop_config={"config": config.model_dump(mode="json"), "run_dir": str(run.root), "training": name},
         scaling_config=ScalingConfig(
             num_workers=config.train.num_workers,
             use_gpu=config.train.use_gpu,

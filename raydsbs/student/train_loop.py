@@ -27,6 +27,7 @@ from raydsbs.student.lora import add_adapters
 from raydsbs.student.model import build_student, save_student, student_kind
 from raydsbs.student.tokenized import training_data
 from raydsbs.student.tokenizer import load_tokenizer
+from raydsbs.tracking import log_checkpoint, training_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +183,11 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     log_from_worker()
     context = ray.train.get_context()
+    config, run = Config.model_validate(loop_config["config"]), RunDir(loop_config["run_dir"])
+    tracker = training_tracker(config, run, loop_config["training"])
 
     def report(metrics: dict, folder: Path | None) -> None:
+        log_checkpoint(tracker, metrics)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
 
     checkpoint = ray.train.get_checkpoint()
@@ -191,8 +195,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if resume_from:
             logger.info("rank %d resumes from %s", context.get_world_rank(), resume_from)
         fit(
-            Config.model_validate(loop_config["config"]),
-            RunDir(loop_config["run_dir"]),
+            config,
+            run,
             report,
             rank=context.get_world_rank(),
             world=context.get_world_size(),
@@ -200,3 +204,5 @@ def train_loop_per_worker(loop_config: dict) -> None:
             resume_from=Path(resume_from) if resume_from else None,
             device=ray.train.torch.get_device(),
         )
+    if tracker is not None:
+        tracker.end_run()

@@ -80,17 +80,19 @@ def test_a_killed_sweep_keeps_what_finished_and_resumes_what_was_interrupted(tmp
     assert trained == sorted(r["training"] for r in results)
 
 
-def test_asha_stops_the_trial_that_trails(tmp_path):
+def test_asha_stops_the_trial_that_trails_and_mlflow_holds_each_training_and_trial(tmp_path, monkeypatch):
     # Two trials in order: a learning rate that learns, then one that barely moves. Each (one worker, 5
     # steps of 64 rows) reports its validation label loss every 2 steps; at the first rung the second
-    # trails the first and stops.
+    # trails the first and stops. Tracked in an MLflow file store (tracking.mlflow_uri).
+    store = f"file://{tmp_path / 'mlruns'}"
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store for those who ask
     command = [
         sys.executable,
         "-m",
         "raydsbs",
         "sweep",
         "tests/integration/tiny.yaml",
-        f"output_dir={tmp_path}",
+        f"output_dir={tmp_path / 'runs'}",
         "tag=asha",
         "train.method=standard_finetune",
         "train.epochs=1",
@@ -100,10 +102,12 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
         "sweep.scheduler=asha",
         "sweep.grace_reports=1",
         "sweep.grid={train.learning_rate: [3.0e-3, 1.0e-8]}",
+        f"tracking.mlflow_uri={store}",
+        "tracking.experiment=asha",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = (tmp_path / "runs").iterdir()
     results = json.loads((run_dir / "sweep/results.json").read_text())
     assert len(results) == 1  # the stopped trial has no final result
     summary = json.loads((run_dir / "summary.json").read_text())["sweep"]
@@ -115,3 +119,24 @@ def test_asha_stops_the_trial_that_trails(tmp_path):
     (tokenized,) = (run_dir / "student/tokenized").iterdir()
     (tuner,) = run_dir.glob("sweep/trials-*/tuner.pkl")
     assert (tokenized / "train.parquet").stat().st_mtime < tuner.stat().st_mtime
+
+    # MLflow: a run per training with its config and every checkpoint's metrics; the finished one also its
+    # scores and its model folder; and Tune's run per trial in the sweep's experiment.
+    import mlflow
+
+    mlflow.set_tracking_uri(store)
+    runs = {
+        r.data.tags["raydsbs.training"]: r for r in mlflow.search_runs(experiment_names=["asha"], output_format="list")
+    }
+    assert len(runs) == 2 and results[0]["training"] in runs
+    finished = runs[results[0]["training"]]
+    assert finished.data.params["train.method"] == "standard_finetune"
+    assert finished.data.metrics["test_accuracy"] == results[0]["test_accuracy"]
+    history = mlflow.MlflowClient().get_metric_history(finished.info.run_id, "val_label_loss")
+    assert sorted(point.step for point in history) == [2, 4, 5]
+    artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(finished.info.run_id, "model")]
+    assert "model/config.json" in artifacts
+    (stopped,) = [r for name, r in runs.items() if name != results[0]["training"]]
+    assert "test_accuracy" not in stopped.data.metrics  # ASHA stopped it: never scored
+    trials = mlflow.search_runs(experiment_names=["asha-sweep"], output_format="list")
+    assert len(trials) == 2

@@ -87,12 +87,14 @@ def test_eval_settings_are_not_part_of_a_trainings_name():
     assert training_name(Config()) == training_name(with_overrides(Config(), {"eval.max_new_tokens": 64}))
 
 
-def test_how_a_student_is_served_names_no_new_run_or_training():
-    """serve.* is how outputs are used: the run directory and the trainings keep their names (the hash of the
-    defaults is the one it had before the serve section existed)."""
+def test_how_a_student_is_served_priced_or_tracked_names_no_new_run_or_training():
+    """serve.*, cost.* and tracking.* are how outputs are used: the run directory and the trainings keep their
+    names (the hash of the defaults is the one it had before those sections existed)."""
     from raydsbs.student.launcher import training_name
 
-    served = with_overrides(Config(), {"serve.port": 9000, "serve.replicas": 3})
+    served = with_overrides(
+        Config(), {"serve.port": 9000, "serve.replicas": 3, "cost.cpu_hour": 0.1, "tracking.mlflow_uri": "http://x"}
+    )
     assert config_hash(served) == config_hash(Config()) == "0eeb7012"
     assert training_name(served) == training_name(Config())
 
