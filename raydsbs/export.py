@@ -88,30 +88,30 @@ def _percent(accuracy: float | None) -> str:
     return "not measured" if accuracy is None else f"{100 * accuracy:.1f} %"
 
 
-def model_card(facts: dict, kind: str) -> str:
-    """The model card: YAML metadata a hub reads, then the evidence in words."""
+def card_metadata(facts: dict, kind: str) -> dict:
+    """The card's YAML metadata, as a hub reads it: library, pipeline, tags, base model, the test accuracy."""
     base = facts["student"]["pretrained"]
     hub_base = BUNDLED_ORIGINS.get(base.removeprefix(BUNDLED_PREFIX)) if base else None  # a bundled GGUF's origin
     if base and not base.startswith(BUNDLED_PREFIX):
         hub_base = base
-    metadata = {
+    result = {
+        "task": {"type": "text-generation", "name": facts["task"]},
+        "dataset": {"type": facts["task"], "name": f"{facts['task']} test split of the run"},
+        "metrics": [{"type": "accuracy", "value": facts["test_accuracy"], "name": "test accuracy"}],
+    }
+    return {
         "library_name": "transformers",
         "pipeline_tag": "text2text-generation" if kind == "seq2seq" else "text-generation",
         "tags": ["raydsbs", "distilling-step-by-step", "distillation", facts["method"].replace("_", "-")],
         **({"base_model": hub_base} if hub_base else {}),
-        "model-index": [
-            {
-                "name": facts["training"],
-                "results": [
-                    {
-                        "task": {"type": "text-generation", "name": facts["task"]},
-                        "dataset": {"type": facts["task"], "name": f"{facts['task']} test split of the run"},
-                        "metrics": [{"type": "accuracy", "value": facts["test_accuracy"], "name": "test accuracy"}],
-                    }
-                ],
-            }
-        ],
+        "model-index": [{"name": facts["training"], "results": [result]}],
     }
+
+
+def model_card(facts: dict, kind: str) -> str:
+    """The model card: YAML metadata a hub reads, then the evidence in words."""
+    base = facts["student"]["pretrained"]
+    metadata = card_metadata(facts, kind)
     rows = facts["corpus_rows"]
     seconds = facts["training_seconds"]
     lines = [
