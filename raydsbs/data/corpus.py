@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -58,7 +58,7 @@ class Staged:
     hashes: np.ndarray
 
 
-def _checked(source: FileSplit | Iterable[Example | RejectedRow], ray: RayConfig) -> Iterator[pa.Table]:
+def _checked(source: FileSplit | Iterable[Example | RejectedRow], ray: RayConfig) -> Generator[pa.Table]:
     """A split's rows checked, a table at a time, in source order: data files through Ray Data on the cluster,
     other rows (generated, released, a hub split) here."""
     if isinstance(source, FileSplit):
@@ -71,7 +71,7 @@ def _checked(source: FileSplit | Iterable[Example | RejectedRow], ray: RayConfig
         yield checked_table(chunk)
 
 
-def _stage(tables: Iterator[pa.Table], file: Path, enough: int | None = None) -> Staged:
+def _stage(tables: Generator[pa.Table], file: Path, enough: int | None = None) -> Staged:
     """Checked ``tables`` into ``file``; reading stops once a table has brought the row after the
     ``enough``-th usable one (a split that takes the first rows of its source needs no more of it)."""
     usable, hashes, count = [], [], 0
@@ -86,9 +86,7 @@ def _stage(tables: Iterator[pa.Table], file: Path, enough: int | None = None) ->
                 if enough is not None and count > enough:
                     break
         finally:
-            close = getattr(tables, "close", None)
-            if close:
-                close()  # stops Ray Data's reads of a split that has its rows
+            tables.close()  # stops Ray Data's reads of a split that has its rows
     empty = np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     return Staged(file, np.concatenate(usable or [empty[0]]), np.concatenate(hashes or [empty[1]]))
 

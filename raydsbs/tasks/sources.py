@@ -18,6 +18,7 @@ import json
 import posixpath
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -116,14 +117,21 @@ READERS = {".jsonl": _json_lines, ".json": _json_file, ".parquet": _parquet_file
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2"}  # of a line-based file, decompressed as it streams
 
 
+def _format_suffixes(name: str) -> tuple[str, str, str | None]:
+    """(the name without its format's suffixes, the format's suffix, the compression or None), as given:
+    ``part-0.JSONL.gz`` -> ``("part-0", ".jsonl", "gzip")``."""
+    stem, compression = name, None
+    for suffix, codec in COMPRESSIONS.items():
+        if stem.lower().endswith(suffix):
+            stem, compression = stem[: -len(suffix)], codec
+    base, dot, last = stem.rpartition(".")
+    return (base, f".{last.lower()}", compression) if dot else (stem, "", compression)
+
+
 def source_format(name: str) -> tuple[str, str | None]:
     """A data file's format and compression from its name (``train.jsonl.gz`` -> ``(".jsonl", "gzip")``); an
     unknown one is a :class:`SourceError` naming the formats there are."""
-    stem, compression = name.lower(), None
-    for suffix, codec in COMPRESSIONS.items():
-        if stem.endswith(suffix):
-            stem, compression = stem[: -len(suffix)], codec
-    suffix = "." + stem.rsplit(".", 1)[-1] if "." in stem else ""
+    _, suffix, compression = _format_suffixes(name)
     if suffix not in READERS or (compression and suffix == ".parquet"):
         known = ", ".join([*READERS, *(f"{s}{c}" for s in (".jsonl", ".json", ".csv") for c in COMPRESSIONS)])
         raise SourceError(
@@ -175,6 +183,8 @@ def source_files(where: str | Path) -> list[Location]:
     if wild is not None:
         matched = location("/".join(parts[:wild]) or ".").glob("/".join(parts[wild:]))
         files = [found for found in matched if found.is_file()]
+        for found in files:
+            source_format(found.name)  # a glob may match a file of another format: say so before reading
     else:
         root = location(text)
         if root.is_file():
@@ -187,8 +197,6 @@ def source_files(where: str | Path) -> list[Location]:
         files = [root / name for name in relative if _is_data_file(name)]
     if not files:
         raise SourceError(f"no data files ({', '.join(READERS)}, optionally .gz/.zst/.bz2) in {text}")
-    for found in files:
-        source_format(found.name)  # a glob may match a file of another format: say so before reading
     return sorted(files, key=lambda found: found.path)
 
 
@@ -217,14 +225,16 @@ class FileSplit:
     id_prefix: str
     to_example: Callable[[RawRow, str], Example | RejectedRow]
 
+    @cached_property
+    def _common_folder(self) -> str:
+        return posixpath.commonpath([posixpath.dirname(file.path) for file in self.files])
+
     def row_ids(self, number: int) -> Callable[[int], str]:
         """How file ``number``'s rows are named by their place in it."""
         if len(self.files) == 1:
             return lambda position: f"{self.id_prefix}-{position:06d}"
-        common = posixpath.commonpath([posixpath.dirname(file.path) for file in self.files])
-        name = self.files[number].path[len(common) :].lstrip("/")
-        for suffix in (*COMPRESSIONS, *READERS):  # the format's suffixes, not the rest of a dotted name
-            name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+        relative = self.files[number].path[len(self._common_folder) :].lstrip("/")
+        name = _format_suffixes(relative)[0]  # the format's suffixes off, not the rest of a dotted name
         return lambda position: f"{self.id_prefix}-{name}-{position:06d}"
 
     def raw_rows(self, number: int, opened) -> Iterator[tuple[str, RawRow]]:
