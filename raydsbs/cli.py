@@ -117,7 +117,7 @@ def presets() -> int:
 def student_to_ask(args) -> tuple[Config, Location, bool]:
     """(config, model folder, whether its own code may run) of ``predict`` or ``serve``: the training the config
     or run directory names, or ``--model FOLDER`` (with the defaults and the overrides given)."""
-    from raydsbs.student.launcher import training_name, without_ignored_keys
+    from raydsbs.student.launcher import training_name
     from raydsbs.student.learner import MODEL_SUBDIR
 
     if args.model:
@@ -125,7 +125,7 @@ def student_to_ask(args) -> tuple[Config, Location, bool]:
         folder = location(args.model)
     elif args.config:
         config, run = resolve(args.config, args.overrides)
-        folder = run.training(training_name(without_ignored_keys(config))) / MODEL_SUBDIR
+        folder = run.training(training_name(config)) / MODEL_SUBDIR
     else:
         raise ConfigError("the command line", ["give a config or run directory, or --model FOLDER"])
     if not (folder / "config.json").is_file():
@@ -178,11 +178,11 @@ def serve(args) -> int:
 def export(args) -> int:
     """The student the config names, as a model folder with its card; pushed to the hub if asked."""
     from raydsbs.export import ExportError, export_student, push_to_hub
-    from raydsbs.student.launcher import training_name, without_ignored_keys
+    from raydsbs.student.launcher import training_name
 
     config, run = resolve(args.config, args.overrides)
     try:
-        folder = export_student(config, run, run.training(training_name(without_ignored_keys(config))), args.to)
+        folder = export_student(config, run, run.training(training_name(config)), args.to)
         print(f"exported: {folder}")
         if args.push_to_hub:
             print(f"pushed: {push_to_hub(folder, args.push_to_hub)}")

@@ -506,7 +506,8 @@ def schema_problems(error: ValidationError) -> list[str]:
 
 def config_hash(config: BaseModel, length: int = 8) -> str:
     """A short, stable hash of a resolved config (or section)."""
-    # a section marked HOW_IT_RUNS (serve) says how outputs are used, not which: the same run, the same trainings
+    # a section marked HOW_IT_RUNS (serve, cost, tracking) says how outputs are used, not which: the same run and
+    # the same trainings
     canonical = json.dumps(config.model_dump(mode="json", exclude=how_it_runs(type(config))), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 

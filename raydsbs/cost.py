@@ -48,12 +48,16 @@ class Usage:
         return (self.cpu * (prices.cpu_hour or 0) + self.gpu * (prices.gpu_hour or 0)) / 3600
 
 
+def rows_answered(teacher: dict) -> int:
+    """The rows the teacher stream answered: the train rows, and the val and test rows it was scored on."""
+    return teacher.get("rows", 0) + teacher.get("teacher_rows_val", 0) + teacher.get("teacher_rows_test", 0)
+
+
 def teacher_usage(config: Config, teacher: dict) -> tuple[Usage, int] | None:
-    """(the teacher stream's usage, rows it answered), or None when this run has no figure for it."""
-    seconds, rows = teacher.get("seconds"), teacher.get("rows")
-    if seconds is None or not rows or config.teacher.backend in ("replay", "openai"):
+    """(an engine teacher's usage, rows it answered), or None when this run has no figure for it."""
+    seconds, rows = teacher.get("seconds"), rows_answered(teacher)
+    if seconds is None or not teacher.get("rows"):
         return None
-    rows += teacher.get("teacher_rows_val", 0) + teacher.get("teacher_rows_test", 0)
     spec = config.teacher
     per_second = (
         Usage(gpu=spec.replicas * spec.tensor_parallel_size)
@@ -88,7 +92,7 @@ def teacher_lines(config: Config, teacher: dict) -> list[str]:
     if config.teacher.backend == "openai":
         tokens = teacher.get("generated_tokens", 0)
         price = prices.api_output_per_mtok
-        rows = teacher.get("rows") or 1
+        rows = rows_answered(teacher) or 1
         cost = f"{tokens * price / MILLION:.4g} ({tokens * price / rows:.4g} per 1M rows)" if price is not None else ""
         return [
             f"- teacher (an API): {tokens} generated tokens {cost or '(set cost.api_output_per_mtok to price them)'}"
@@ -112,15 +116,11 @@ def cost_lines(config: Config, teacher: dict, trainings: list, rows: list[dict],
     total = sum((training_usage(t.settings, t.seconds) for t in trainings), Usage())
     timed = sum(t.seconds is not None for t in trainings)
     lines.append(f"- training: {len(trainings)} training(s), {timed} timed: {total.text(prices)} in all")
-    serving: dict[tuple, list[Usage]] = {}
+    serving: dict[tuple, list[Usage]] = {}  # a table row's key values -> its timed trainings' usage per answer
     for training in trainings:
         if (usage := serving_usage(training.metrics)) is not None:
             serving.setdefault(tuple(training.settings.get(key) for key in keys), []).append(usage)
-    per_row = {
-        tuple(row[key] for key in keys): sum(usages, Usage()).times(1 / len(usages))
-        for row in rows
-        if (usages := serving.get(tuple(row[key] for key in keys)))
-    }
+    per_row = {row: sum(usages, Usage()).times(1 / len(usages)) for row, usages in serving.items()}
     lines.append(recommendation(rows, keys, per_row, prices))
     return lines
 

@@ -64,9 +64,9 @@ class Scorer:
         on_gpu = config.train.use_gpu and torch.cuda.is_available()
         if actor and not on_gpu:  # the driver's process keeps its own threads
             use_worker_cores(config.train)
-        if actor:
+        if actor:  # counts its own rows (the driver's process counts the whole scoring itself)
             log_from_worker()
-        self.progress = ProgressLine("evaluate", "row", None)  # an actor's own rows (the driver counts its own)
+            self.progress = ProgressLine("evaluate", "row", None)
         self.model.to(torch.device("cuda") if on_gpu else torch.device("cpu"))
         self.dtype = DTYPES[compute_dtype(config.train)]  # the precision the student trained in
         self.task = get_task(config.task.name)
@@ -163,12 +163,6 @@ def _scored_by_actors(config: Config, run: RunDir, folder: str | None, actors: i
     return [{column: row[column] for column in PREDICTION_COLUMNS} for row in rows]
 
 
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
@@ -185,10 +179,12 @@ def score(config: Config, run: RunDir, folder: Location | None) -> tuple[dict, l
         gpus = actors if config.train.use_gpu else 0
         cpus = 0 if gpus else actors * config.train.cpus_per_worker
     else:
+        import torch
+
         scorer = Scorer(config.model_dump(mode="json"), str(run.root), source)
         started = time.perf_counter()  # the model is loaded: what serving pays per answer from here
         gpus = int(scorer.model.device.type == "cuda")
-        cpus = 0 if gpus else torch_threads()
+        cpus = 0 if gpus else torch.get_num_threads()
         examples, size = [_examples(run, split) for split in EVAL_SPLITS], config.eval.batch_size
         progress, rows = ProgressLine("evaluate", "row", sum(table.num_rows for table in examples)), []
         for table in examples:  # in the batches the scorer would make of the whole split

@@ -26,6 +26,7 @@ import shutil
 import yaml
 
 from raydsbs.config import Config
+from raydsbs.report import teacher_source
 from raydsbs.rundir import RunDir
 from raydsbs.staging import committed, written_whole
 from raydsbs.storage import Location, local_copy, location
@@ -57,11 +58,7 @@ def evidence(config: Config, run: RunDir, training: Location) -> dict:
         "run": str(run.root),
         "training": training.name,
         "task": config.task.name,
-        "teacher": (
-            f"replayed completions from {config.teacher.replay_file or config.task.data_dir}"
-            if config.teacher.backend == "replay"
-            else f"{config.teacher.model} ({config.teacher.backend}, {config.teacher.num_shots}-shot)"
-        ),
+        "teacher": teacher_source(config),
         "student": {"preset": config.student.preset, "pretrained": pretrained_source(config.student)},
         "lora": config.student.lora.model_dump() if config.student.lora else None,
         "parameters": metrics.get("parameters"),

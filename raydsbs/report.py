@@ -199,6 +199,13 @@ def smallest_fraction_beating(rows: list[dict], keys: list[str], teacher: float 
     return out
 
 
+def teacher_source(config: Config) -> str:
+    """Who the teacher was: the replayed file, or the model, its backend and its shots."""
+    if config.teacher.backend == "replay":
+        return f"replayed completions from {config.teacher.replay_file or config.task.data_dir}"
+    return f"{config.teacher.model} ({config.teacher.backend}, {config.teacher.num_shots}-shot)"
+
+
 def references(summary: dict) -> dict[str, float]:
     """The reference lines on the test split: the teacher (where it answered the test rows), the untrained
     student and the trivial floor."""
@@ -330,13 +337,8 @@ def write_report(config: Config, run: RunDir) -> tuple[Location, str]:
     table = results_table(rows, keys)
     corpus = summary.get("corpus", {})
     title = f"raydsbs report: {run.root.name}"
-    teacher_source = (
-        f"replayed completions from {config.teacher.replay_file or config.task.data_dir}"
-        if config.teacher.backend == "replay"
-        else f"{config.teacher.model} ({config.teacher.backend})"
-    )
     intro = [
-        f"Task {config.task.name}, teacher: {teacher_source}; config hash {config_hash(config)}.",
+        f"Task {config.task.name}, teacher: {teacher_source(config)}; config hash {config_hash(config)}.",
         f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / "
         f"{corpus.get('test', '?')} test rows. Model selection used the validation split only; the test split "
         f"was scored once per model, and the teacher, the untrained student and the floor on the same rows.",

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from raydsbs.config import ServeConfig
+from raydsbs.student.inference import predict
 
 logger = logging.getLogger(__name__)
 
@@ -93,18 +94,16 @@ class StudentServer:
         return await asyncio.to_thread(self._generate, requests)
 
     def _generate(self, requests: list[tuple[str, bool]]) -> list[dict]:
-        from raydsbs.student.inference import predict
-
         texts = [text for text, _ in requests]
-        answers = [{"label": label} for label in self._predict(predict, texts, "label")]
+        answers = [{"label": label} for label in self._predict(texts, "label")]
         asked = [number for number, (_, rationale) in enumerate(requests) if rationale]
         if asked:
-            rationales = self._predict(predict, [texts[number] for number in asked], "rationale")
+            rationales = self._predict([texts[number] for number in asked], "rationale")
             for number, rationale in zip(asked, rationales, strict=True):
                 answers[number]["rationale"] = rationale
         return answers
 
-    def _predict(self, predict, texts: list[str], task: str) -> list[str]:
+    def _predict(self, texts: list[str], task: str) -> list[str]:
         return predict(self.model, self.tokenizer, self.format, texts, task, self.settings.max_new_tokens, len(texts))
 
 
