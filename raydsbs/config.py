@@ -445,14 +445,27 @@ class CostConfig(Section):
 
 
 class TrackingConfig(Section):
-    """Where trainings and sweeps are also logged (never part of a run directory's identity)."""
+    """Where trainings and sweeps are also logged (never part of a run directory's identity; raydsbs/tracking.py)."""
 
     mlflow_uri: str | None = Field(
         None,
         description="MLflow tracking URI (http://host:5000, sqlite:///mlflow.db, file:///path): each training logs "
         "its config, its metrics at every checkpoint, its model folder and its val/test accuracy; a sweep each trial.",
     )
-    experiment: str | None = Field(None, description="The MLflow experiment; None: the run directory's name.")
+    experiment: str | None = Field(
+        None, description="The MLflow experiment and the W&B group; None: the run directory's name."
+    )
+    tensorboard: bool = Field(
+        True,
+        description="TensorBoard event files of each training in <run>/tensorboard/<training>/: every step's loss "
+        "and every checkpoint's metrics (a sweep's trials also get Tune's own, under sweep/).",
+    )
+    wandb_project: str | None = Field(
+        None,
+        description="Weights & Biases project: each training a W&B run (config, every step's and checkpoint's "
+        "metrics, its scores), a sweep each trial. The key from WANDB_API_KEY or `wandb login`; WANDB_MODE=offline "
+        "keeps the runs in <run>/wandb/ for `wandb sync`.",
+    )
 
 
 class Config(Section):

@@ -14,6 +14,7 @@
       student/<training>/         model/ (selected on val; adapter/ beside it for LoRA), metrics.json
       student/untrained/<student>/ the untrained student's metrics and predictions (a baseline)
       sweep/                      Ray Tune trials and results.json
+      tensorboard/<training>/     each training's TensorBoard events (raydsbs.tracking; W&B's offline runs: wandb/)
       report.md, plots/
       summary.json                counts and figures from every stage
 

@@ -17,13 +17,14 @@ from raydsbs.rundir import RunDir
 from raydsbs.staging import committed, written_whole
 from raydsbs.storage import Location
 from raydsbs.student.batching import needs_teacher, student_format
-from raydsbs.student.learner import MODEL_SUBDIR, STATE_FILE
+from raydsbs.student.learner import MODEL_SUBDIR, STATE_FILE, Progress
 from raydsbs.student.lora import ADAPTER_SUBDIR
 from raydsbs.student.model import build_student, pretrained_source, save_student, student_kind
 from raydsbs.student.presets import PRESETS
 from raydsbs.student.tokenized import prepare_tokenized
 from raydsbs.student.tokenizer import TOKENIZER_SAMPLE_ROWS, load_tokenizer, train_tokenizer
 from raydsbs.student.train_loop import SELECTION_METRIC, train_loop_per_worker
+from raydsbs.tracking import worker_env
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ def _torch_trainer(config: Config, run: RunDir, name: str, report_to_tune: bool)
             name=name,
             # Ray starts workers at nice 15; a training worker is the stage's whole work and runs at the normal
             # priority, as the teacher's engine does (it lost CPU to Ray's own processes otherwise).
-            worker_runtime_env={"env_vars": {"RAY_worker_niceness": "0"}},
+            worker_runtime_env={"env_vars": {"RAY_worker_niceness": "0", **worker_env(config)}},
             storage_path=(run.student / "ray").path,
             storage_filesystem=run.root.fs,
             checkpoint_config=CheckpointConfig(
@@ -185,7 +186,7 @@ def _keep_selected(config: Config, run: RunDir, folder: Location, result, second
     best = result.get_best_checkpoint(metric=SELECTION_METRIC, mode="min")
     history = [metrics for _, metrics in result.best_checkpoints or []]
     with result.checkpoint.as_directory() as latest:
-        final_step = json.loads((Path(latest) / STATE_FILE).read_text())["optimizer_steps"]
+        final_step = Progress.of_checkpoint(Path(latest)).optimizer_steps
     counts = {key: history[-1].get(key) for key in ("examples", "rationales")} if history else {}
     folder.mkdir()
     (folder / "config.yaml").write_text(to_yaml(config))

@@ -41,6 +41,10 @@ class Progress:
     batch: int = 0
     optimizer_steps: int = 0
 
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Path) -> Progress:
+        return cls(**json.loads((checkpoint / STATE_FILE).read_text()))
+
 
 def cpu_has_bf16() -> bool:
     """Whether this machine's CPU computes bf16 natively (avx512_bf16 or AMX): bf16 autocast then pays."""
@@ -255,4 +259,4 @@ class Learner:
             # onto this worker's device: the state was saved from whichever device rank 0 had
             state = torch.load(checkpoint / "optimizer.pt", map_location=self.device, weights_only=True)
             self.optimizer.load_state_dict(state)
-        return Progress(**json.loads((checkpoint / STATE_FILE).read_text()))
+        return Progress.of_checkpoint(checkpoint)

@@ -27,12 +27,13 @@ from raydsbs.student.lora import add_adapters
 from raydsbs.student.model import build_student, save_student, student_kind
 from raydsbs.student.tokenized import training_data
 from raydsbs.student.tokenizer import load_tokenizer
-from raydsbs.tracking import log_checkpoint, training_tracker
+from raydsbs.tracking import TrainingLog
 
 logger = logging.getLogger(__name__)
 
 SELECTION_METRIC = "val_label_loss"  # model selection looks at validation only, never test
 Report = Callable[[dict, "Path | None"], None]  # (metrics, checkpoint folder of this rank or None)
+StepLog = Callable[[int, dict], None]  # (optimizer step, this rank's mean losses over the step's micro-batches)
 
 
 def _mean_over_workers(total: float, count: int) -> float:
@@ -82,7 +83,7 @@ class WorkerSetup:
 
 
 class RunningMeans:
-    """Mean train losses since the last report."""
+    """Mean train losses since the last report (or the last optimizer step)."""
 
     def __init__(self):
         self.sums, self.count = [0.0, 0.0, 0.0], 0
@@ -106,8 +107,10 @@ def fit(
     resume_from: Path | None = None,
     distributed: bool = False,
     device: torch.device | None = None,
+    log_step: StepLog | None = None,
 ) -> None:
-    """Train the student of ``config``; at each checkpoint ``report(metrics, folder)``.
+    """Train the student of ``config``; at each checkpoint ``report(metrics, folder)``, and on rank 0 at each
+    optimizer step ``log_step(step, losses)``.
 
     Runs as a plain function (one process, no Ray) or inside a Ray Train worker
     (``distributed=True``: DDP or DeepSpeed across the workers).
@@ -116,7 +119,7 @@ def fit(
     trainer = WorkerSetup(config, run, rank, world, distributed, device or torch.device("cpu"))
     learner, train = trainer.learner, config.train
     progress = learner.restore(resume_from) if resume_from else Progress()
-    means = RunningMeans()
+    means, step_means = RunningMeans(), RunningMeans()
 
     def checkpoint(next_epoch: int, next_batch: int) -> None:
         metrics = {
@@ -156,12 +159,17 @@ def fit(
         for index in range(first, len(batches)):
             micro = epoch * len(batches) + index  # counts micro-batches across epochs, the same on every rank
             boundary = (micro + 1) % train.gradient_accumulation_steps == 0
-            means.add(learner.micro_step(trainer.collate(trainer.train_set, batches[index]), boundary))
+            losses = learner.micro_step(trainer.collate(trainer.train_set, batches[index]), boundary)
+            means.add(losses)
+            step_means.add(losses)
             if not boundary:
                 continue
             progress.optimizer_steps += 1
+            step_losses = step_means.pop()
             if rank == 0:  # the other ranks count the same steps
                 steps.advance()
+                if log_step:
+                    log_step(progress.optimizer_steps, step_losses)
             last_batch = index + 1 == len(batches)
             if progress.optimizer_steps == train.max_steps:  # the budget ends here, maybe mid-epoch
                 next_epoch, next_batch = (epoch + 1, 0) if last_batch else (epoch, index + 1)
@@ -184,16 +192,17 @@ def train_loop_per_worker(loop_config: dict) -> None:
     log_from_worker()
     context = ray.train.get_context()
     config, run = Config.model_validate(loop_config["config"]), RunDir(loop_config["run_dir"])
-    tracker = training_tracker(config, run, loop_config["training"])
-
-    def report(metrics: dict, folder: Path | None) -> None:
-        log_checkpoint(tracker, metrics)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
-
     checkpoint = ray.train.get_checkpoint()
     with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume_from:
         if resume_from:
             logger.info("rank %d resumes from %s", context.get_world_rank(), resume_from)
+        resumed_step = Progress.of_checkpoint(Path(resume_from)).optimizer_steps if resume_from else 0
+        log = TrainingLog(config, run, loop_config["training"], context.get_world_rank(), resumed_step)
+
+        def report(metrics: dict, folder: Path | None) -> None:
+            log.checkpoint(metrics)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
+
         fit(
             config,
             run,
@@ -203,6 +212,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
             distributed=True,
             resume_from=Path(resume_from) if resume_from else None,
             device=ray.train.torch.get_device(),
+            log_step=log.step,
         )
-    if tracker is not None:
-        tracker.end_run()
+    log.close()

@@ -187,3 +187,54 @@ def token_head(home: Path, num_cpus: int = 4):
                     child.kill()
             process.wait()
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Each scalar tag's (step, value) points as TensorBoard shows them (its own reader: a resumed run's purge
+    applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def wandb_offline_runs(folder: Path) -> list[dict]:
+    """The runs W&B wrote offline under ``folder`` (``offline-run-*/run-<id>.wandb``), read from W&B's own
+    record log: 32 KiB blocks of chunks (a 7-byte header: CRC, length, FULL/FIRST/MIDDLE/LAST), each record a
+    protobuf ``Record``. Each run: id, name, group, project, config, history ({step: {key: value}}), summary."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    def items(updates) -> dict:
+        return {"/".join(item.nested_key) or item.key: json.loads(item.value_json) for item in updates}
+
+    runs = []
+    for path in sorted(folder.glob("offline-run-*/run-*.wandb")):
+        data, pending, position = path.read_bytes(), b"", 7  # past the file's header (":W&B", magic, version)
+        run = {"history": {}, "summary": {}, "config": {}}
+        while position + 7 <= len(data):
+            if 32768 - position % 32768 < 7:  # a block's tail too short for a header is padding
+                position += 32768 - position % 32768
+                continue
+            _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+            if kind == 0:
+                break
+            pending += data[position + 7 : position + 7 + length]
+            position += 7 + length
+            if kind not in (1, 4):  # FULL or LAST: the record is whole
+                continue
+            record = wandb_internal_pb2.Record.FromString(pending)
+            pending, which = b"", record.WhichOneof("record_type")
+            if which == "run":
+                run.update(id=record.run.run_id, name=record.run.display_name, group=record.run.run_group)
+                run.update(project=record.run.project)
+                run["config"].update(items(record.run.config.update))
+            elif which == "history":
+                values = items(record.history.item)
+                run["history"].setdefault(values["_step"], {}).update(values)
+            elif which == "summary":
+                run["summary"].update(items(record.summary.update))
+        runs.append(run)
+    return runs

@@ -15,9 +15,9 @@ from raydsbs.evaluate import score
 from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
 from raydsbs.staging import committed
-from raydsbs.storage import location
+from raydsbs.storage import local_copy, location
 from raydsbs.student.learner import MODEL_SUBDIR
-from tests.integration.helpers import REPO, Background
+from tests.integration.helpers import REPO, Background, tensorboard_scalars
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +79,10 @@ def test_a_run_in_a_bucket_killed_mid_generation_resumes_and_leaves_its_report_a
         assert committed(folder), folder
     (tokenized,) = (run / "student/tokenized").iterdir()
     assert committed(tokenized)
+    # the training's TensorBoard events, written locally by rank 0 and uploaded at each checkpoint
+    final_step = json.loads((training / "training.json").read_text())["final_step"]
+    curves = tensorboard_scalars(local_copy(run / "tensorboard" / training.name))
+    assert [step for step, _ in curves["step/loss"]] == list(range(1, final_step + 1))
     metrics = json.loads((training / "metrics.json").read_text())
     predictions = pq.read_table((training / "predictions.parquet").path, filesystem=run.fs)
     assert predictions.num_rows == 60 and metrics["test_accuracy"] == round(

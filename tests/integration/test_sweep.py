@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForSeq2SeqLM
 
-from tests.integration.helpers import REPO, Background, last_checkpoint_step
+from tests.integration.helpers import (
+    REPO,
+    Background,
+    last_checkpoint_step,
+    tensorboard_scalars,
+    wandb_offline_runs,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -78,14 +84,22 @@ def test_a_killed_sweep_keeps_what_finished_and_resumes_what_was_interrupted(tmp
     assert json.loads((run_dir / "summary.json").read_text())["sweep"]["trials"] == 2
     trained = sorted(p.name for p in (run_dir / "student").glob("standard_finetune-*") if (p / "model").is_dir())
     assert trained == sorted(r["training"] for r in results)
+    # TensorBoard shows the interrupted training's every step once: what the killed attempt logged after its
+    # checkpoint is purged by the resumed one's event file.
+    for training in trained:
+        final_step = json.loads((run_dir / "student" / training / "training.json").read_text())["final_step"]
+        curves = tensorboard_scalars(run_dir / "tensorboard" / training)
+        assert [step for step, _ in curves["step/loss"]] == list(range(1, final_step + 1)), training
 
 
-def test_asha_stops_the_trial_that_trails_and_mlflow_holds_each_training_and_trial(tmp_path, monkeypatch):
+def test_asha_stops_the_trial_that_trails_and_the_trackers_hold_each_training_and_trial(tmp_path, monkeypatch):
     # Two trials in order: a learning rate that learns, then one that barely moves. Each (one worker, 5
     # steps of 64 rows) reports its validation label loss every 2 steps; at the first rung the second
-    # trails the first and stops. Tracked in an MLflow file store (tracking.mlflow_uri).
+    # trails the first and stops. Tracked in an MLflow file store (tracking.mlflow_uri), TensorBoard event
+    # files (on by default) and W&B offline (tracking.wandb_project).
     store = f"file://{tmp_path / 'mlruns'}"
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store for those who ask
+    monkeypatch.setenv("WANDB_MODE", "offline")
     command = [
         sys.executable,
         "-m",
@@ -104,6 +118,7 @@ def test_asha_stops_the_trial_that_trails_and_mlflow_holds_each_training_and_tri
         "sweep.grid={train.learning_rate: [3.0e-3, 1.0e-8]}",
         f"tracking.mlflow_uri={store}",
         "tracking.experiment=asha",
+        "tracking.wandb_project=raydsbs-test",
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -140,3 +155,29 @@ def test_asha_stops_the_trial_that_trails_and_mlflow_holds_each_training_and_tri
     assert "test_accuracy" not in stopped.data.metrics  # ASHA stopped it: never scored
     trials = mlflow.search_runs(experiment_names=["asha-sweep"], output_format="list")
     assert len(trials) == 2
+
+    # TensorBoard: each training's every step and checkpoint in <run>/tensorboard/<training>/; Tune's own events
+    # in each trial's folder.
+    finished_name = results[0]["training"]
+    curves = tensorboard_scalars(run_dir / "tensorboard" / finished_name)
+    assert [step for step, _ in curves["val_label_loss"]] == [2, 4, 5]
+    assert [step for step, _ in curves["step/loss"]] == [1, 2, 3, 4, 5]
+    assert curves["val_label_loss"][-1][1] == pytest.approx(max(history, key=lambda point: point.step).value)
+    stopped_curves = tensorboard_scalars(run_dir / "tensorboard" / stopped.data.tags["raydsbs.training"])
+    stopped_steps = [step for step, _ in stopped_curves["val_label_loss"]]
+    assert stopped_steps in ([2], [2, 4])  # stopped at the rung, by the time Tune has acted on it
+    assert len(list(run_dir.glob("sweep/trials-*/*/events.out.tfevents.*"))) == 2
+
+    # W&B (offline, in <run>/wandb/): the training's run with its config, every step's and checkpoint's
+    # metrics, and its scores in the summary (one more offline run of the same id, as W&B resumes it); a run
+    # per trial. (The ASHA-stopped training's W&B process is killed with it, often before it wrote a record.)
+    tracked = wandb_offline_runs(run_dir / "wandb")
+    finished_runs = [r for r in tracked if r.get("name") == finished_name]
+    assert len({r["id"] for r in finished_runs}) == 1 and {r["group"] for r in finished_runs} == {"asha"}
+    logged = next(r for r in finished_runs if r["history"])
+    assert logged["config"]["train.method"] == "standard_finetune"
+    assert sorted(s for s, values in logged["history"].items() if "val_label_loss" in values) == [2, 4, 5]
+    assert sorted(s for s, values in logged["history"].items() if "step/loss" in values) == [1, 2, 3, 4, 5]
+    scored = [r["summary"]["test_accuracy"] for r in finished_runs if "test_accuracy" in r["summary"]]
+    assert scored == [results[0]["test_accuracy"]]
+    assert len([r for r in tracked if r.get("group") == "asha-sweep"]) == 2

@@ -93,7 +93,15 @@ def test_how_a_student_is_served_priced_or_tracked_names_no_new_run_or_training(
     from raydsbs.student.launcher import training_name
 
     served = with_overrides(
-        Config(), {"serve.port": 9000, "serve.replicas": 3, "cost.cpu_hour": 0.1, "tracking.mlflow_uri": "http://x"}
+        Config(),
+        {
+            "serve.port": 9000,
+            "serve.replicas": 3,
+            "cost.cpu_hour": 0.1,
+            "tracking.mlflow_uri": "http://x",
+            "tracking.tensorboard": False,
+            "tracking.wandb_project": "p",
+        },
     )
     assert config_hash(served) == config_hash(Config()) == "0eeb7012"
     assert training_name(served) == training_name(Config())
