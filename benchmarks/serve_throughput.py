@@ -1,6 +1,8 @@
 """What the student saves when it answers instead of the teacher: the same test questions sent over HTTP, the same
 number at a time, to the teacher behind vLLM's OpenAI server (the teacher stage's engine settings and few-shot
-prompts, greedy, its max_new_tokens, cut at the next example) and to the student behind ``raydsbs serve``.
+prompts, greedy, its max_new_tokens, cut at the next example) and to the student behind ``raydsbs serve``, once
+generating with transformers (requests batched by Ray Serve) and, for a causal student, once in vLLM's engine
+(``serve.engine=vllm``).
 
 For each: answers/s over the whole load (from the first request sent to the last answer), latency percentiles,
 and accuracy against the gold labels (the teacher's answers read by the task's parser; the student's label
@@ -140,16 +142,19 @@ def measure_teacher(config, questions: list[str], golds: list[str], concurrency:
     return {**result, "accuracy": round(correct / len(golds), 4), "tokens_per_answer": round(tokens / len(texts), 1)}
 
 
-def measure_student(run_dir: str, questions: list[str], golds: list[str], concurrency: int, work: Path) -> dict:
+def measure_student(
+    run_dir: str, questions: list[str], golds: list[str], concurrency: int, work: Path, engine: str
+) -> dict:
     from raydsbs.config import Config
     from raydsbs.rundir import RunDir
     from raydsbs.tasks import get_task
 
     config: Config = RunDir(Path(run_dir)).load_config()
     task = get_task(config.task.name)
-    port, log = _free_port(), work / "student.log"
+    port, log = _free_port(), work / f"student-{engine}.log"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    server = _server([str(BIN / "raydsbs"), "serve", run_dir, f"serve.port={port}"], log, env)
+    command = [str(BIN / "raydsbs"), "serve", run_dir, f"serve.port={port}", f"serve.engine={engine}"]
+    server = _server(command, log, env)
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/", server, log)
         result = _load(lambda q: _post(f"http://127.0.0.1:{port}/", {"input": q}), questions, concurrency)
@@ -158,13 +163,17 @@ def measure_student(run_dir: str, questions: list[str], golds: list[str], concur
     labels = [answer["label"] for answer in result.pop("answers")]
     read = [task.parse_prediction(label, q) for label, q in zip(labels, questions, strict=True)]
     correct = sum(task.answers_match(label, gold) for label, gold in zip(read, golds, strict=True))
-    return {**result, "accuracy": round(correct / len(golds), 4), "replicas": config.serve.replicas}
+    return {**result, "accuracy": round(correct / len(golds), 4), "replicas": config.serve.replicas, "engine": engine}
 
 
 def main() -> None:
     import pyarrow.parquet as pq
 
     from raydsbs.rundir import RunDir
+    from raydsbs.storage import local_copy
+    from raydsbs.student.launcher import training_name
+    from raydsbs.student.learner import MODEL_SUBDIR
+    from raydsbs.student.model import student_format_of
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a run directory with a trained, evaluated student (the quickstart's)")
@@ -178,8 +187,11 @@ def main() -> None:
     questions, golds = [row["question"] for row in picked], [row["gold"] for row in picked]
     work = ROOT / "benchmarks" / ".serve"
     work.mkdir(parents=True, exist_ok=True)
-    student = measure_student(str(run.root), questions, golds, args.concurrency, work)
+    student = measure_student(str(run.root), questions, golds, args.concurrency, work, "transformers")
     print("student", json.dumps(student), flush=True)
+    causal = student_format_of(local_copy(run.training(training_name(config)) / MODEL_SUBDIR)).kind == "causal"
+    student_vllm = measure_student(str(run.root), questions, golds, args.concurrency, work, "vllm") if causal else None
+    print("student through vLLM", json.dumps(student_vllm), flush=True)
     teacher = measure_teacher(config, questions, golds, args.concurrency, work)
     print("teacher", json.dumps(teacher), flush=True)
     results = {
@@ -190,11 +202,15 @@ def main() -> None:
         "concurrency": args.concurrency,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "student": student,
+        "student_vllm": student_vllm,
         "teacher": teacher,
         "student_over_teacher_answers_per_s": round(student["answers_per_s"] / teacher["answers_per_s"], 2),
     }
+    if student_vllm:
+        ratio = student_vllm["answers_per_s"] / teacher["answers_per_s"]
+        results["student_vllm_over_teacher_answers_per_s"] = round(ratio, 2)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in ("student_over_teacher_answers_per_s",)}, indent=2))
+    print(json.dumps({k: v for k, v in results.items() if k.endswith("_answers_per_s")}, indent=2))
 
 
 if __name__ == "__main__":

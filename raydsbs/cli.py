@@ -121,7 +121,7 @@ def student_to_ask(args) -> tuple[Config, Location, bool]:
     from raydsbs.student.learner import MODEL_SUBDIR
 
     if args.model:
-        config = load_config(args.config, args.overrides) if args.config else load_config(None, args.overrides)
+        config = load_config(*_only_overrides(args.config, args.overrides))
         folder = location(args.model)
     elif args.config:
         config, run = resolve(args.config, args.overrides)
@@ -164,6 +164,8 @@ def serve(args) -> int:
     from raydsbs.serve import serve_student
 
     config, folder, trust_remote_code = student_to_ask(args)
+    if config.serve.engine == "vllm":
+        _check_vllm_can_serve(folder)
     start_ray(config.ray)
     url = serve_student(str(folder), trust_remote_code, config.serve, config.task.max_input_chars)
     print(f'serving {folder} at {url} (POST {{"input": "...", "rationale": true}}); Ctrl-C stops it', flush=True)
@@ -173,6 +175,27 @@ def serve(args) -> int:
     stopped.wait()
     ray_serve.shutdown()
     return 0
+
+
+def _check_vllm_can_serve(folder: Location) -> None:
+    import importlib.util
+
+    from raydsbs.student.model import student_format_of
+
+    kind = student_format_of(folder).kind
+    if kind != "causal":
+        raise ConfigError(
+            "the command line",
+            [
+                f"serve.engine = 'vllm': {folder} holds a {kind} student; vLLM serves causal students only "
+                "(serve.engine=transformers serves both)"
+            ],
+        )
+    if importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "the command line",
+            ["serve.engine = 'vllm' needs vLLM: pip install 'raydsbs[cpu]' (CPU) or 'raydsbs[gpu]' (CUDA)"],
+        )
 
 
 def export(args) -> int:
@@ -206,12 +229,18 @@ def resolve(config_arg: str, overrides: list[str]) -> tuple[Config, RunDir]:
     return config, open_run(config)
 
 
+def _only_overrides(config_arg: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """(config, overrides) of a command whose config is optional: ``a.b=c`` in its place is the first override."""
+    if config_arg and "=" in config_arg and not Path(config_arg).exists():
+        return None, [config_arg, *overrides]
+    return config_arg, overrides
+
+
 def doctor(config_arg: str | None, overrides: list[str]) -> int:
     """Check the environment against a config (defaults when none is given); 1 when anything fails."""
     from raydsbs.doctor import format_checks, run_checks
 
-    if config_arg and "=" in config_arg and not Path(config_arg).exists():
-        config_arg, overrides = None, [config_arg, *overrides]  # only overrides were given
+    config_arg, overrides = _only_overrides(config_arg, overrides)
     try:
         config = load_config(config_arg, overrides)
     except ConfigError as error:

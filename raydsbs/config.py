@@ -425,6 +425,12 @@ class ServeConfig(Section):
     max_new_tokens: int = Field(
         128, ge=1, description="Generation limit of each output, the label's and the rationale's (as raydsbs predict)."
     )
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="What generates: transformers (T5 and causal students, requests batched by Ray Serve) or vllm "
+        "(causal students only, continuous batching).",
+    )
+    kv_cache_gib: int = Field(1, ge=1, description="vllm engine on CPUs: its KV cache (VLLM_CPU_KVCACHE_SPACE).")
 
 
 class CostConfig(Section):
@@ -432,6 +438,9 @@ class CostConfig(Section):
 
     cpu_hour: float | None = Field(None, ge=0, description="Price of one CPU for an hour (any currency).")
     gpu_hour: float | None = Field(None, ge=0, description="Price of one GPU for an hour (the same currency).")
+    api_input_per_mtok: float | None = Field(
+        None, ge=0, description="An API teacher's (teacher.backend=openai) price per million prompt tokens."
+    )
     api_output_per_mtok: float | None = Field(
         None, ge=0, description="An API teacher's (teacher.backend=openai) price per million generated tokens."
     )

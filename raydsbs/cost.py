@@ -2,7 +2,8 @@
 wall time, priced with ``cost.*`` when given.
 
     teacher    the stream's seconds × its replicas' reservation (tensor_parallel_size GPUs, or cpus_per_replica
-               CPUs, each); an API teacher: its generated tokens × cost.api_output_per_mtok; replay: nothing
+               CPUs, each); an API teacher: its prompt and generated tokens × cost.api_input_per_mtok and
+               cost.api_output_per_mtok; replay: nothing
     training   each training's seconds × train.num_workers × (one GPU, or train.cpus_per_worker CPUs)
     serving    the student's scoring: seconds per answer × the CPUs or GPUs that answered, per million answers
 
@@ -85,18 +86,26 @@ def serving_usage(metrics: dict) -> Usage | None:
     return Usage(cpu=per_answer * scoring["cpus"], gpu=per_answer * scoring["gpus"])
 
 
+def api_teacher_line(prices: CostConfig, teacher: dict) -> str:
+    """An API teacher's tokens as its usage counted them, priced per million when the prices are given."""
+    tokens = {"prompt": teacher.get("prompt_tokens", 0), "generated": teacher.get("generated_tokens", 0)}
+    per_mtok = {"prompt": prices.api_input_per_mtok, "generated": prices.api_output_per_mtok}
+    line = f"- teacher (an API): {tokens['prompt']} prompt tokens and {tokens['generated']} generated tokens"
+    unpriced = [kind for kind, price in per_mtok.items() if price is None]
+    if len(unpriced) == 2:
+        return f"{line} (set cost.api_input_per_mtok and cost.api_output_per_mtok to price them)"
+    cost = sum(tokens[kind] * price for kind, price in per_mtok.items() if price is not None) / MILLION
+    per_rows = cost * MILLION / (rows_answered(teacher) or 1)
+    left = f"; the {unpriced[0]} tokens unpriced" if unpriced else ""
+    return f"{line}: {cost:.4g} ({per_rows:.4g} per 1M rows){left}"
+
+
 def teacher_lines(config: Config, teacher: dict) -> list[str]:
     prices = config.cost
     if config.teacher.backend == "replay":
         return ["- teacher: completions replayed from files: no teacher compute in this run"]
     if config.teacher.backend == "openai":
-        tokens = teacher.get("generated_tokens", 0)
-        price = prices.api_output_per_mtok
-        rows = rows_answered(teacher) or 1
-        cost = f"{tokens * price / MILLION:.4g} ({tokens * price / rows:.4g} per 1M rows)" if price is not None else ""
-        return [
-            f"- teacher (an API): {tokens} generated tokens {cost or '(set cost.api_output_per_mtok to price them)'}"
-        ]
+        return [api_teacher_line(prices, teacher)]
     used = teacher_usage(config, teacher)
     if used is None:
         return ["- teacher: its stream's time is not in this run's summary"]

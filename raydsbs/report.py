@@ -259,7 +259,8 @@ def _teacher_lines(teacher: dict) -> list[str]:
             if teacher.get(f"teacher_accuracy_{split}") is not None
         ),
         f"- generated tokens: {teacher['generated_tokens']} in {teacher.get('seconds', '?')} s "
-        f"({teacher.get('generated_tokens_per_s', '?')} tokens/s)",
+        f"({teacher.get('generated_tokens_per_s', '?')} tokens/s), reading {teacher.get('prompt_tokens', '?')} "
+        "prompt tokens",
     ]
 
 

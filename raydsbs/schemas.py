@@ -58,6 +58,7 @@ SAMPLES = pa.schema(
         *[REQUESTS.field(name) for name in PASSTHROUGH],
         ("completion", _TEXT),
         ("generated_tokens", pa.int64()),
+        ("prompt_tokens", pa.int64()),  # what the teacher read; 0 when unknown (replay, runs from before it was kept)
         *_strings("rationale", "teacher_label"),
         ("teacher_correct", pa.bool_()),
         *_strings("reason", "detail"),

@@ -10,6 +10,10 @@ answers the requests that arrive together in one generate call per task (``@serv
 ``serve.max_batch_size``), with the greedy decoding ``raydsbs predict`` uses: the same answers. T5 and causal
 students alike. A bad request is answered with its reason before it reaches the batch, so it never disturbs
 the others.
+
+``serve.engine=vllm`` puts a causal student in vLLM's engine instead (vLLM has dropped encoder-decoder models:
+not T5): the engine batches the requests as they come (continuous batching), reading the same prompt tokens and
+decoding greedily as ``raydsbs predict`` does (fp32 on CPUs: the same answers).
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import asyncio
 import json
 import logging
 import math
+import uuid
 
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from raydsbs.config import ServeConfig
-from raydsbs.student.inference import predict
+from raydsbs.config import ConfigError, ServeConfig
+from raydsbs.student.inference import predict, prompt_ids
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +112,86 @@ class StudentServer:
         return predict(self.model, self.tokenizer, self.format, texts, task, self.settings.max_new_tokens, len(texts))
 
 
+@serve.deployment
+class VLLMStudentServer:
+    """One replica: a causal student from ``folder`` in vLLM's engine; the student's own tokenizer writes its
+    prompts and reads its answers (the engine sees token ids only)."""
+
+    def __init__(self, folder: str, trust_remote_code: bool, settings: dict, max_input_chars: int):
+        from transformers import AutoTokenizer
+        from vllm import AsyncEngineArgs, SamplingParams
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from raydsbs.storage import local_copy
+        from raydsbs.student.model import student_format_of
+
+        self.settings = ServeConfig.model_validate(settings)
+        self.max_input_chars = max_input_chars
+        local = local_copy(folder)
+        self.format = student_format_of(local)
+        self.tokenizer = AutoTokenizer.from_pretrained(local, trust_remote_code=trust_remote_code)
+        markers = max(len(self.format.marker_ids(self.tokenizer, task)) for task in ("label", "rationale"))
+        arguments = AsyncEngineArgs(
+            model=str(local),
+            skip_tokenizer_init=True,
+            max_model_len=self.format.max_input_tokens + markers + self.settings.max_new_tokens,
+            enforce_eager=not self.settings.use_gpu,  # no CUDA graphs on CPUs; eager starts faster
+            # CPUs: fp32, as `raydsbs predict` computes: the same answers (bf16 changed some of them)
+            dtype="auto" if self.settings.use_gpu else "float32",
+            trust_remote_code=trust_remote_code,
+        )
+        self.engine = AsyncLLM.from_engine_args(arguments)
+        eos = self.tokenizer.eos_token_id
+        self.sampling = SamplingParams(
+            temperature=0.0, max_tokens=self.settings.max_new_tokens, stop_token_ids=[eos], detokenize=False
+        )
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        try:
+            text, rationale = parse_request(await request.body(), self.max_input_chars)
+        except BadRequest as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        tasks = ["label", "rationale"] if rationale else ["label"]
+        answers = await asyncio.gather(*(self._generate(text, task) for task in tasks))
+        return JSONResponse(dict(zip(tasks, answers, strict=True)))
+
+    async def _generate(self, text: str, task: str) -> str:
+        (ids,) = prompt_ids(self.tokenizer, self.format, [text], task)
+        async for output in self.engine.generate({"prompt_token_ids": ids}, self.sampling, uuid.uuid4().hex):
+            final = output
+        generated = list(final.outputs[0].token_ids)
+        eos = self.tokenizer.eos_token_id
+        generated = generated[: generated.index(eos)] if eos in generated else generated
+        return self.tokenizer.decode(generated, skip_special_tokens=True).strip()
+
+
+def _check_serve_listens_where_asked(settings: ServeConfig) -> None:
+    """Ray Serve already running on the cluster keeps its own address (serve.start ignores ours): refused, not
+    served at an address other than the one asked for and printed."""
+    from ray.serve.context import _get_global_client  # the running controller's HTTP settings: no public API
+
+    running = _get_global_client().http_config
+    if (running.host, running.port) != (settings.host, settings.port):
+        raise ConfigError(
+            "serve.host / serve.port",
+            [
+                f"Ray Serve already runs on this cluster at {running.host}:{running.port} (another `raydsbs serve`, "
+                f"or one stopped without Ctrl-C): serve there with serve.host={running.host} "
+                f"serve.port={running.port}, or stop it first with `serve shutdown -y`"
+            ],
+        )
+
+
 def serve_student(folder: str, trust_remote_code: bool, settings: ServeConfig, max_input_chars: int) -> str:
     """Start the API on the Ray cluster this process is connected to; its URL. It runs until Serve is shut down."""
     resources = {"num_gpus": 1} if settings.use_gpu else {"num_cpus": settings.cpus_per_replica}
+    server = StudentServer
+    if settings.engine == "vllm":
+        server = VLLMStudentServer
+        resources["runtime_env"] = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(settings.kv_cache_gib)}}
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    app = StudentServer.options(num_replicas=settings.replicas, ray_actor_options=resources).bind(
+    _check_serve_listens_where_asked(settings)
+    app = server.options(num_replicas=settings.replicas, ray_actor_options=resources).bind(
         folder, trust_remote_code, settings.model_dump(), max_input_chars
     )
     serve.run(app, name="raydsbs-student", route_prefix="/")

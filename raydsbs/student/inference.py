@@ -16,6 +16,17 @@ def _strip(rows: torch.Tensor, given: int, eos_id: int) -> list[list[int]]:
     return out
 
 
+def prompt_ids(tokenizer, fmt: StudentFormat, questions: list[str], task: str) -> list[list[int]]:
+    """The token ids the student reads for ``task`` on each question, as in training: the prompt, and for a
+    causal student the output marker after it (a seq2seq student's marker starts its decoder instead)."""
+    seq2seq = fmt.kind == "seq2seq"
+    sources = token_ids(tokenizer, [fmt.prompt(task, q) for q in questions], fmt.max_input_tokens, special=seq2seq)
+    if not seq2seq:
+        marker = fmt.marker_ids(tokenizer, task)
+        sources = [source + marker for source in sources]
+    return sources
+
+
 def predict(
     model, tokenizer, fmt: StudentFormat, questions: list[str], task: str, max_new_tokens: int, batch_size: int = 32
 ) -> list[str]:
@@ -40,11 +51,7 @@ def predict_counted(
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     seq2seq = fmt.kind == "seq2seq"
     for start in range(0, len(questions), batch_size):
-        prompts = [fmt.prompt(task, q) for q in questions[start : start + batch_size]]
-        sources = token_ids(tokenizer, prompts, fmt.max_input_tokens, special=seq2seq)
-        if not seq2seq:  # the output marker follows the prompt, as in training
-            marker = fmt.marker_ids(tokenizer, task)
-            sources = [source + marker for source in sources]
+        sources = prompt_ids(tokenizer, fmt, questions[start : start + batch_size], task)
         if seq2seq:
             input_ids = pad_rows(sources, pad)
             attention_mask = (input_ids != pad).long()

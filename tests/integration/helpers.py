@@ -90,6 +90,16 @@ class Background:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
 
+    def interrupt(self, timeout: float = 120) -> int:
+        """Ctrl-C: SIGINT to the command, which stops by itself (SIGKILL after ``timeout``); its return code."""
+        with suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"still running {timeout:.0f} s after Ctrl-C:\n{self.output()}") from None
+
     def finish(self, timeout: float = 900) -> tuple[int, str]:
         """(return code, whole output) once the run ends by itself."""
         try:

@@ -191,6 +191,7 @@ def test_teacher_outputs_account_for_every_row(tiny_run):
     assert summary["rows"] == 24 and summary["kept"] == len(kept)
     assert sum(summary["rejected"].values()) == len(rejected)
     assert summary["generated_tokens"] > 0
+    assert summary["prompt_tokens"] > summary["generated_tokens"]  # few-shot prompts: the engine's own count
 
 
 def test_report_and_metrics_agree(tiny_run):
@@ -307,46 +308,64 @@ def _post(url: str, body: bytes, timeout: float = 120) -> tuple[int, dict, float
     return status, json.loads(text), time.monotonic() - started
 
 
-def test_the_served_student_answers_as_predict_does_under_load_and_refuses_bad_requests(head, tiny_run, tmp_path):
-    """`raydsbs serve RUN_DIR` on the job's cluster (token authentication on): over HTTP on 127.0.0.1 the
-    student answers each test question as `raydsbs predict` does, label and rationale; 200 requests, 16 at a
-    time, all answered (latency percentiles printed); an empty input, one over task.max_input_chars, a body that
-    is not JSON, a list, an unknown field get a 4xx with the reason, and the replica answers on."""
+@pytest.fixture(scope="module")
+def predicted(head, tiny_run) -> tuple[list[str], list[dict]]:
+    """The job's test questions and the student's answers to them from `raydsbs predict --json`."""
+    run_dir, _ = tiny_run
+    questions = pq.read_table(run_dir / "corpus/test.parquet")["question"].to_pylist()
+    printed = raydsbs("predict", str(run_dir), "--json", *(f"--input={q}" for q in questions), head=head)
+    rows = [json.loads(line) for line in printed.stdout.splitlines()]
+    assert [row["input"] for row in rows] == questions
+    return questions, [{"label": row["label"], "rationale": row["rationale"]} for row in rows]
+
+
+def _serve(head, run_dir: Path, log: Path, *overrides: str) -> tuple[Background, str]:
+    """`raydsbs serve RUN_DIR` on the job's cluster (token authentication on), up; (process, URL)."""
+    port = free_port()
+    env = {**head.env(), "RAY_ADDRESS": head.gcs}
+    served = Background("serve", str(run_dir), f"serve.port={port}", *overrides, log=log, env=env)
+    served.wait_for(lambda: "serving " in served.output(), "the API to be up", timeout=300)
+    return served, f"http://127.0.0.1:{port}/"
+
+
+def _answers_as_predicted(url: str, questions: list[str], expected: list[dict]) -> None:
+    """Each question, asked for its label and rationale one at a time, answered as `raydsbs predict` did."""
+    answers = [_post(url, json.dumps({"input": q, "rationale": True}).encode()) for q in questions]
+    assert [status for status, _, _ in answers] == [200] * len(questions), answers
+    assert [answer for _, answer, _ in answers] == expected
+
+
+def _load(url: str, questions: list[str], expected: list[dict], requests: int) -> None:
+    """``requests`` label requests, 16 at a time: each answered with predict's label (latency percentiles
+    printed)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    run_dir, _ = tiny_run
-    questions = pq.read_table(run_dir / "corpus/test.parquet")["question"].to_pylist()[:4]
-    port = free_port()
-    served = Background(
-        "serve",
-        str(run_dir),
-        f"serve.port={port}",
-        "serve.max_batch_size=8",
-        log=tmp_path / "serve.log",
-        env={**head.env(), "RAY_ADDRESS": head.gcs},
-    )
-    try:
-        served.wait_for(lambda: "serving " in served.output(), "the API to be up", timeout=300)
-        url = f"http://127.0.0.1:{port}/"
-        answers = [_post(url, json.dumps({"input": q, "rationale": True}).encode()) for q in questions]
-        assert [status for status, _, _ in answers] == [200] * len(questions), answers
-        predicted = raydsbs("predict", str(run_dir), "--json", *(f"--input={q}" for q in questions), head=head)
-        expected = [json.loads(line) for line in predicted.stdout.splitlines()]
-        assert [row["input"] for row in expected] == questions
-        expected = [{"label": row["label"], "rationale": row["rationale"]} for row in expected]
-        assert [answer for _, answer, _ in answers] == expected
+    load = [json.dumps({"input": questions[i % len(questions)]}).encode() for i in range(requests)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(lambda body: _post(url, body), load))
+    assert [status for status, _, _ in results] == [200] * requests
+    # in whatever batches the requests met, each question gets predict's label
+    assert [answer["label"] for _, answer, _ in results] == [
+        expected[i % len(questions)]["label"] for i in range(requests)
+    ]
+    latencies = sorted(seconds for _, _, seconds in results)
+    percentiles = {p: round(latencies[int(p / 100 * (len(latencies) - 1))], 3) for p in (50, 90, 99)}
+    print(f"serve {url}: {requests} requests, 16 at a time: latency p50/p90/p99 {percentiles} s")
 
-        load = [json.dumps({"input": questions[i % len(questions)]}).encode() for i in range(200)]
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            results = list(pool.map(lambda body: _post(url, body), load))
-        assert [status for status, _, _ in results] == [200] * 200
-        # in whatever batches the requests met, each question gets predict's label
-        assert [answer["label"] for _, answer, _ in results] == [
-            expected[i % len(questions)]["label"] for i in range(200)
-        ]
-        latencies = sorted(seconds for _, _, seconds in results)
-        percentiles = {p: round(latencies[int(p / 100 * (len(latencies) - 1))], 3) for p in (50, 90, 99)}
-        print(f"serve: 200 requests, 16 at a time: latency p50/p90/p99 {percentiles} s")
+
+def test_the_served_student_answers_as_predict_does_under_load_and_refuses_bad_requests(
+    head, tiny_run, predicted, tmp_path
+):
+    """`raydsbs serve RUN_DIR`: over HTTP on 127.0.0.1 the student answers each test question as `raydsbs
+    predict` does, label and rationale; 200 requests, 16 at a time, all answered; an empty input, one over
+    task.max_input_chars, a body that is not JSON, a list, an unknown field get a 4xx with the reason, and the
+    replica answers on."""
+    run_dir, _ = tiny_run
+    questions, expected = predicted
+    served, url = _serve(head, run_dir, tmp_path / "serve.log", "serve.max_batch_size=8")
+    try:
+        _answers_as_predicted(url, questions, expected)
+        _load(url, questions, expected, requests=200)
 
         bad = {
             b'{"input": ""}': (400, "empty"),
@@ -360,8 +379,37 @@ def test_the_served_student_answers_as_predict_does_under_load_and_refuses_bad_r
             got, answer, _ = _post(url, body)
             assert got == status and reason in answer["error"], (body[:40], got, answer)
         assert _post(url, json.dumps({"input": questions[0]}).encode())[1] == {"label": expected[0]["label"]}
+        # a second server on the cluster, on another port: refused with where Serve already listens
+        again = subprocess.run(
+            [sys.executable, "-m", "raydsbs", "serve", str(run_dir), f"serve.port={free_port()}"],
+            env={**head.env(), "RAY_ADDRESS": head.gcs},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        listening = url.removeprefix("http://").rstrip("/")
+        assert again.returncode == 2, again.stderr[-3000:]
+        assert f"Ray Serve already runs on this cluster at {listening}" in again.stderr, again.stderr[-3000:]
     finally:
-        served.kill()
+        assert served.interrupt() == 0, served.output()  # Ctrl-C stops it, and Ray Serve with it
+
+
+def test_the_causal_student_served_through_vllm_answers_as_predict_does(head, tiny_run, predicted, tmp_path):
+    """`raydsbs serve RUN_DIR serve.engine=vllm`: the job's SmolLM2 student in vLLM's CPU engine answers each
+    test question as `raydsbs predict` does, label and rationale asked together; 64 requests, 16 at a time, all
+    answered; a bad request refused with its reason."""
+    run_dir, _ = tiny_run
+    questions, expected = predicted
+    served, url = _serve(head, run_dir, tmp_path / "serve-vllm.log", "serve.engine=vllm")
+    try:
+        _answers_as_predicted(url, questions, expected)
+        _load(url, questions, expected, requests=64)
+        status, answer, _ = _post(url, b'{"input": ""}')
+        assert status == 400 and "empty" in answer["error"]
+        assert "VLLMStudentServer" in served.output()
+    finally:
+        assert served.interrupt() == 0, served.output()  # Ctrl-C stops it, and Ray Serve with it
 
 
 def test_the_exported_student_loads_with_transformers_alone_and_its_card_holds_the_reports_figures(

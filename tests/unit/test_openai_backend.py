@@ -67,7 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
             status = 429 if prompt.endswith("3") else 503
             return self._reply(status, {"error": {"message": "busy"}}, {"Retry-After": "0"})
         text = f" Reasoning for {prompt}. So the answer is {len(prompt)}."
-        return self._reply(200, {"choices": [{"text": text}], "usage": {"completion_tokens": 7}})
+        usage = {"completion_tokens": 7, "prompt_tokens": len(prompt.split())}
+        return self._reply(200, {"choices": [{"text": text}], "usage": usage})
 
 
 def _raw(handler: _Handler, status: int, data: bytes, headers: dict, length: int | None = None):
@@ -143,6 +144,7 @@ def test_retries_errors_concurrency_and_key(server, monkeypatch):
     assert list(out["error"][:10]) == [""] * 10  # each failed once (503 or 429) and succeeded on retry
     assert out["completion"][0] == " Reasoning for prompt 0. So the answer is 8."
     assert list(out["generated_tokens"][:10]) == [7] * 10
+    assert list(out["prompt_tokens"]) == [2] * 10 + [0]  # as the API's usage counts them; none for a refusal
     assert out["error"][10].startswith("prompt_too_long: http 400") and "exceeds the context" in out["error"][10]
     assert "sk-test-123" not in out["error"][10] and "[key redacted]" in out["error"][10]  # errors go to rejects
     assert server.attempts["TOO LONG prompt"] == 1  # a 400 is not retried
@@ -195,6 +197,7 @@ def test_a_prompt_the_server_refuses_as_too_long_is_rejected_as_prompt_too_long(
     batch.update(
         completion=np.array(["", ""], dtype=object),
         generated_tokens=np.zeros(2, dtype=np.int64),
+        prompt_tokens=np.zeros(2, dtype=np.int64),
         error=np.array(["prompt_too_long: http 400: maximum context length", "http 500: busy"], dtype=object),
     )
     assert list(parse(batch)["reason"]) == ["prompt_too_long", "inference_error"]

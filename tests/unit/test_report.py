@@ -140,3 +140,15 @@ def test_the_cost_section_prices_the_teacher_the_trainings_and_the_recommended_s
     wide = write_report(with_overrides(Config(), {"cost.margin": 0.35}), run)[0].read_text()
     assert "recommendation: step_by_step (λ=1) at a training fraction of 0.25 (1M parameters" in wide
     assert "55.6 CPU-h" in wide and "at cost.*" not in wide.split("## Cost")[1]  # no prices: hours only
+
+
+def test_an_api_teachers_prompt_and_generated_tokens_are_priced_apart():
+    from raydsbs.cost import api_teacher_line
+
+    teacher = {"rows": 1000, "prompt_tokens": 2_000_000, "generated_tokens": 100_000}
+    both = with_overrides(Config(), {"cost.api_input_per_mtok": 0.5, "cost.api_output_per_mtok": 2.0}).cost
+    line = api_teacher_line(both, teacher)
+    assert line == "- teacher (an API): 2000000 prompt tokens and 100000 generated tokens: 1.2 (1200 per 1M rows)"
+    output_only = with_overrides(Config(), {"cost.api_output_per_mtok": 2.0}).cost
+    assert api_teacher_line(output_only, teacher).endswith(": 0.2 (200 per 1M rows); the prompt tokens unpriced")
+    assert "(set cost.api_input_per_mtok and cost.api_output_per_mtok" in api_teacher_line(Config().cost, teacher)

@@ -33,3 +33,17 @@ def test_a_bad_request_is_refused_with_its_status_and_reason(body, status, reaso
     with pytest.raises(BadRequest) as refused:
         parse_request(body, 100)
     assert refused.value.status == status and reason in str(refused.value)
+
+
+def test_vllm_is_refused_for_a_t5_student_before_anything_starts(tmp_path, capsys):
+    from raydsbs.cli import main
+    from raydsbs.student.model import FORMAT_FILE
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    (folder / FORMAT_FILE).write_text(json.dumps({"kind": "seq2seq", "task_marker": "input", "max_input_tokens": 8}))
+    assert main(["serve", "--model", str(folder), "serve.engine=vllm"]) == 2
+    error = capsys.readouterr().err
+    assert "holds a seq2seq student; vLLM serves causal students only" in error
+    assert "serve.engine=transformers serves both" in error

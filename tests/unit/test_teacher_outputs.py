@@ -81,6 +81,7 @@ def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(
                 "gold": "7",
                 "completion": f" Add. So the answer is {label}.",
                 "generated_tokens": 4,
+                "prompt_tokens": 30,  # the train rows' file has none: written before prompt tokens were kept
                 "rationale": "Add.",
                 "teacher_label": label,
                 "teacher_correct": label == "7",
@@ -112,6 +113,7 @@ def test_duplicated_blocks_count_once_and_unsent_requests_are_rejects(
         15 + 12,
     )
     assert summary["teacher_accuracy_train"] == 0.75
+    assert summary["prompt_tokens"] == 3 * 30  # the held-out samples' (the older file counts none)
     scored = pq.read_table(run.heldout_file).sort_by("id").to_pylist()
     assert [(row["id"], row["split"], row["teacher_label"], row["reason"]) for row in scored] == [
         ("t0", "test", "7", ""),
