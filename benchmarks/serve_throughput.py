@@ -32,7 +32,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "serve_throughput.json"
-BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
 
@@ -85,7 +84,9 @@ def _load(send, bodies: list, concurrency: int) -> dict:
 
 def _server(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     with open(log, "w") as out:
-        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(
+            command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -153,7 +154,8 @@ def measure_student(
     task = get_task(config.task.name)
     port, log = _free_port(), work / f"student-{engine}.log"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    command = [str(BIN / "raydsbs"), "serve", run_dir, f"serve.port={port}", f"serve.engine={engine}"]
+    # this checkout's package (python -m from its root), whatever the environment has installed
+    command = [sys.executable, "-m", "raydsbs", "serve", run_dir, f"serve.port={port}", f"serve.engine={engine}"]
     server = _server(command, log, env)
     try:
         _wait_until_up(f"http://127.0.0.1:{port}/", server, log)
