@@ -385,12 +385,14 @@ def run_checks(config: Config) -> list[Check]:
         if checks[-1].ok and (config.ray.address or os.environ.get("RAY_ADDRESS")):
             checks += check_cluster(config)
     from raydsbs.student.model import pretrained_source
+    from raydsbs.tracking import tracking_problems
 
     checks += [
         check_teacher(config),
         check_model("student", pretrained_source(config.student)),
         check_writable(config.output_dir),
         check_task_data(config),
+        *(Check(False, what, fix) for what, fix in tracking_problems(config)),
     ]
     return [check for check in checks if check is not None]
 

@@ -182,6 +182,37 @@ class TrainingLog:
             self.wandb.finish()
 
 
+def tracking_problems(config: Config) -> list[tuple[str, str]]:
+    """(what, its fix) for each thing that stops the trackers the config turns on from logging here
+    (``raydsbs doctor``)."""
+    problems, tracking = [], config.tracking
+    uri = tracking.mlflow_uri or ""
+    if uri.startswith("file:") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() != "true":
+        what = f"tracking.mlflow_uri={uri}: MLflow 3 refuses a file store unless MLFLOW_ALLOW_FILE_STORE=true"
+        problems.append((what, "export MLFLOW_ALLOW_FILE_STORE=true, or log to an MLflow server (http://host:5000)"))
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5)
+        except OSError as error:
+            problems.append(
+                (f"tracking.mlflow_uri={uri}: no MLflow server answers ({error})", "start it, or fix the URI")
+            )
+    wandb_mode = os.environ.get("WANDB_MODE", "")
+    netrc = Path.home() / ".netrc"
+    logged_in = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="replace")
+    if (
+        tracking.wandb_project
+        and wandb_mode not in ("offline", "disabled")
+        and not (os.environ.get("WANDB_API_KEY") or logged_in)
+    ):
+        what = f"tracking.wandb_project={tracking.wandb_project}: no W&B key"
+        fix = "export WANDB_API_KEY or run `wandb login`; or WANDB_MODE=offline keeps the runs on disk for `wandb sync`"
+        problems.append((what, fix))
+    return problems
+
+
 def log_scored(config: Config, run: RunDir, training: Location, metrics: dict, model: Location) -> None:
     """A scored training's accuracies: into its latest MLflow run (with its model folder) and its W&B run."""
     scores = {key: metrics[key] for key in SCORES if key in metrics}

@@ -103,3 +103,28 @@ def test_the_workers_get_the_drivers_wandb_settings_only_when_wandb_is_on(monkey
     monkeypatch.setenv("OTHER", "x")
     env = worker_env(with_overrides(Config(), {"tracking.wandb_project": project}))
     assert env == ({"WANDB_MODE": "offline", "WANDB_API_KEY": "k"} if project else {})
+
+
+def test_doctor_names_what_keeps_each_tracker_from_logging_and_the_fix(tmp_path, monkeypatch):
+    from raydsbs.tracking import tracking_problems
+
+    for key in [key for key in os.environ if key.startswith(("WANDB", "MLFLOW"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a W&B login
+    config = with_overrides(
+        Config(), {"tracking.mlflow_uri": f"file://{tmp_path}/mlruns", "tracking.wandb_project": "p"}
+    )
+    problems = dict(tracking_problems(config))
+    assert problems == {
+        f"tracking.mlflow_uri=file://{tmp_path}/mlruns: MLflow 3 refuses a file store unless "
+        "MLFLOW_ALLOW_FILE_STORE=true": "export MLFLOW_ALLOW_FILE_STORE=true, or log to an MLflow server "
+        "(http://host:5000)",
+        "tracking.wandb_project=p: no W&B key": "export WANDB_API_KEY or run `wandb login`; or WANDB_MODE=offline "
+        "keeps the runs on disk for `wandb sync`",
+    }
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert tracking_problems(config) == []
+    ((what, fix),) = tracking_problems(with_overrides(Config(), {"tracking.mlflow_uri": "http://127.0.0.1:9"}))
+    assert what.startswith("tracking.mlflow_uri=http://127.0.0.1:9: no MLflow server answers") and "start it" in fix
+    assert tracking_problems(Config()) == []
