@@ -6,7 +6,7 @@ Each training's rank 0 keeps a :class:`TrainingLog`; it writes to every tracker 
                              step's losses on rank 0's batch (``step/loss``, ``step/label_loss``,
                              ``step/rationale_loss``) and every checkpoint's metrics (``val_label_loss``, ...)
     tracking.mlflow_uri      an MLflow run per training, through Ray's ``setup_mlflow``: its config as params,
-                             every checkpoint's metrics
+                             every checkpoint's metrics; a training resumed after a kill goes on in its run
     tracking.wandb_project   a W&B run per training, through Ray's ``setup_wandb``: its config, every step's and
                              every checkpoint's metrics; its id fixed by the run directory and the training, so
                              a training resumed after a kill goes on in the same W&B run
@@ -132,6 +132,9 @@ class TrainingLog:
         if tracking.mlflow_uri:
             from ray.air.integrations.mlflow import setup_mlflow
 
+            earlier = _latest_mlflow_run(config, run, training) if resumed_step else None
+            if earlier:  # a resumed training goes on in its run: MLflow's start_run reads (and clears) this
+                os.environ["MLFLOW_RUN_ID"] = earlier
             self.mlflow = setup_mlflow(
                 _params(config),
                 tracking_uri=tracking.mlflow_uri,
@@ -233,7 +236,8 @@ def log_scored(config: Config, run: RunDir, training: Location, metrics: dict, m
         logger.info("tracking | %s scores logged to W&B run %s", training.name, wandb_run_id(run, training.name))
 
 
-def _mlflow_scored(config: Config, run: RunDir, training: str, scores: dict, model: Location) -> None:
+def _latest_mlflow_run(config: Config, run: RunDir, training: str) -> str | None:
+    """The id of the latest MLflow run of ``training``, or None."""
     import mlflow
 
     mlflow.set_tracking_uri(config.tracking.mlflow_uri)
@@ -244,13 +248,20 @@ def _mlflow_scored(config: Config, run: RunDir, training: str, scores: dict, mod
         max_results=1,
         output_format="list",
     )
-    if not found:
+    return found[0].info.run_id if found else None
+
+
+def _mlflow_scored(config: Config, run: RunDir, training: str, scores: dict, model: Location) -> None:
+    import mlflow
+
+    run_id = _latest_mlflow_run(config, run, training)
+    if run_id is None:
         logger.warning("tracking | no MLflow run of %s to log its scores into", training)
         return
-    with mlflow.start_run(run_id=found[0].info.run_id):
+    with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(scores)
         mlflow.log_artifacts(str(local_copy(model)), artifact_path="model")
-    logger.info("tracking | %s logged to MLflow run %s", training, found[0].info.run_id)
+    logger.info("tracking | %s logged to MLflow run %s", training, run_id)
 
 
 def sweep_callbacks(config: Config, run: RunDir) -> list:

@@ -128,3 +128,29 @@ def test_doctor_names_what_keeps_each_tracker_from_logging_and_the_fix(tmp_path,
     ((what, fix),) = tracking_problems(with_overrides(Config(), {"tracking.mlflow_uri": "http://127.0.0.1:9"}))
     assert what.startswith("tracking.mlflow_uri=http://127.0.0.1:9: no MLflow server answers") and "start it" in fix
     assert tracking_problems(Config()) == []
+
+
+def test_a_resumed_training_goes_on_in_its_mlflow_run_which_gets_its_scores(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store for those who ask
+    store = f"file://{tmp_path / 'mlruns'}"
+    config = with_overrides(Config(), {"tracking.mlflow_uri": store, "tracking.tensorboard": False})
+    run = RunDir(tmp_path / "run")
+    first = TrainingLog(config, run, "t", rank=0)
+    _train(first, range(1, 5))  # killed after step 4; its checkpoint was at step 3
+    first.close()
+    again = TrainingLog(config, run, "t", rank=0, resumed_step=3)
+    _train(again, range(4, 8))
+    again.close()
+    assert "MLFLOW_RUN_ID" not in os.environ
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    log_scored(config, run, run.training("t"), {"test_accuracy": 0.25}, location(model))
+
+    (logged,) = mlflow.search_runs(experiment_names=["run"], output_format="list")
+    assert logged.data.tags["raydsbs.training"] == "t" and logged.data.params["train.method"] == config.train.method
+    history = mlflow.MlflowClient().get_metric_history(logged.info.run_id, "val_label_loss")
+    assert sorted(point.step for point in history) == [3, 6]
+    assert logged.data.metrics["test_accuracy"] == 0.25
