@@ -144,13 +144,10 @@ def measure_teacher(config, questions: list[str], golds: list[str], concurrency:
 
 
 def measure_student(
-    run_dir: str, questions: list[str], golds: list[str], concurrency: int, work: Path, engine: str
+    config, run_dir: str, questions: list[str], golds: list[str], concurrency: int, work: Path, engine: str
 ) -> dict:
-    from raydsbs.config import Config
-    from raydsbs.rundir import RunDir
     from raydsbs.tasks import get_task
 
-    config: Config = RunDir(Path(run_dir)).load_config()
     task = get_task(config.task.name)
     port, log = _free_port(), work / f"student-{engine}.log"
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
@@ -189,10 +186,12 @@ def main() -> None:
     questions, golds = [row["question"] for row in picked], [row["gold"] for row in picked]
     work = ROOT / "benchmarks" / ".serve"
     work.mkdir(parents=True, exist_ok=True)
-    student = measure_student(str(run.root), questions, golds, args.concurrency, work, "transformers")
+    student = measure_student(config, str(run.root), questions, golds, args.concurrency, work, "transformers")
     print("student", json.dumps(student), flush=True)
     causal = student_format_of(local_copy(run.training(training_name(config)) / MODEL_SUBDIR)).kind == "causal"
-    student_vllm = measure_student(str(run.root), questions, golds, args.concurrency, work, "vllm") if causal else None
+    student_vllm = (
+        measure_student(config, str(run.root), questions, golds, args.concurrency, work, "vllm") if causal else None
+    )
     print("student through vLLM", json.dumps(student_vllm), flush=True)
     teacher = measure_teacher(config, questions, golds, args.concurrency, work)
     print("teacher", json.dumps(teacher), flush=True)

@@ -181,6 +181,7 @@ def _check_vllm_can_serve(folder: Location) -> None:
     import importlib.util
 
     from raydsbs.student.model import student_format_of
+    from raydsbs.teacher.backends import VLLM_INSTALL
 
     kind = student_format_of(folder).kind
     if kind != "causal":
@@ -194,7 +195,7 @@ def _check_vllm_can_serve(folder: Location) -> None:
     if importlib.util.find_spec("vllm") is None:
         raise ConfigError(
             "the command line",
-            ["serve.engine = 'vllm' needs vLLM: pip install 'raydsbs[cpu]' (CPU) or 'raydsbs[gpu]' (CUDA)"],
+            [f"serve.engine = 'vllm' needs vLLM: {VLLM_INSTALL}"],
         )
 
 

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from raydsbs.config import ConfigError, ServeConfig
-from raydsbs.student.inference import predict, prompt_ids
+from raydsbs.student.inference import predict, prompt_ids, until_eos
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,25 @@ def parse_request(body: bytes, max_input_chars: int) -> tuple[str, bool]:
     return text, rationale
 
 
+class StudentAPI:
+    """The HTTP side of a replica: a request read, refused with its reason, or answered by ``respond``."""
+
+    max_input_chars: int
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        try:
+            text, rationale = parse_request(await request.body(), self.max_input_chars)
+        except BadRequest as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        return JSONResponse(await self.respond(text, rationale))
+
+    async def respond(self, text: str, rationale: bool) -> dict:
+        """The label of ``text``, and its rationale when asked for."""
+        raise NotImplementedError
+
+
 @serve.deployment
-class StudentServer:
+class StudentServer(StudentAPI):
     """One replica: the student from ``folder`` (a local path or a storage URI)."""
 
     def __init__(self, folder: str, trust_remote_code: bool, settings: dict, max_input_chars: int):
@@ -85,12 +102,8 @@ class StudentServer:
         self.answer.set_max_batch_size(self.settings.max_batch_size)
         self.answer.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
 
-    async def __call__(self, request: Request) -> JSONResponse:
-        try:
-            text, rationale = parse_request(await request.body(), self.max_input_chars)
-        except BadRequest as error:
-            return JSONResponse({"error": str(error)}, status_code=error.status)
-        return JSONResponse(await self.answer((text, rationale)))
+    async def respond(self, text: str, rationale: bool) -> dict:
+        return await self.answer((text, rationale))
 
     @serve.batch
     async def answer(self, requests: list[tuple[str, bool]]) -> list[dict]:
@@ -113,7 +126,7 @@ class StudentServer:
 
 
 @serve.deployment
-class VLLMStudentServer:
+class VLLMStudentServer(StudentAPI):
     """One replica: a causal student from ``folder`` in vLLM's engine; the student's own tokenizer writes its
     prompts and reads its answers (the engine sees token ids only)."""
 
@@ -146,22 +159,16 @@ class VLLMStudentServer:
             temperature=0.0, max_tokens=self.settings.max_new_tokens, stop_token_ids=[eos], detokenize=False
         )
 
-    async def __call__(self, request: Request) -> JSONResponse:
-        try:
-            text, rationale = parse_request(await request.body(), self.max_input_chars)
-        except BadRequest as error:
-            return JSONResponse({"error": str(error)}, status_code=error.status)
+    async def respond(self, text: str, rationale: bool) -> dict:
         tasks = ["label", "rationale"] if rationale else ["label"]
         answers = await asyncio.gather(*(self._generate(text, task) for task in tasks))
-        return JSONResponse(dict(zip(tasks, answers, strict=True)))
+        return dict(zip(tasks, answers, strict=True))
 
     async def _generate(self, text: str, task: str) -> str:
         (ids,) = prompt_ids(self.tokenizer, self.format, [text], task)
         async for output in self.engine.generate({"prompt_token_ids": ids}, self.sampling, uuid.uuid4().hex):
             final = output
-        generated = list(final.outputs[0].token_ids)
-        eos = self.tokenizer.eos_token_id
-        generated = generated[: generated.index(eos)] if eos in generated else generated
+        generated = until_eos(list(final.outputs[0].token_ids), self.tokenizer.eos_token_id)
         return self.tokenizer.decode(generated, skip_special_tokens=True).strip()
 
 

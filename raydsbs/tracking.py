@@ -76,8 +76,8 @@ class TensorBoardEvents:
             filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:6]}",  # two attempts in one second: two files
         )
 
-    def scalars(self, metrics: dict, step: int) -> None:
-        for key, value in _numbers(metrics).items():
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        for key, value in values.items():
             self.writer.add_scalar(key, value, step)
 
     def flush(self) -> None:
@@ -102,6 +102,18 @@ def wandb_run_id(run: RunDir, training: str) -> str:
 def _wandb_dir(run: RunDir) -> str | None:
     """W&B keeps its run files under ``<dir>/wandb/``: the run directory when it is local, else W&B's default."""
     return str(run.root.local_path()) if run.root.is_local and not os.environ.get("WANDB_DIR") else None
+
+
+def _wandb_run(config: Config, run: RunDir, training: str) -> dict:
+    """``wandb.init``'s arguments for the W&B run of ``training``: made, or resumed where it was left."""
+    return {
+        "project": config.tracking.wandb_project,
+        "id": wandb_run_id(run, training),
+        "name": training,
+        "group": experiment_name(config, run),
+        "resume": "allow",
+        "dir": _wandb_dir(run),
+    }
 
 
 # what W&B itself sets in a process that has started a run: its local service's socket, its start method
@@ -146,16 +158,8 @@ class TrainingLog:
         if tracking.wandb_project:
             from ray.air.integrations.wandb import setup_wandb
 
-            self.wandb = setup_wandb(
-                _params(config),
-                project=tracking.wandb_project,
-                trial_id=wandb_run_id(run, training),
-                trial_name=training,
-                group=experiment_name(config, run),
-                resume="allow",
-                dir=_wandb_dir(run),
-                rank_zero_only=False,  # only rank 0 gets here
-            )
+            # wandb.init's own id and name take the place of Ray's trial id and name
+            self.wandb = setup_wandb(_params(config), rank_zero_only=False, **_wandb_run(config, run, training))
 
     def step(self, step: int, losses: dict) -> None:
         """One optimizer step's losses on this rank's batch (``step/loss``, ...)."""
@@ -167,14 +171,14 @@ class TrainingLog:
 
     def checkpoint(self, metrics: dict) -> None:
         """A checkpoint's numeric metrics, at its optimizer step."""
-        step = int(metrics["step"])
+        values, step = _numbers(metrics), int(metrics["step"])
         if self.tensorboard:
-            self.tensorboard.scalars(metrics, step)
+            self.tensorboard.scalars(values, step)
             self.tensorboard.flush()
         if self.mlflow:
-            self.mlflow.log_metrics(_numbers(metrics), step=step)
+            self.mlflow.log_metrics(values, step=step)
         if self.wandb:
-            self.wandb.log(_numbers(metrics), step=step)
+            self.wandb.log(values, step=step)
 
     def close(self) -> None:
         if self.tensorboard:
@@ -202,17 +206,16 @@ def tracking_problems(config: Config) -> list[tuple[str, str]]:
             problems.append(
                 (f"tracking.mlflow_uri={uri}: no MLflow server answers ({error})", "start it, or fix the URI")
             )
-    wandb_mode = os.environ.get("WANDB_MODE", "")
-    netrc = Path.home() / ".netrc"
-    logged_in = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="replace")
-    if (
-        tracking.wandb_project
-        and wandb_mode not in ("offline", "disabled")
-        and not (os.environ.get("WANDB_API_KEY") or logged_in)
-    ):
-        what = f"tracking.wandb_project={tracking.wandb_project}: no W&B key"
-        fix = "export WANDB_API_KEY or run `wandb login`; or WANDB_MODE=offline keeps the runs on disk for `wandb sync`"
-        problems.append((what, fix))
+    if tracking.wandb_project and os.environ.get("WANDB_MODE", "") not in ("offline", "disabled"):
+        netrc = Path.home() / ".netrc"  # where `wandb login` keeps the key
+        logged_in = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="replace")
+        if not (os.environ.get("WANDB_API_KEY") or logged_in):
+            what = f"tracking.wandb_project={tracking.wandb_project}: no W&B key"
+            fix = (
+                "export WANDB_API_KEY or run `wandb login`; or WANDB_MODE=offline keeps the runs on disk for "
+                "`wandb sync`"
+            )
+            problems.append((what, fix))
     return problems
 
 
@@ -224,16 +227,9 @@ def log_scored(config: Config, run: RunDir, training: Location, metrics: dict, m
     if config.tracking.wandb_project:
         import wandb
 
-        with wandb.init(
-            project=config.tracking.wandb_project,
-            id=wandb_run_id(run, training.name),
-            name=training.name,
-            group=experiment_name(config, run),
-            resume="allow",
-            dir=_wandb_dir(run),
-        ) as tracked:
+        with wandb.init(**_wandb_run(config, run, training.name)) as tracked:
             tracked.summary.update(scores)
-        logger.info("tracking | %s scores logged to W&B run %s", training.name, wandb_run_id(run, training.name))
+            logger.info("tracking | %s scores logged to W&B run %s", training.name, tracked.id)
 
 
 def _latest_mlflow_run(config: Config, run: RunDir, training: str) -> str | None:

@@ -7,13 +7,14 @@ import torch
 from raydsbs.student.batching import StudentFormat, pad_rows, token_ids
 
 
+def until_eos(ids: list[int], eos_id: int) -> list[int]:
+    """Generated ids up to the first EOS."""
+    return ids[: ids.index(eos_id)] if eos_id in ids else ids
+
+
 def _strip(rows: torch.Tensor, given: int, eos_id: int) -> list[list[int]]:
     """Generated ids after the ``given`` leading ones, up to the first EOS."""
-    out = []
-    for row in rows.tolist():
-        row = row[given:]
-        out.append(row[: row.index(eos_id)] if eos_id in row else row)
-    return out
+    return [until_eos(row[given:], eos_id) for row in rows.tolist()]
 
 
 def prompt_ids(tokenizer, fmt: StudentFormat, questions: list[str], task: str) -> list[list[int]]:

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,7 +18,7 @@ from raydsbs.rundir import RunDir
 from raydsbs.staging import committed, written_whole
 from raydsbs.storage import Location
 from raydsbs.student.batching import needs_teacher, student_format
-from raydsbs.student.learner import MODEL_SUBDIR, STATE_FILE, Progress
+from raydsbs.student.learner import MODEL_SUBDIR, Progress
 from raydsbs.student.lora import ADAPTER_SUBDIR
 from raydsbs.student.model import build_student, pretrained_source, save_student, student_kind
 from raydsbs.student.presets import PRESETS
@@ -192,7 +193,7 @@ def _keep_selected(config: Config, run: RunDir, folder: Location, result, second
     (folder / "config.yaml").write_text(to_yaml(config))
     with best.as_directory() as checkpoint:
         checkpoint = Path(checkpoint)
-        selected = json.loads((checkpoint / STATE_FILE).read_text())
+        selected = asdict(Progress.of_checkpoint(checkpoint))
         summary = {"selected": selected, "final_step": final_step, "seconds": seconds, **counts}
         summary["kept_checkpoints"] = history
         with written_whole(folder / "training.json", folder=False, replace=True) as staging:

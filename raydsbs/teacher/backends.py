@@ -58,6 +58,8 @@ def sampling_params(config: TeacherConfig, seed: int) -> dict:
 
 # --- vLLM through ray.data.llm --------------------------------------------------------------
 
+VLLM_INSTALL = "pip install 'raydsbs[cpu]' (CPU) or 'raydsbs[gpu]' (CUDA)"
+
 
 def vllm_engine_kwargs(config: TeacherConfig) -> dict:
     """The vLLM engine's settings for the teacher config."""
@@ -80,9 +82,7 @@ def _vllm_processor(config: TeacherConfig):
     try:
         from ray.data.llm import build_processor, vLLMEngineProcessorConfig
     except ImportError as error:
-        raise RuntimeError(
-            "the vllm teacher backend needs vLLM: pip install 'raydsbs[cpu]' (CPU) or 'raydsbs[gpu]' (CUDA)"
-        ) from error
+        raise RuntimeError(f"the vllm teacher backend needs vLLM: {VLLM_INSTALL}") from error
 
     engine_kwargs = vllm_engine_kwargs(config)
     custom = dict(config.replica_resources)

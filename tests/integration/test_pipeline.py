@@ -11,6 +11,8 @@ import json
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -319,13 +321,19 @@ def predicted(head, tiny_run) -> tuple[list[str], list[dict]]:
     return questions, [{"label": row["label"], "rationale": row["rationale"]} for row in rows]
 
 
-def _serve(head, run_dir: Path, log: Path, *overrides: str) -> tuple[Background, str]:
-    """`raydsbs serve RUN_DIR` on the job's cluster (token authentication on), up; (process, URL)."""
+@contextmanager
+def _serving(head, run_dir: Path, log: Path, *overrides: str) -> Iterator[tuple[Background, str]]:
+    """`raydsbs serve RUN_DIR` on the job's cluster (token authentication on), up: (process, URL). Stopped with
+    Ctrl-C at the end, which ends it cleanly, and Ray Serve with it."""
     port = free_port()
     env = {**head.env(), "RAY_ADDRESS": head.gcs}
     served = Background("serve", str(run_dir), f"serve.port={port}", *overrides, log=log, env=env)
-    served.wait_for(lambda: "serving " in served.output(), "the API to be up", timeout=300)
-    return served, f"http://127.0.0.1:{port}/"
+    try:
+        served.wait_for(lambda: "serving " in served.output(), "the API to be up", timeout=300)
+        yield served, f"http://127.0.0.1:{port}/"
+    finally:
+        returncode = served.interrupt()
+    assert returncode == 0, served.output()
 
 
 def _answers_as_predicted(url: str, questions: list[str], expected: list[dict]) -> None:
@@ -362,8 +370,7 @@ def test_the_served_student_answers_as_predict_does_under_load_and_refuses_bad_r
     replica answers on."""
     run_dir, _ = tiny_run
     questions, expected = predicted
-    served, url = _serve(head, run_dir, tmp_path / "serve.log", "serve.max_batch_size=8")
-    try:
+    with _serving(head, run_dir, tmp_path / "serve.log", "serve.max_batch_size=8") as (_, url):
         _answers_as_predicted(url, questions, expected)
         _load(url, questions, expected, requests=200)
 
@@ -391,8 +398,6 @@ def test_the_served_student_answers_as_predict_does_under_load_and_refuses_bad_r
         listening = url.removeprefix("http://").rstrip("/")
         assert again.returncode == 2, again.stderr[-3000:]
         assert f"Ray Serve already runs on this cluster at {listening}" in again.stderr, again.stderr[-3000:]
-    finally:
-        assert served.interrupt() == 0, served.output()  # Ctrl-C stops it, and Ray Serve with it
 
 
 def test_the_causal_student_served_through_vllm_answers_as_predict_does(head, tiny_run, predicted, tmp_path):
@@ -401,15 +406,12 @@ def test_the_causal_student_served_through_vllm_answers_as_predict_does(head, ti
     answered; a bad request refused with its reason."""
     run_dir, _ = tiny_run
     questions, expected = predicted
-    served, url = _serve(head, run_dir, tmp_path / "serve-vllm.log", "serve.engine=vllm")
-    try:
+    with _serving(head, run_dir, tmp_path / "serve-vllm.log", "serve.engine=vllm") as (served, url):
         _answers_as_predicted(url, questions, expected)
         _load(url, questions, expected, requests=64)
         status, answer, _ = _post(url, b'{"input": ""}')
         assert status == 400 and "empty" in answer["error"]
         assert "VLLMStudentServer" in served.output()
-    finally:
-        assert served.interrupt() == 0, served.output()  # Ctrl-C stops it, and Ray Serve with it
 
 
 def test_the_exported_student_loads_with_transformers_alone_and_its_card_holds_the_reports_figures(
