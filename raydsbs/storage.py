@@ -32,6 +32,9 @@ import pyarrow.fs as pafs
 
 COMMIT_MARKER = "_COMMITTED"  # written last into a folder on object storage: the folder is whole
 READ_BUFFER_BYTES = 1 << 20  # what a streamed read asks the store for at once
+# The AWS SDK gives up on a connection after 1 s and on a request that sends nothing for 3 s ("curlCode: 28,
+# Timeout was reached"): too eager for a busy node or a slow S3-compatible store. Seconds, for every S3 client.
+S3_TIMEOUTS = {"connect_timeout": 10.0, "request_timeout": 30.0}
 
 
 def cache_dir() -> Path:
@@ -50,9 +53,13 @@ def _filesystem(scheme: str, netloc: str, query: str) -> tuple[pafs.FileSystem, 
 def _store(scheme: str, netloc: str, query: str, endpoint: str | None, region: str | None):
     """One filesystem object per store and environment (pyarrow's S3 client is costly to make)."""
     if scheme in ("s3", "s3a") and endpoint and "endpoint_override" not in query:
-        return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1"), netloc
+        return pafs.S3FileSystem(endpoint_override=endpoint, region=region or "us-east-1", **S3_TIMEOUTS), netloc
     uri = f"{'s3' if scheme == 's3a' else scheme}://{netloc}/" + (f"?{query}" if query else "")
-    return pafs.FileSystem.from_uri(uri)  # the path of a bucket's root is its name; of an HDFS root, "/"
+    fs, root = pafs.FileSystem.from_uri(uri)  # the path of a bucket's root is its name; of an HDFS root, "/"
+    if isinstance(fs, pafs.S3FileSystem):  # the URI's options (its query, the bucket's region) with our timeouts
+        _, (options,) = fs.__reduce__()  # how pyarrow pickles it: the S3FileSystem's own arguments
+        fs = pafs.S3FileSystem(**{**options, **S3_TIMEOUTS})
+    return fs, root
 
 
 class Location:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -44,6 +45,50 @@ def test_a_local_path_and_a_uri_name_the_same_kinds_of_location(tmp_path, bucket
         os.fspath(location(f"{bucket}/runs"))
     with pytest.raises(ValueError, match="names its bucket"):
         location("s3:///runs")
+
+
+def test_a_store_that_answers_late_is_waited_for(bucket, monkeypatch):
+    """A busy store (moto's server behind a proxy that holds each new connection 3.5 s before passing it on): a
+    client with the AWS SDK's own timeouts gives up ("curlCode: 28, Timeout was reached", as a test on a loaded
+    CI machine met it); the storage layer's clients wait for it, the endpoint in the environment or in the URI."""
+    import socket
+    import threading
+    import time
+    from urllib.parse import urlsplit
+
+    store = urlsplit(os.environ["AWS_ENDPOINT_URL"])
+    proxy = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(source, sink):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def hold_then_pass(client):
+        time.sleep(3.5)
+        upstream = socket.create_connection((store.hostname, store.port))
+        threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    def accept():
+        while True:
+            threading.Thread(target=hold_then_pass, args=(proxy.accept()[0],), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    slow = f"127.0.0.1:{proxy.getsockname()[1]}"
+    sdk_default = pafs.S3FileSystem(
+        endpoint_override=slow, scheme="http", retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1)
+    )
+    with pytest.raises(OSError, match="Timeout was reached"):
+        sdk_default.get_file_info(pafs.FileSelector(bucket.removeprefix("s3://"), allow_not_found=True))
+    (location(bucket) / "slow" / "a.txt").write_text("written before the store slowed")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{slow}")
+    assert [found.name for found in location(f"{bucket}/slow").iterdir()] == ["a.txt"]
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # the endpoint in the URI: from_uri's client, given the same timeouts
+    assert location(f"{bucket}/slow/a.txt?endpoint_override={slow}&scheme=http").is_file()
 
 
 def test_a_stored_folder_counts_once_its_marker_is_uploaded_and_a_failed_write_leaves_nothing(bucket):
