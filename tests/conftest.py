@@ -87,6 +87,8 @@ def bucket(s3_server, monkeypatch, request) -> str:
 
     import pyarrow.fs as pafs
 
+    from raydsbs.storage import S3_TIMEOUTS
+
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -95,5 +97,5 @@ def bucket(s3_server, monkeypatch, request) -> str:
     }.items():
         monkeypatch.setenv(name, value)
     name = f"raydsbs-{uuid.uuid4().hex[:10]}"
-    pafs.S3FileSystem(endpoint_override=s3_server, allow_bucket_creation=True).create_dir(name)
+    pafs.S3FileSystem(endpoint_override=s3_server, allow_bucket_creation=True, **S3_TIMEOUTS).create_dir(name)
     return f"s3://{name}"
