@@ -74,15 +74,19 @@ class Background:
         return self.log.read_text(errors="replace")[-tail:]
 
     def wait_for(self, condition, what: str, timeout: float = 300) -> None:
-        """Until ``condition()`` holds; fails with the run's output if the run ends or time runs out first."""
+        """Until ``condition()`` holds; fails with the run's output if the run ends or time runs out first (or
+        ``condition`` raises: the run is killed then too, not left running past the test)."""
         deadline = time.monotonic() + timeout
-        while not condition():
-            if self.process.poll() is not None:
-                raise AssertionError(f"the run ended before {what}:\n{self.output()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"timed out waiting for {what}:\n{self.output()}")
-            time.sleep(0.5)
+        try:
+            while not condition():
+                if self.process.poll() is not None:
+                    raise AssertionError(f"the run ended before {what}:\n{self.output()}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"timed out waiting for {what}:\n{self.output()}")
+                time.sleep(0.5)
+        except BaseException:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         """SIGKILL the driver and everything in its process group (a local Ray cluster it started too)."""
