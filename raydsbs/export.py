@@ -143,7 +143,8 @@ def model_card(facts: dict, kind: str) -> str:
             else ""
         ),
         f"- validation accuracy {_percent(facts['val_accuracy'])} (the checkpoint was chosen on validation; "
-        "the test split was scored once)",
+        "the test split was scored once, greedily, in the precision the student trained in; `predict` and "
+        "`serve` compute in fp32 (vLLM on GPUs in half precision), so an answer can differ where rounding tipped it)",
         f"- training: {facts['optimizer_steps']} optimizer steps, "
         + (f"{seconds:.0f} s" if seconds is not None else "time not recorded")
         + f" on {facts['train_workers']} worker(s) ({'GPUs' if facts['train_gpus'] else 'CPUs'})",
