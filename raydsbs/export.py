@@ -67,6 +67,7 @@ def evidence(config: Config, run: RunDir, training: Location) -> dict:
         "train_fraction": metrics["train_fraction"],
         "seed": metrics["seed"],
         "corpus_rows": {split: corpus.get(split) for split in ("train", "val", "test")},
+        "test_inputs_seen_in_train": corpus.get("inputs_seen_in_train", {}).get("test"),
         "examples": metrics.get("examples"),
         "val_accuracy": metrics["val_accuracy"],
         "test_accuracy": metrics["test_accuracy"],
@@ -109,7 +110,7 @@ def model_card(facts: dict, kind: str) -> str:
     """The model card: YAML metadata a hub reads, then the evidence in words."""
     base = facts["student"]["pretrained"]
     metadata = card_metadata(facts, kind)
-    rows = facts["corpus_rows"]
+    rows, seen = facts["corpus_rows"], facts["test_inputs_seen_in_train"]
     seconds = facts["training_seconds"]
     lines = [
         "---",
@@ -135,7 +136,8 @@ def model_card(facts: dict, kind: str) -> str:
         f"{_percent(facts['floor_test_accuracy'])} |",
         "",
         f"- data: {rows['train']} train / {rows['val']} val / {rows['test']} test rows; trained on a fraction of "
-        f"{facts['train_fraction']:g} of train ({facts['examples']} examples), seed {facts['seed']}",
+        f"{facts['train_fraction']:g} of train ({facts['examples']} examples), seed {facts['seed']}"
+        + ("" if seen is None else f"; {seen} test rows repeat a train row's input (case and spacing aside)"),
         f"- method: {facts['method']}"
         + (
             f", λ = {facts['rationale_weight']:g} (loss = label loss + λ · rationale loss)"

@@ -283,6 +283,21 @@ FAIR_ROWS = (
 )
 
 
+def inputs_seen_line(corpus: dict) -> list[str]:
+    """What the corpus stage found of held-out inputs that train repeats (nothing for a run written before it
+    counted them)."""
+    seen = corpus.get("inputs_seen_in_train")
+    if seen is None:
+        return []
+    if not any(seen.values()):
+        return ["No validation or test row repeats a train row's input (compared case and spacing aside)."]
+    parts = [f"{seen[split]} of the {corpus.get(split, '?')} {split} rows" for split in ("test", "val") if seen[split]]
+    return [
+        f"Beware: {' and '.join(parts)} repeat a train row's input (case and spacing aside): a student may have "
+        "learnt those answers, so its accuracy on them is not a held-out one."
+    ]
+
+
 def _html(
     title: str,
     intro: list[str],
@@ -343,6 +358,7 @@ def write_report(config: Config, run: RunDir) -> tuple[Location, str]:
         f"Corpus: {corpus.get('train', '?')} train / {corpus.get('val', '?')} val / "
         f"{corpus.get('test', '?')} test rows. Model selection used the validation split only; the test split "
         f"was scored once per model, and the teacher, the untrained student and the floor on the same rows.",
+        *inputs_seen_line(corpus),
         FAIR_ROWS,
     ]
     sections = [

@@ -1,4 +1,6 @@
-"""The corpus's row rules, and the staged layout every source's checked rows take.
+"""The corpus's row rules, the staged layout every source's checked rows take, and an input's key (the same
+text, case and spacing aside: the corpus counts the held-out inputs that train repeats, the teacher stage drops
+repeated train inputs).
 
 A staged row is the corpus row (``id``, ``question``, ``gold``) with ``reason`` ("" when usable) and
 ``detail`` naming the row and the problem. Rows read here (generated problems, the paper's released files, a hub
@@ -8,6 +10,7 @@ split) are checked in the corpus stage's process; data files are checked in a Ra
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 import pyarrow as pa
@@ -28,6 +31,13 @@ def row_problem(example: Example) -> str | None:
         if not value.strip():
             return f"empty_{field}"
     return None
+
+
+def question_key(question: str) -> int:
+    """A 64-bit hash of the input, lower-cased and with whitespace collapsed; the same in every process
+    (Python's ``hash`` of a string is salted per process, and the keys are made in several)."""
+    normalized = " ".join(question.lower().split()).encode()
+    return int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "big", signed=True)
 
 
 def checked_table(rows: Iterable[Example | RejectedRow]) -> pa.Table:

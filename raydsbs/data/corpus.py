@@ -14,8 +14,11 @@ The rows stream through in bounded memory, however many there are:
                    without a validation source, a seeded carve of train (the same rows as a shuffle of it);
                    an id seen in an earlier chosen row is a ``duplicate_id``
     write          each split's chosen rows in source order, and the rejects among them, a row group at a time
+    seen in train  how many validation and test rows have an input that a train row has too (the same text, case
+                   and spacing aside): a student may have learnt those answers; said in the log, summary, report
 
-Only per-row flags, positions and hashes of the ids (9 bytes a row) are ever held whole.
+Only per-row flags, positions and hashes of the ids and of the written inputs (17 bytes a row) are ever held
+whole.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raydsbs.config import RayConfig, TaskConfig
-from raydsbs.data.checks import STAGED, TABLE_ROWS, checked_table
+from raydsbs.data.checks import STAGED, TABLE_ROWS, checked_table, question_key
 from raydsbs.positions import repeated_ids, seeded_permutation
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import CORPUS, CORPUS_REJECTS
@@ -167,8 +170,8 @@ def _write_split(
     split: str, source: Staged, keep: np.ndarray, repeated: np.ndarray, target: Path, rejects: pq.ParquetWriter
 ) -> tuple[int, Counter, list[dict]]:
     """The split's chosen usable rows into ``target`` and its chosen rejects into ``rejects``, a row group at a
-    time; (rows written, rejects by reason, the first rejects)."""
-    written, reasons, first_rejects, start = 0, Counter(), [], 0
+    time; (the written rows' input keys, rejects by reason, the first rejects)."""
+    keys, reasons, first_rejects, start = [], Counter(), [], 0
     with pq.ParquetWriter(target, CORPUS) as writer:
         # decoded on this thread: Arrow's pool threads kept memory they freed (1M rows: peak 214-237 -> 203-206 MiB)
         for batch in pq.ParquetFile(source.file).iter_batches(batch_size=ROW_GROUP_ROWS, use_threads=False):
@@ -176,7 +179,8 @@ def _write_split(
             chosen, usable, again = keep[start:end], source.usable[start:end], repeated[start:end]
             good = batch.filter(pa.array(chosen & usable & ~again)).select(CORPUS.names)
             writer.write_table(pa.Table.from_batches([good], CORPUS))
-            written += good.num_rows
+            questions = good.column("question").to_pylist()
+            keys.append(np.fromiter(map(question_key, questions), np.int64, count=len(questions)))
             bad = batch.filter(pa.array(chosen & (~usable | again))).to_pylist()
             if bad:
                 for row in bad:
@@ -187,7 +191,13 @@ def _write_split(
                 reasons.update(row["reason"] for row in bad)
                 first_rejects += bad[: WARNED_REJECTS - len(first_rejects)]
             start = end
-    return written, reasons, first_rejects
+    return np.concatenate(keys) if keys else np.zeros(0, np.int64), reasons, first_rejects
+
+
+def seen_in_train(keys: dict[str, np.ndarray]) -> dict[str, int]:
+    """Per held-out split, how many of its rows have an input key that a train row has too."""
+    train = np.unique(keys["train"])
+    return {split: int(np.isin(keys[split], train).sum()) for split in ("val", "test")}
 
 
 def _rows(file) -> int:
@@ -201,7 +211,7 @@ def write_corpus(config: TaskConfig, run: RunDir, ray: RayConfig) -> dict[str, i
         logger.info("corpus exists in %s; reusing it", run.corpus)
         return {split: _rows(run.corpus_file(split)) for split in SPLITS}
     sources = get_task(config.name).load_splits(config)
-    counts, reasons, first_rejects = {}, Counter(), []
+    keys, reasons, first_rejects = {}, Counter(), []
     with scratch_folder(run.corpus) as scratch, written_whole(run.corpus) as folder:  # all four files, or none
         limits = _limits(config)
         carved = "val" not in sources  # train's whole source is shuffled before validation is taken from it
@@ -218,13 +228,23 @@ def write_corpus(config: TaskConfig, run: RunDir, ray: RayConfig) -> dict[str, i
         with pq.ParquetWriter(folder / "rejects.parquet", CORPUS_REJECTS) as rejects:
             for split, (source, keep) in chosen.items():
                 target = folder / run.corpus_file(split).name
-                counts[split], split_reasons, split_first = _write_split(
+                keys[split], split_reasons, split_first = _write_split(
                     split, source, keep, repeated[split], target, rejects
                 )
                 reasons += split_reasons
                 first_rejects += split_first[: WARNED_REJECTS - len(first_rejects)]
+    counts, repeats = {split: int(keys[split].size) for split in SPLITS}, seen_in_train(keys)
     logger.info("corpus | train %d | val %d | test %d | rejected %d", *counts.values(), sum(reasons.values()))
     for reject in first_rejects:
         logger.warning("corpus | rejected %s: %s", reject["reason"], reject["detail"])
-    run.update_summary("corpus", {**counts, "rejected": dict(reasons)})
+    for split, repeated_inputs in repeats.items():
+        if repeated_inputs:
+            logger.warning(
+                "corpus | %d of %d %s rows have an input a train row has too (case and spacing aside): a student "
+                "may have learnt their answers; the report says so",
+                repeated_inputs,
+                counts[split],
+                split,
+            )
+    run.update_summary("corpus", {**counts, "rejected": dict(reasons), "inputs_seen_in_train": repeats})
     return counts

@@ -31,13 +31,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raydsbs.config import Config, TeacherConfig
+from raydsbs.data.checks import question_key
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import REPLAYED, REQUESTS
 from raydsbs.staging import committed, scratch_folder, written_whole
 from raydsbs.tasks import get_task
 from raydsbs.teacher.prompts import build_prompt
 from raydsbs.teacher.replay import UNUSABLE_FILE, ReplayedTexts, Unusable, not_replayed
-from raydsbs.teacher.selection import question_key
 
 logger = logging.getLogger(__name__)
 

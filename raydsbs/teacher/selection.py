@@ -20,7 +20,6 @@ the driver's memory is bounded by the bucket, not by the corpus.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from itertools import groupby
@@ -54,13 +53,6 @@ class Decision(NamedTuple):
     teacher_correct: bool
     vote_share: float
     samples: int
-
-
-def question_key(question: str) -> int:
-    """A 64-bit hash of the input, lower-cased and with whitespace collapsed; the same in every process
-    (Python's ``hash`` of a string is salted per process, and the keys are made in several)."""
-    normalized = " ".join(question.lower().split()).encode()
-    return int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "big", signed=True)
 
 
 def _vote(samples: list[Sample], rules) -> tuple[Sample, float] | None:

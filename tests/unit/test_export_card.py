@@ -19,6 +19,7 @@ FACTS = {
     "train_fraction": 0.5,
     "seed": 0,
     "corpus_rows": {"train": 700, "val": 100, "test": 200},
+    "test_inputs_seen_in_train": 3,
     "examples": 350,
     "val_accuracy": 0.31,
     "test_accuracy": 0.295,
@@ -42,12 +43,14 @@ def test_the_card_states_the_student_beside_the_teacher_the_untrained_student_an
     for row in ("| this student | 29.5 % |", "| 77.5 % |", "| the untrained student | 0.5 % |", "| 9.0 % |"):
         assert row in card
     assert "350 examples" in card and "λ = 0.5" in card and "412 s on 1 worker(s) (CPUs)" in card
+    assert "3 test rows repeat a train row's input" in card
 
 
 def test_a_student_built_from_config_names_no_base_model_and_standard_methods_no_lambda():
     facts = {**FACTS, "student": {"preset": "t5-tiny", "pretrained": None}, "lora": None, "method": "standard_finetune"}
-    facts["teacher_test_accuracy"] = None
+    facts["teacher_test_accuracy"] = facts["test_inputs_seen_in_train"] = None  # a run that did not count them
     card = model_card(facts, "seq2seq")
     metadata = yaml.safe_load(card.split("---\n")[1])
     assert "base_model" not in metadata and metadata["pipeline_tag"] == "text2text-generation"
     assert "built from config (t5-tiny)" in card and "λ" not in card and "not measured" in card
+    assert "repeat a train row's input" not in card

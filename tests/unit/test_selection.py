@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from raydsbs.config import TeacherConfig
+from raydsbs.data.checks import question_key
 from raydsbs.tasks import get_task
-from raydsbs.teacher.selection import Sample, question_key, select_rows
+from raydsbs.teacher.selection import Sample, select_rows
 
 
 def _sample(row_id, sample, label, reason="", question=None, gold="7"):
@@ -93,7 +94,7 @@ def test_input_keys_are_the_same_in_every_process():
         [
             sys.executable,
             "-c",
-            "from raydsbs.teacher.selection import question_key as k; print(k('How many  apples?'))",
+            "from raydsbs.data.checks import question_key as k; print(k('How many  apples?'))",
         ],
         capture_output=True,
         text=True,

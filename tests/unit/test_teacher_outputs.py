@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from raydsbs import spread
+from raydsbs.data.checks import question_key
 from raydsbs.resolve import load_config
 from raydsbs.rundir import RunDir, open_run
 from raydsbs.schemas import REQUESTS
 from raydsbs.teacher import outputs
 from raydsbs.teacher.outputs import write_outputs
-from raydsbs.teacher.selection import question_key
 
 
 # One bucket; as many as there are inputs; and those spread over groups of two buckets first (at most two files
