@@ -168,7 +168,7 @@ def _ids_at(file: Path, positions: np.ndarray) -> pa.Array:
 
 def _write_split(
     split: str, source: Staged, keep: np.ndarray, repeated: np.ndarray, target: Path, rejects: pq.ParquetWriter
-) -> tuple[int, Counter, list[dict]]:
+) -> tuple[np.ndarray, Counter, list[dict]]:
     """The split's chosen usable rows into ``target`` and its chosen rejects into ``rejects``, a row group at a
     time; (the written rows' input keys, rejects by reason, the first rejects)."""
     keys, reasons, first_rejects, start = [], Counter(), [], 0
