@@ -11,11 +11,13 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
+import pyarrow.parquet as pq
 import yaml
 
 from raydsbs import plots
 from raydsbs.config import Config, config_hash
 from raydsbs.cost import cost_lines
+from raydsbs.data.corpus import seen_test_ids
 from raydsbs.rundir import RunDir
 from raydsbs.storage import Location
 
@@ -298,6 +300,40 @@ def inputs_seen_line(corpus: dict) -> list[str]:
     ]
 
 
+def unseen_test_lines(
+    run: RunDir, corpus: dict, trainings: list[Training], rows: list[dict], keys: list[str]
+) -> list[str]:
+    """Where the corpus stage found test rows that repeat a train row's input: the teacher's and every table
+    row's accuracy on the other test rows alone (the held-out accuracy), from their per-row answers."""
+    if not corpus.get("inputs_seen_in_train", {}).get("test"):
+        return []
+    seen = seen_test_ids(run)
+
+    def accuracy(file: Location, correct: str) -> float | None:
+        if not file.is_file():
+            return None
+        table = pq.read_table(file.path, filesystem=file.fs, columns=["split", "id", correct]).to_pylist()
+        held_out = [row[correct] for row in table if row["split"] == "test" and row["id"] not in seen]
+        return sum(held_out) / len(held_out) if held_out else None
+
+    teacher = accuracy(run.heldout_file, "teacher_correct")
+    unseen = {t.name: accuracy(run.student / t.name / "predictions.parquet", "correct") for t in trainings}
+    test_rows = pq.read_metadata(run.corpus_file("test").path, filesystem=run.root.fs).num_rows
+    lines = [f"{test_rows - len(seen)} of the {test_rows} test rows have an input no train row has; on them alone:"]
+    if teacher is not None:
+        lines.append(f"- the teacher: {100 * teacher:.1f} %")
+    for row in rows:
+        members = [t.name for t in trainings if all(t.settings.get(key) == row[key] for key in keys)]
+        scores = [unseen[name] for name in members if unseen[name] is not None]
+        if scores:
+            mean, sd = _mean_sd(scores)
+            lines.append(
+                f"- {series_name(row, keys, ())}, train fraction {row['train.train_fraction']:g}: "
+                f"{_percent(mean, sd, len(scores))} %"
+            )
+    return lines
+
+
 def _html(
     title: str,
     intro: list[str],
@@ -362,11 +398,13 @@ def write_report(config: Config, run: RunDir) -> tuple[Location, str]:
         FAIR_ROWS,
     ]
     sections = [
+        ("Test rows that no train row repeats", unseen_test_lines(run, corpus, trainings, rows, keys)),
         ("Teacher", _teacher_lines(teacher)),
         ("Baselines", _baseline_lines(summary)),
         ("Smallest training set that beats the teacher", smallest_fraction_beating(rows, keys, teacher_accuracy)),
         ("Cost", cost_lines(config, teacher, trainings, rows, keys)),
     ]
+    sections = [(heading, lines) for heading, lines in sections if lines]
     markdown = [
         f"# {title}",
         "",

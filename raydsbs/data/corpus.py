@@ -179,8 +179,7 @@ def _write_split(
             chosen, usable, again = keep[start:end], source.usable[start:end], repeated[start:end]
             good = batch.filter(pa.array(chosen & usable & ~again)).select(CORPUS.names)
             writer.write_table(pa.Table.from_batches([good], CORPUS))
-            questions = good.column("question").to_pylist()
-            keys.append(np.fromiter(map(question_key, questions), np.int64, count=len(questions)))
+            keys.append(input_keys(good.column("question").to_pylist()))
             bad = batch.filter(pa.array(chosen & (~usable | again))).to_pylist()
             if bad:
                 for row in bad:
@@ -194,18 +193,37 @@ def _write_split(
     return np.concatenate(keys) if keys else np.zeros(0, np.int64), reasons, first_rejects
 
 
+def input_keys(questions: list[str]) -> np.ndarray:
+    """The inputs' keys (:func:`question_key`), 8 bytes each."""
+    return np.fromiter(map(question_key, questions), np.int64, count=len(questions))
+
+
+def _found_in(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """A mask over ``keys``: which of them ``sorted_keys`` holds."""
+    if not sorted_keys.size:
+        return np.zeros(keys.size, dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.size - 1)
+    return sorted_keys[at] == keys
+
+
 def seen_in_train(keys: dict[str, np.ndarray]) -> dict[str, int]:
     """Per held-out split, how many of its rows have an input key that a train row has too (train's keys sorted
     in place and searched: no copy of them)."""
-    train = keys["train"]
-    train.sort()
-    if not train.size:
-        return {"val": 0, "test": 0}
-    seen = {}
-    for split in ("val", "test"):
-        at = np.minimum(np.searchsorted(train, keys[split]), train.size - 1)
-        seen[split] = int((train[at] == keys[split]).sum())
-    return seen
+    keys["train"].sort()
+    return {split: int(_found_in(keys["train"], keys[split]).sum()) for split in ("val", "test")}
+
+
+def seen_test_ids(run: RunDir) -> set[str]:
+    """The ids of the corpus's test rows whose input a train row has too, read back from its files (train's
+    inputs a row group at a time)."""
+    train_file, test_file = run.corpus_file("train"), run.corpus_file("test")
+    train = pq.ParquetFile(train_file.path, filesystem=train_file.fs)
+    parts = [input_keys(b["question"].to_pylist()) for b in train.iter_batches(ROW_GROUP_ROWS, columns=["question"])]
+    train_keys = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    train_keys.sort()
+    test = pq.read_table(test_file.path, filesystem=test_file.fs, columns=["id", "question"])
+    seen = _found_in(train_keys, input_keys(test["question"].to_pylist()))
+    return set(test["id"].filter(pa.array(seen)).to_pylist())
 
 
 def _rows(file) -> int:
