@@ -294,9 +294,10 @@ def inputs_seen_line(corpus: dict) -> list[str]:
     if not any(seen.values()):
         return ["No validation or test row repeats a train row's input (compared case and spacing aside)."]
     parts = [f"{seen[split]} of the {corpus.get(split, '?')} {split} rows" for split in ("test", "val") if seen[split]]
+    where = " (below: the accuracies without them)" if seen["test"] else ""
     return [
         f"Beware: {' and '.join(parts)} repeat a train row's input (case and spacing aside): a student may have "
-        "learnt those answers, so its accuracy on them is not a held-out one."
+        f"learnt those answers, so its accuracy on them is not a held-out one{where}."
     ]
 
 

@@ -62,7 +62,8 @@ def test_held_out_rows_whose_input_train_repeats_are_counted_and_the_report_says
     assert "2 of 6 test rows have an input a train row has too" in caplog.text
     assert inputs_seen_line(corpus) == [
         "Beware: 2 of the 6 test rows and 1 of the 6 val rows repeat a train row's input (case and spacing aside): "
-        "a student may have learnt those answers, so its accuracy on them is not a held-out one."
+        "a student may have learnt those answers, so its accuracy on them is not a held-out one (below: the "
+        "accuracies without them)."
     ]
     assert inputs_seen_line({**corpus, "inputs_seen_in_train": {"val": 0, "test": 0}})[0].startswith("No validation")
     assert inputs_seen_line({"train": 6}) == []  # a run written before the corpus counted them

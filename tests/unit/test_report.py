@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from raydsbs.config import Config, to_yaml
 from raydsbs.report import write_report
 from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
+from raydsbs.schemas import CORPUS
 
 TEACHER = {
     "rows": 100,
@@ -152,3 +155,43 @@ def test_an_api_teachers_prompt_and_generated_tokens_are_priced_apart():
     output_only = with_overrides(Config(), {"cost.api_output_per_mtok": 2.0}).cost
     assert api_teacher_line(output_only, teacher).endswith(": 0.2 (200 per 1M rows); the prompt tokens unpriced")
     assert "(set cost.api_input_per_mtok and cost.api_output_per_mtok" in api_teacher_line(Config().cost, teacher)
+
+
+def test_test_rows_that_repeat_a_train_input_are_left_out_of_a_held_out_accuracy(tmp_path):
+    """Two of five test rows repeat a train row's input (one of them but for case and spacing): the report
+    names them and gives the teacher's and each student's accuracy on the three others, from their answers."""
+    run = RunDir(tmp_path)
+    run.corpus.mkdir()
+    corpus = {
+        "train": ["How many apples?", "What is 2 + 3?", "A new question"],
+        "test": ["what is  2 + 3?", "How many apples?", "Unseen one", "Unseen two", "Unseen three"],
+    }
+    for split, questions in corpus.items():
+        rows = [{"id": f"{split}-{i}", "question": q, "gold": "1"} for i, q in enumerate(questions)]
+        pq.write_table(pa.Table.from_pylist(rows, CORPUS), run.corpus_file(split).path)
+    pq.write_table(
+        pa.Table.from_pylist([{"id": "val-0", "question": "v", "gold": "1"}], CORPUS), run.corpus_file("val").path
+    )
+    run.update_summary(
+        "corpus", {"train": 3, "val": 1, "test": 5, "rejected": {}, "inputs_seen_in_train": {"val": 0, "test": 2}}
+    )
+    run.update_summary("teacher", TEACHER)
+    teacher_right = [True, True, False, True, False]  # 1 of the 3 unseen rows
+    run.teacher.mkdir()
+    pq.write_table(
+        pa.table({"id": [f"test-{i}" for i in range(5)], "split": ["test"] * 5, "teacher_correct": teacher_right}),
+        run.heldout_file.path,
+    )
+    for seed, right in ((0, [True, True, True, True, False]), (1, [True, True, True, False, False])):
+        _training(run, {"train.seed": seed}, 0.8, parameters=1_000_000)
+        folder = sorted(run.student.glob("t*"), key=lambda f: f.name)[-1]
+        predictions = {"split": ["val"] + ["test"] * 5, "id": ["val-0"] + [f"test-{i}" for i in range(5)]}
+        pq.write_table(pa.table({**predictions, "correct": [True, *right]}), (folder / "predictions.parquet").path)
+    text = write_report(Config(), run)[0].read_text()
+    assert "Beware: 2 of the 5 test rows repeat a train row's input" in text
+    section = text.split("## Test rows that no train row repeats\n")[1].split("\n\n")[0].splitlines()
+    assert section == [
+        "3 of the 5 test rows have an input no train row has; on them alone:",
+        "- the teacher: 33.3 %",
+        "- step by step (λ=1), train fraction 1: 50.0 ± 23.6 %",  # 2 of 3 and 1 of 3
+    ]
