@@ -204,7 +204,7 @@ def score(config: Config, run: RunDir, folder: Location | None) -> tuple[dict, l
 
 def _write(folder: Location, metrics: dict, rows: list[dict]) -> None:
     """The predictions, then the metrics that mark the scoring done; each file whole."""
-    with written_whole(folder / "predictions.parquet", folder=False, replace=True) as staging:
+    with written_whole(RunDir.predictions_file(folder), folder=False, replace=True) as staging:
         pq.write_table(pa.Table.from_pylist(rows), staging)
     with written_whole(folder / "metrics.json", folder=False, replace=True) as staging:
         staging.write_text(json.dumps(metrics, indent=2))

@@ -26,7 +26,8 @@ import shutil
 import yaml
 
 from raydsbs.config import Config
-from raydsbs.report import teacher_source
+from raydsbs.data.corpus import seen_test_ids
+from raydsbs.report import held_out_accuracy, teacher_source
 from raydsbs.rundir import RunDir
 from raydsbs.staging import committed, written_whole
 from raydsbs.storage import Location, local_copy, location
@@ -54,6 +55,8 @@ def evidence(config: Config, run: RunDir, training: Location) -> dict:
     trained = json.loads(training_file.read_text()) if training_file.is_file() else {}
     summary = run.read_summary()
     teacher, baselines, corpus = summary.get("teacher", {}), summary.get("baselines", {}), summary.get("corpus", {})
+    seen_in_train = corpus.get("inputs_seen_in_train", {}).get("test")
+    seen = seen_test_ids(run) if seen_in_train else set()  # test rows whose input a train row has too
     return {
         "run": str(run.root),
         "training": training.name,
@@ -67,7 +70,9 @@ def evidence(config: Config, run: RunDir, training: Location) -> dict:
         "train_fraction": metrics["train_fraction"],
         "seed": metrics["seed"],
         "corpus_rows": {split: corpus.get(split) for split in ("train", "val", "test")},
-        "test_inputs_seen_in_train": corpus.get("inputs_seen_in_train", {}).get("test"),
+        "test_inputs_seen_in_train": seen_in_train,
+        "unseen_test_accuracy": held_out_accuracy(RunDir.predictions_file(training), "correct", seen) if seen else None,
+        "teacher_unseen_test_accuracy": held_out_accuracy(run.heldout_file, "teacher_correct", seen) if seen else None,
         "examples": metrics.get("examples"),
         "val_accuracy": metrics["val_accuracy"],
         "test_accuracy": metrics["test_accuracy"],
@@ -137,7 +142,13 @@ def model_card(facts: dict, kind: str) -> str:
         "",
         f"- data: {rows['train']} train / {rows['val']} val / {rows['test']} test rows; trained on a fraction of "
         f"{facts['train_fraction']:g} of train ({facts['examples']} examples), seed {facts['seed']}"
-        + ("" if seen is None else f"; {seen} test rows repeat a train row's input (case and spacing aside)"),
+        + ("" if seen is None else f"; {seen} test rows repeat a train row's input (case and spacing aside)")
+        + (
+            f": on the other {rows['test'] - seen}, this student {_percent(facts['unseen_test_accuracy'])}, the "
+            f"teacher {_percent(facts['teacher_unseen_test_accuracy'])}"
+            if seen
+            else ""
+        ),
         f"- method: {facts['method']}"
         + (
             f", λ = {facts['rationale_weight']:g} (loss = label loss + λ · rationale loss)"

@@ -301,6 +301,16 @@ def inputs_seen_line(corpus: dict) -> list[str]:
     ]
 
 
+def held_out_accuracy(answers: Location, correct: str, seen: set[str]) -> float | None:
+    """The share of test rows outside ``seen`` (ids) that a file of per-row answers has ``correct``; None when
+    the file or such rows are missing."""
+    if not answers.is_file():
+        return None
+    table = pq.read_table(answers.path, filesystem=answers.fs, columns=["split", "id", correct]).to_pylist()
+    held_out = [row[correct] for row in table if row["split"] == "test" and row["id"] not in seen]
+    return sum(held_out) / len(held_out) if held_out else None
+
+
 def unseen_test_lines(
     run: RunDir, corpus: dict, trainings: list[Training], rows: list[dict], keys: list[str]
 ) -> list[str]:
@@ -309,16 +319,8 @@ def unseen_test_lines(
     if not corpus.get("inputs_seen_in_train", {}).get("test"):
         return []
     seen = seen_test_ids(run)
-
-    def accuracy(file: Location, correct: str) -> float | None:
-        if not file.is_file():
-            return None
-        table = pq.read_table(file.path, filesystem=file.fs, columns=["split", "id", correct]).to_pylist()
-        held_out = [row[correct] for row in table if row["split"] == "test" and row["id"] not in seen]
-        return sum(held_out) / len(held_out) if held_out else None
-
-    teacher = accuracy(run.heldout_file, "teacher_correct")
-    unseen = {t.name: accuracy(run.student / t.name / "predictions.parquet", "correct") for t in trainings}
+    teacher = held_out_accuracy(run.heldout_file, "teacher_correct", seen)
+    unseen = {t.name: held_out_accuracy(run.predictions_file(run.training(t.name)), "correct", seen) for t in trainings}
     test_rows = pq.read_metadata(run.corpus_file("test").path, filesystem=run.root.fs).num_rows
     lines = [f"{test_rows - len(seen)} of the {test_rows} test rows have an input no train row has; on them alone:"]
     if teacher is not None:

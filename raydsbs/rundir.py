@@ -11,7 +11,8 @@
       teacher/heldout.parquet     the teacher's answers on the val and test rows (scored, never trained on)
       student/tokenizer/          trained on the run's own texts (no pretrained student)
       student/tokenized/          training and validation examples as token ids, shared by trainings
-      student/<training>/         model/ (selected on val; adapter/ beside it for LoRA), metrics.json
+      student/<training>/         model/ (selected on val; adapter/ beside it for LoRA), metrics.json,
+                                  predictions.parquet
       student/untrained/<student>/ the untrained student's metrics and predictions (a baseline)
       sweep/                      Ray Tune trials and results.json
       tensorboard/<training>/     each training's TensorBoard events (raydsbs.tracking; W&B's offline runs: wandb/)
@@ -68,6 +69,11 @@ class RunDir:
 
     def training(self, name: str) -> Location:
         return self.student / name
+
+    @staticmethod
+    def predictions_file(scored: Location) -> Location:
+        """A scored student's folder's answers, a row each (split, id, output, label, gold, correct)."""
+        return scored / "predictions.parquet"
 
     def read_summary(self) -> dict[str, Any]:
         return json.loads(self.summary_file.read_text()) if self.summary_file.is_file() else {}
