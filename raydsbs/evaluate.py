@@ -15,7 +15,8 @@ from collections import Counter
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raydsbs.config import Config, EvalConfig, config_hash
+from raydsbs.config import Config, EvalConfig, StudentConfig, config_hash
+from raydsbs.data.corpus import held_out_accuracy, seen_test_ids
 from raydsbs.progress import ProgressLine, log_from_worker
 from raydsbs.rundir import RunDir
 from raydsbs.staging import written_whole
@@ -247,12 +248,17 @@ def evaluate_student(config: Config, run: RunDir, folder: Location) -> dict:
     return metrics
 
 
+def _untrained(config: Config, run: RunDir) -> tuple[StudentConfig, Location]:
+    """The untrained student's settings and its folder: one per student setting."""
+    student = config.student.model_copy(update={"lora": None})  # adapters start as the identity
+    scoring = EvalConfig(**config.eval.scoring())  # how many processes score it names no new baseline
+    return student, run.untrained / f"{student.preset}-{config_hash(Config(student=student, eval=scoring), 6)}"
+
+
 def evaluate_untrained(config: Config, run: RunDir) -> dict:
     """The student as it starts, before any training, asked the label task with the same prompt and parser:
     what a trained student's accuracy is to be read against (written once per student setting)."""
-    student = config.student.model_copy(update={"lora": None})  # adapters start as the identity
-    scoring = EvalConfig(**config.eval.scoring())  # how many processes score it names no new baseline
-    folder = run.untrained / f"{student.preset}-{config_hash(Config(student=student, eval=scoring), 6)}"
+    student, folder = _untrained(config, run)
     if (folder / "metrics.json").is_file():
         return json.loads((folder / "metrics.json").read_text())
     prepare_tokenizer(config, run)
@@ -270,13 +276,14 @@ def evaluate_untrained(config: Config, run: RunDir) -> dict:
     return metrics
 
 
-def floor_accuracy(config: Config, run: RunDir) -> dict:
-    """The trivial floor on the test split: always answering the train split's most common label, or a uniform
-    guess among a row's choices, whichever scores higher."""
+def floor_accuracy(config: Config, run: RunDir, leave_out: set[str] | frozenset = frozenset()) -> dict:
+    """The trivial floor on the test split (less the rows whose ids are in ``leave_out``): always answering the
+    train split's most common label, or a uniform guess among a row's choices, whichever scores higher."""
     task = get_task(config.task.name)
     train_file, test_file = run.corpus_file("train"), run.corpus_file("test")
     train = pq.read_table(train_file.path, filesystem=train_file.fs, columns=["gold"])["gold"].to_pylist()
-    test = pq.read_table(test_file.path, filesystem=test_file.fs, columns=["question", "gold"]).to_pylist()
+    test = pq.read_table(test_file.path, filesystem=test_file.fs, columns=["id", "question", "gold"]).to_pylist()
+    test = [row for row in test if row["id"] not in leave_out]
     counts = Counter(task.normalize(gold) for gold in train)
     counts.pop(None, None)
     candidates = []
@@ -302,5 +309,10 @@ def write_baselines(config: Config, run: RunDir) -> dict:
         "floor_test_accuracy": floor["accuracy"],
         "floor": floor["how"],
     }
+    if run.read_summary().get("corpus", {}).get("inputs_seen_in_train", {}).get("test"):
+        seen = seen_test_ids(run)  # the same two on the test rows no train row repeats
+        unseen = held_out_accuracy(RunDir.predictions_file(_untrained(config, run)[1]), "correct", seen)
+        baselines["untrained_student_unseen_test_accuracy"] = None if unseen is None else round(unseen, 4)
+        baselines["floor_unseen_test_accuracy"] = floor_accuracy(config, run, leave_out=seen)["accuracy"]
     run.update_summary("baselines", baselines)
     return baselines

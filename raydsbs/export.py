@@ -26,8 +26,8 @@ import shutil
 import yaml
 
 from raydsbs.config import Config
-from raydsbs.data.corpus import seen_test_ids
-from raydsbs.report import held_out_accuracy, teacher_source
+from raydsbs.data.corpus import held_out_accuracy, seen_test_ids
+from raydsbs.report import teacher_source
 from raydsbs.rundir import RunDir
 from raydsbs.staging import committed, written_whole
 from raydsbs.storage import Location, local_copy, location

@@ -17,7 +17,7 @@ import yaml
 from raydsbs import plots
 from raydsbs.config import Config, config_hash
 from raydsbs.cost import cost_lines
-from raydsbs.data.corpus import seen_test_ids
+from raydsbs.data.corpus import held_out_accuracy, seen_test_ids
 from raydsbs.rundir import RunDir
 from raydsbs.storage import Location
 
@@ -301,30 +301,26 @@ def inputs_seen_line(corpus: dict) -> list[str]:
     ]
 
 
-def held_out_accuracy(answers: Location, correct: str, seen: set[str]) -> float | None:
-    """The share of test rows outside ``seen`` (ids) that a file of per-row answers has ``correct``; None when
-    the file or such rows are missing."""
-    if not answers.is_file():
-        return None
-    table = pq.read_table(answers.path, filesystem=answers.fs, columns=["split", "id", correct]).to_pylist()
-    held_out = [row[correct] for row in table if row["split"] == "test" and row["id"] not in seen]
-    return sum(held_out) / len(held_out) if held_out else None
-
-
 def unseen_test_lines(
-    run: RunDir, corpus: dict, trainings: list[Training], rows: list[dict], keys: list[str]
+    run: RunDir, summary: dict, trainings: list[Training], rows: list[dict], keys: list[str]
 ) -> list[str]:
     """Where the corpus stage found test rows that repeat a train row's input: the teacher's and every table
     row's accuracy on the other test rows alone (the held-out accuracy), from their per-row answers."""
-    if not corpus.get("inputs_seen_in_train", {}).get("test"):
+    if not summary.get("corpus", {}).get("inputs_seen_in_train", {}).get("test"):
         return []
     seen = seen_test_ids(run)
     teacher = held_out_accuracy(run.heldout_file, "teacher_correct", seen)
     unseen = {t.name: held_out_accuracy(run.predictions_file(run.training(t.name)), "correct", seen) for t in trainings}
     test_rows = pq.read_metadata(run.corpus_file("test").path, filesystem=run.root.fs).num_rows
     lines = [f"{test_rows - len(seen)} of the {test_rows} test rows have an input no train row has; on them alone:"]
-    if teacher is not None:
-        lines.append(f"- the teacher: {100 * teacher:.1f} %")
+    baselines = summary.get("baselines", {})
+    for name, accuracy in (
+        ("the teacher", teacher),
+        ("the untrained student", baselines.get("untrained_student_unseen_test_accuracy")),
+        (f"the trivial floor ({baselines.get('floor')})", baselines.get("floor_unseen_test_accuracy")),
+    ):
+        if accuracy is not None:
+            lines.append(f"- {name}: {100 * accuracy:.1f} %")
     for row in rows:
         members = [t.name for t in trainings if all(t.settings.get(key) == row[key] for key in keys)]
         scores = [unseen[name] for name in members if unseen[name] is not None]
@@ -401,7 +397,7 @@ def write_report(config: Config, run: RunDir) -> tuple[Location, str]:
         FAIR_ROWS,
     ]
     sections = [
-        ("Test rows that no train row repeats", unseen_test_lines(run, corpus, trainings, rows, keys)),
+        ("Test rows that no train row repeats", unseen_test_lines(run, summary, trainings, rows, keys)),
         ("Teacher", _teacher_lines(teacher)),
         ("Baselines", _baseline_lines(summary)),
         ("Smallest training set that beats the teacher", smallest_fraction_beating(rows, keys, teacher_accuracy)),

@@ -41,6 +41,7 @@ from raydsbs.positions import repeated_ids, seeded_permutation
 from raydsbs.rundir import RunDir
 from raydsbs.schemas import CORPUS, CORPUS_REJECTS
 from raydsbs.staging import committed, scratch_folder, written_whole
+from raydsbs.storage import Location
 from raydsbs.tasks import SPLITS, Example, RejectedRow, get_task
 from raydsbs.tasks.sources import FileSplit
 
@@ -274,3 +275,13 @@ def write_corpus(config: TaskConfig, run: RunDir, ray: RayConfig) -> dict[str, i
             )
     run.update_summary("corpus", {**counts, "rejected": dict(reasons), "inputs_seen_in_train": repeats})
     return counts
+
+
+def held_out_accuracy(answers: Location, correct: str, seen: set[str]) -> float | None:
+    """The share of test rows outside ``seen`` (ids) that a file of per-row answers has ``correct``; None when
+    the file or such rows are missing."""
+    if not answers.is_file():
+        return None
+    table = pq.read_table(answers.path, filesystem=answers.fs, columns=["split", "id", correct]).to_pylist()
+    held_out = [row[correct] for row in table if row["split"] == "test" and row["id"] not in seen]
+    return sum(held_out) / len(held_out) if held_out else None

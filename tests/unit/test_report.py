@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from raydsbs import evaluate
 from raydsbs.config import Config, to_yaml
 from raydsbs.report import write_report
 from raydsbs.resolve import with_overrides
@@ -157,17 +158,19 @@ def test_an_api_teachers_prompt_and_generated_tokens_are_priced_apart():
     assert "(set cost.api_input_per_mtok and cost.api_output_per_mtok" in api_teacher_line(Config().cost, teacher)
 
 
-def test_test_rows_that_repeat_a_train_input_are_left_out_of_a_held_out_accuracy(tmp_path):
+def test_test_rows_that_repeat_a_train_input_are_left_out_of_a_held_out_accuracy(tmp_path, monkeypatch):
     """Two of five test rows repeat a train row's input (one of them but for case and spacing): the report
-    names them and gives the teacher's and each student's accuracy on the three others, from their answers."""
+    names them and gives the teacher's, the baselines' and each student's accuracy on the three others, from
+    their answers (the untrained student's scoring itself stood in for: its answers are written here)."""
     run = RunDir(tmp_path)
     run.corpus.mkdir()
     corpus = {
         "train": ["How many apples?", "What is 2 + 3?", "A new question"],
         "test": ["what is  2 + 3?", "How many apples?", "Unseen one", "Unseen two", "Unseen three"],
     }
+    golds = {"train": ["1", "1", "2"], "test": ["1", "2", "1", "3", "1"]}  # the floor: always '1'
     for split, questions in corpus.items():
-        rows = [{"id": f"{split}-{i}", "question": q, "gold": "1"} for i, q in enumerate(questions)]
+        rows = [{"id": f"{split}-{i}", "question": q, "gold": golds[split][i]} for i, q in enumerate(questions)]
         pq.write_table(pa.Table.from_pylist(rows, CORPUS), run.corpus_file(split).path)
     pq.write_table(
         pa.Table.from_pylist([{"id": "val-0", "question": "v", "gold": "1"}], CORPUS), run.corpus_file("val").path
@@ -187,11 +190,22 @@ def test_test_rows_that_repeat_a_train_input_are_left_out_of_a_held_out_accuracy
         folder = sorted(run.student.glob("t*"), key=lambda f: f.name)[-1]
         predictions = {"split": ["val"] + ["test"] * 5, "id": ["val-0"] + [f"test-{i}" for i in range(5)]}
         pq.write_table(pa.table({**predictions, "correct": [True, *right]}), (folder / "predictions.parquet").path)
+    untrained = {"student": "t5-tiny", "test_accuracy": 0.4, "val_accuracy": 0.0}
+    monkeypatch.setattr(evaluate, "evaluate_untrained", lambda config, run: untrained)
+    folder = evaluate._untrained(Config(), run)[1]
+    folder.mkdir(parents=True)
+    answers = {"split": ["test"] * 5, "id": [f"test-{i}" for i in range(5)], "correct": [1, 1, 0, 0, 0]}
+    pq.write_table(pa.table(answers), RunDir.predictions_file(folder).path)
+    baselines = evaluate.write_baselines(Config(), run)
+    assert baselines["floor_test_accuracy"] == 0.6 and baselines["floor_unseen_test_accuracy"] == 0.6667
+    assert baselines["untrained_student_unseen_test_accuracy"] == 0.0
     text = write_report(Config(), run)[0].read_text()
     assert "Beware: 2 of the 5 test rows repeat a train row's input" in text
     section = text.split("## Test rows that no train row repeats\n")[1].split("\n\n")[0].splitlines()
     assert section == [
         "3 of the 5 test rows have an input no train row has; on them alone:",
         "- the teacher: 33.3 %",
+        "- the untrained student: 0.0 %",
+        "- the trivial floor (always '1', the train split's most common label): 66.7 %",
         "- step by step (λ=1), train fraction 1: 50.0 ± 23.6 %",  # 2 of 3 and 1 of 3
     ]
