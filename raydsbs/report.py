@@ -11,7 +11,6 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
-import pyarrow.parquet as pq
 import yaml
 
 from raydsbs import plots
@@ -311,7 +310,7 @@ def unseen_test_lines(
     seen = seen_test_ids(run)
     teacher = held_out_accuracy(run.heldout_file, "teacher_correct", seen)
     unseen = {t.name: held_out_accuracy(run.predictions_file(run.training(t.name)), "correct", seen) for t in trainings}
-    test_rows = pq.read_metadata(run.corpus_file("test").path, filesystem=run.root.fs).num_rows
+    test_rows = summary["corpus"]["test"]
     lines = [f"{test_rows - len(seen)} of the {test_rows} test rows have an input no train row has; on them alone:"]
     baselines = summary.get("baselines", {})
     for name, accuracy in (

@@ -2,7 +2,7 @@
 
     runs/<tag>-<hash>/
       config.yaml                 the resolved config
-      corpus/{train,val,test}.parquet
+      corpus/{train,val,test}.parquet, rejects.parquet, seen_in_train.parquet (held-out rows train repeats)
       teacher/requests/           one row per (input row, sample): prompt, seed, or why it can't be sent
       teacher/generations/        every completion, parsed (written as it goes; _SUCCESS when complete)
       teacher/checkpoints/        Ray Data's record of the request ids written (row-level resume)
@@ -49,6 +49,7 @@ class RunDir:
 
     config_file = property(lambda self: self.root / "config.yaml")
     corpus = property(lambda self: self.root / "corpus")
+    seen_in_train_file = property(lambda self: self.corpus / "seen_in_train.parquet")
     teacher = property(lambda self: self.root / "teacher")
     requests = property(lambda self: self.teacher / "requests")
     generations = property(lambda self: self.teacher / "generations")

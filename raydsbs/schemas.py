@@ -5,6 +5,7 @@ file (under the run directory)  schema              written by                  
 =============================  ===================  ==============================  ===========================
 corpus/{train,val,test}.parquet  CORPUS             data/corpus.py                  teacher/requests.py, student
 corpus/rejects.parquet           CORPUS_REJECTS     data/corpus.py                  the user, summary.json
+corpus/seen_in_train.parquet     SEEN_IN_TRAIN      data/corpus.py                  evaluate, report, export
 teacher/requests/                REQUESTS           teacher/requests.py             teacher/pipeline.py (stream)
 (the stream, backend -> parser)  PASSTHROUGH + ...  teacher/backends.py             teacher/pipeline.py
 teacher/generations/             SAMPLES            teacher/pipeline.py (parse)     teacher/pipeline.py (select)
@@ -31,6 +32,8 @@ def _strings(*names: str) -> list[tuple[str, pa.DataType]]:
 
 CORPUS = pa.schema(_strings("id", "question", "gold"))
 CORPUS_REJECTS = pa.schema(_strings("id", "split", "reason", "detail"))
+# The validation and test rows whose input a train row has too (case and spacing aside).
+SEEN_IN_TRAIN = pa.schema(_strings("split", "id"))
 
 # A replay file's usable rows ("" where the file gives no such text).
 REPLAY = pa.schema(_strings("id", "completion", "rationale", "label"))

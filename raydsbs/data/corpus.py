@@ -14,8 +14,9 @@ The rows stream through in bounded memory, however many there are:
                    without a validation source, a seeded carve of train (the same rows as a shuffle of it);
                    an id seen in an earlier chosen row is a ``duplicate_id``
     write          each split's chosen rows in source order, and the rejects among them, a row group at a time
-    seen in train  how many validation and test rows have an input that a train row has too (the same text, case
-                   and spacing aside): a student may have learnt those answers; said in the log, summary, report
+    seen in train  the validation and test rows whose input a train row has too (the same text, case and spacing
+                   aside): a student may have learnt their answers; their ids in seen_in_train.parquet, their
+                   counts in the log and summary; the report and the card score without them too
 
 Only per-row flags, positions and hashes of the ids and of the written inputs (17 bytes a row) are ever held
 whole.
@@ -39,7 +40,7 @@ from raydsbs.config import RayConfig, TaskConfig
 from raydsbs.data.checks import STAGED, TABLE_ROWS, checked_table, question_key
 from raydsbs.positions import repeated_ids, seeded_permutation
 from raydsbs.rundir import RunDir
-from raydsbs.schemas import CORPUS, CORPUS_REJECTS
+from raydsbs.schemas import CORPUS, CORPUS_REJECTS, SEEN_IN_TRAIN
 from raydsbs.staging import committed, scratch_folder, written_whole
 from raydsbs.storage import Location
 from raydsbs.tasks import SPLITS, Example, RejectedRow, get_task
@@ -207,24 +208,28 @@ def _found_in(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_keys[at] == keys
 
 
-def seen_in_train(keys: dict[str, np.ndarray]) -> dict[str, int]:
-    """Per held-out split, how many of its rows have an input key that a train row has too (train's keys sorted
-    in place and searched: no copy of them)."""
+def _write_seen_in_train(keys: dict[str, np.ndarray], written: dict[str, Path], target: Path) -> dict[str, int]:
+    """The held-out rows of the ``written`` split files whose input key a train row has too, into ``target``
+    (a row group of ids at a time); their count per split. Train's keys are sorted in place and searched: no
+    copy of them."""
     keys["train"].sort()
-    return {split: int(_found_in(keys["train"], keys[split]).sum()) for split in ("val", "test")}
+    seen = {}
+    with pq.ParquetWriter(target, SEEN_IN_TRAIN) as writer:
+        for split in ("val", "test"):
+            found, start = _found_in(keys["train"], keys[split]), 0
+            for batch in pq.ParquetFile(written[split]).iter_batches(batch_size=ROW_GROUP_ROWS, columns=["id"]):
+                ids = batch["id"].filter(pa.array(found[start : start + batch.num_rows]))
+                writer.write_table(pa.table({"split": [split] * len(ids), "id": ids}, SEEN_IN_TRAIN))
+                start += batch.num_rows
+            seen[split] = int(found.sum())
+    return seen
 
 
 def seen_test_ids(run: RunDir) -> set[str]:
-    """The ids of the corpus's test rows whose input a train row has too, read back from its files (train's
-    inputs a row group at a time)."""
-    train_file, test_file = run.corpus_file("train"), run.corpus_file("test")
-    train = pq.ParquetFile(train_file.path, filesystem=train_file.fs)
-    parts = [input_keys(b["question"].to_pylist()) for b in train.iter_batches(ROW_GROUP_ROWS, columns=["question"])]
-    train_keys = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    train_keys.sort()
-    test = pq.read_table(test_file.path, filesystem=test_file.fs, columns=["id", "question"])
-    seen = _found_in(train_keys, input_keys(test["question"].to_pylist()))
-    return set(test["id"].filter(pa.array(seen)).to_pylist())
+    """The ids of the corpus's test rows whose input a train row has too (the corpus stage wrote them)."""
+    file = run.seen_in_train_file
+    table = pq.read_table(file.path, filesystem=file.fs, filters=[("split", "=", "test")], columns=["id"])
+    return set(table["id"].to_pylist())
 
 
 def _rows(file) -> int:
@@ -232,14 +237,15 @@ def _rows(file) -> int:
 
 
 def write_corpus(config: TaskConfig, run: RunDir, ray: RayConfig) -> dict[str, int]:
-    """Write the three splits and the rejects, all or nothing (skipped when they exist); returns rows per split.
+    """Write the three splits, the rejects and the held-out rows train repeats, all or nothing (skipped when they
+    exist); returns rows per split.
     Data files are read and checked on the Ray cluster ``ray`` names (started if need be)."""
     if committed(run.corpus):
         logger.info("corpus exists in %s; reusing it", run.corpus)
         return {split: _rows(run.corpus_file(split)) for split in SPLITS}
     sources = get_task(config.name).load_splits(config)
-    keys, reasons, first_rejects = {}, Counter(), []
-    with scratch_folder(run.corpus) as scratch, written_whole(run.corpus) as folder:  # all four files, or none
+    keys, written, reasons, first_rejects = {}, {}, Counter(), []
+    with scratch_folder(run.corpus) as scratch, written_whole(run.corpus) as folder:  # all five files, or none
         limits = _limits(config)
         carved = "val" not in sources  # train's whole source is shuffled before validation is taken from it
         staged = {
@@ -254,13 +260,14 @@ def write_corpus(config: TaskConfig, run: RunDir, ray: RayConfig) -> dict[str, i
         repeated = duplicates(chosen)
         with pq.ParquetWriter(folder / "rejects.parquet", CORPUS_REJECTS) as rejects:
             for split, (source, keep) in chosen.items():
-                target = folder / run.corpus_file(split).name
+                written[split] = folder / run.corpus_file(split).name
                 keys[split], split_reasons, split_first = _write_split(
-                    split, source, keep, repeated[split], target, rejects
+                    split, source, keep, repeated[split], written[split], rejects
                 )
                 reasons += split_reasons
                 first_rejects += split_first[: WARNED_REJECTS - len(first_rejects)]
-    counts, repeats = {split: int(keys[split].size) for split in SPLITS}, seen_in_train(keys)
+        repeats = _write_seen_in_train(keys, written, folder / run.seen_in_train_file.name)
+    counts = {split: int(keys[split].size) for split in SPLITS}
     logger.info("corpus | train %d | val %d | test %d | rejected %d", *counts.values(), sum(reasons.values()))
     for reject in first_rejects:
         logger.warning("corpus | rejected %s: %s", reject["reason"], reject["detail"])

@@ -3,7 +3,7 @@ Rows read from data files go through Ray Data: tests/integration/test_corpus_fil
 
 import pyarrow.parquet as pq
 
-from raydsbs.data.corpus import write_corpus
+from raydsbs.data.corpus import seen_test_ids, write_corpus
 from raydsbs.report import inputs_seen_line
 from raydsbs.resolve import load_config
 from raydsbs.rundir import open_run
@@ -59,6 +59,13 @@ def test_held_out_rows_whose_input_train_repeats_are_counted_and_the_report_says
         write_corpus(config.task, run, config.ray)
     corpus = run.read_summary()["corpus"]
     assert corpus["inputs_seen_in_train"] == {"val": 1, "test": 2}
+    seen = pq.read_table(run.seen_in_train_file.path).to_pylist()
+    assert seen == [
+        {"split": "val", "id": "v-again"},
+        {"split": "test", "id": "t-again"},
+        {"split": "test", "id": "t-again-2"},
+    ]
+    assert seen_test_ids(run) == {"t-again", "t-again-2"}
     assert "2 of 6 test rows have an input a train row has too" in caplog.text
     assert inputs_seen_line(corpus) == [
         "Beware: 2 of the 6 test rows and 1 of the 6 val rows repeat a train row's input (case and spacing aside): "

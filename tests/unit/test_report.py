@@ -13,7 +13,7 @@ from raydsbs.config import Config, to_yaml
 from raydsbs.report import write_report
 from raydsbs.resolve import with_overrides
 from raydsbs.rundir import RunDir
-from raydsbs.schemas import CORPUS
+from raydsbs.schemas import CORPUS, SEEN_IN_TRAIN
 
 TEACHER = {
     "rows": 100,
@@ -159,7 +159,8 @@ def test_an_api_teachers_prompt_and_generated_tokens_are_priced_apart():
 
 
 def test_test_rows_that_repeat_a_train_input_are_left_out_of_a_held_out_accuracy(tmp_path, monkeypatch):
-    """Two of five test rows repeat a train row's input (one of them but for case and spacing): the report
+    """Two of five test rows repeat a train row's input (one of them but for case and spacing; the corpus stage's
+    finding written here as it writes it, tests/unit/test_corpus.py finds it): the report
     names them and gives the teacher's, the baselines' and each student's accuracy on the three others, from
     their answers (the untrained student's scoring itself stood in for: its answers are written here)."""
     run = RunDir(tmp_path)
@@ -178,6 +179,8 @@ def test_test_rows_that_repeat_a_train_input_are_left_out_of_a_held_out_accuracy
     run.update_summary(
         "corpus", {"train": 3, "val": 1, "test": 5, "rejected": {}, "inputs_seen_in_train": {"val": 0, "test": 2}}
     )
+    seen = {"split": ["test", "test"], "id": ["test-0", "test-1"]}  # as the corpus stage finds them
+    pq.write_table(pa.table(seen, SEEN_IN_TRAIN), run.seen_in_train_file.path)
     run.update_summary("teacher", TEACHER)
     teacher_right = [True, True, False, True, False]  # 1 of the 3 unseen rows
     run.teacher.mkdir()
